@@ -1,0 +1,208 @@
+"""The Python API: define node types, register workflows, start and watch executions."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from . import codec, registry, runtime, validation
+from .definitions import Workflow, definition_hash, to_dict
+from .durations import parse_duration
+from .errors import ConfigurationError, InputError, WaitTimeout
+from .registry import LANES, NodeType, RetryPolicy
+from .store import Execution, ExecutionSummary
+
+F = TypeVar("F", bound=Callable[..., Any])
+_WORKFLOW_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+def node_type(
+    name: str,
+    *,
+    lane: str | None = None,
+    config: type[msgspec.Struct] | None = None,
+    retry: RetryPolicy | dict[str, Any] | None = None,
+    timeout: str | float | None = None,
+) -> Callable[[F], F]:
+    """Register the decorated function as a node type (a Dramatiq actor on its lane).
+
+    Args:
+        name: The name workflows use in ``type:``.
+        lane: ``high``, ``default`` or ``low``; unset follows the execution's lane.
+        config: A msgspec Struct that node configs are checked against.
+        retry: Default retry policy of nodes of this type.
+        timeout: Default per-attempt timeout, e.g. ``"30s"``.
+    """
+    if isinstance(retry, dict):
+        retry = msgspec.convert(retry, RetryPolicy)
+    seconds = parse_duration(timeout) if timeout is not None else None
+
+    def decorate(fn: F) -> F:
+        registry.register(
+            NodeType(name=name, fn=fn, lane=lane, config=config, retry=retry, timeout=seconds)
+        )
+        return fn
+
+    return decorate
+
+
+def register_workflow(definition: dict[str, Any] | Workflow | str | Path) -> tuple[str, int]:
+    """Validate and store a workflow; a changed definition becomes a new version.
+
+    Returns:
+        ``(workflow_id, version)``.
+    """
+    rt = runtime.get()
+    workflow = validation.load_definition(definition, workflow_exists=_exists(rt))
+    text = codec.dumps(to_dict(workflow))
+    version, _ = rt.store.save_workflow(workflow.id, definition_hash(workflow), text)
+    return workflow.id, version
+
+
+def _exists(rt: runtime.Runtime) -> Callable[[str], bool]:
+    return lambda workflow_id: rt.store.latest_version(workflow_id) is not None
+
+
+def enqueue_workflow(
+    workflow_id: str,
+    input: Any = None,
+    /,
+    *,
+    tenant: str = "default",
+    priority: str | None = None,
+    idempotency_key: str | None = None,
+    version: int | None = None,
+) -> str:
+    """Start an execution of a registered workflow; return its id.
+
+    The input is checked (JSON, size, the workflow's ``input_schema``) before anything
+    is written. With an ``idempotency_key`` already used by this tenant, the existing
+    execution's id is returned and nothing starts.
+    """
+    rt = runtime.get()
+    if priority is not None and priority not in LANES:
+        raise InputError(f"priority must be one of {', '.join(LANES)}, got {priority!r}")
+    if not tenant or len(tenant) > 64:
+        raise InputError("tenant must be a non-empty string of at most 64 characters")
+    if idempotency_key is not None:
+        existing = rt.store.find_by_idempotency_key(tenant, idempotency_key)
+        if existing is not None:
+            return existing
+    workflow = rt.store.load_workflow(workflow_id, version)
+    if version is None:
+        version = rt.store.latest_version(workflow_id)
+    assert version is not None
+    codec.check_json(input)
+    validation.validate_input(workflow, input)
+    packed = rt.payloads.pack(tenant, input, what="input")
+    lane = priority or workflow.lane
+    node_lanes = {}
+    for node in workflow.nodes:
+        known = registry.get(node.type)
+        node_lanes[node.id] = known.lane if known is not None and known.lane else lane
+    execution_id, dispatches = rt.store.create_execution(
+        workflow_id=workflow_id,
+        version=version,
+        tenant=tenant,
+        lane=lane,
+        node_lanes=node_lanes,
+        input=packed,
+        idempotency_key=idempotency_key,
+    )
+    rt.ensure_worker()
+    rt.dispatch(dispatches)
+    return execution_id
+
+
+def run(
+    workflow: str | dict[str, Any] | Workflow | Path,
+    input: Any = None,
+    /,
+    *,
+    timeout: float | None = None,
+    tenant: str = "default",
+    priority: str | None = None,
+    idempotency_key: str | None = None,
+) -> Execution:
+    """Enqueue a workflow (registering it first if given as a definition) and wait for it."""
+    if isinstance(workflow, str) and _WORKFLOW_ID.fullmatch(workflow) and not Path(workflow).exists():
+        workflow_id = workflow
+    else:
+        workflow_id, _ = register_workflow(workflow)
+    execution_id = enqueue_workflow(
+        workflow_id, input, tenant=tenant, priority=priority, idempotency_key=idempotency_key
+    )
+    return wait(execution_id, timeout=timeout)
+
+
+def get_execution(execution_id: str) -> Execution:
+    """Return an execution with its nodes, input and output."""
+    return runtime.get().store.get_execution(execution_id)
+
+
+def wait(execution_id: str, *, timeout: float | None = None) -> Execution:
+    """Block until the execution ends and return it.
+
+    Raises:
+        WaitTimeout: If ``timeout`` seconds pass first; the execution goes on.
+    """
+    rt = runtime.get()
+    rt.ensure_worker()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pause = 0.005
+    while rt.store.execution_status(execution_id) not in ("completed", "failed", "cancelled"):
+        if deadline is not None and time.monotonic() >= deadline:
+            raise WaitTimeout(
+                f"execution {execution_id} did not end within {timeout:g}s; it is still running"
+            )
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.2)
+    return rt.store.get_execution(execution_id)
+
+
+def list_executions(
+    *,
+    status: str | None = None,
+    workflow_id: str | None = None,
+    tenant: str | None = None,
+    parent_id: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[ExecutionSummary]:
+    """Return executions, newest first, filtered by any of the given fields."""
+    return runtime.get().store.list_executions(
+        status=status,
+        workflow_id=workflow_id,
+        tenant=tenant,
+        parent_id=parent_id,
+        limit=limit,
+        offset=offset,
+    )
+
+
+def cancel(execution_id: str) -> None:
+    """Cancel an execution: nodes not started are cancelled, running ones not retried."""
+    rt = runtime.get()
+    pending = [execution_id]
+    while pending:
+        children = rt.store.cancel_execution(pending.pop())
+        pending.extend(children)
+
+
+def configure(**settings: Any) -> runtime.Runtime:
+    """Replace the process runtime with one built from the environment plus ``settings``."""
+    from .settings import from_env
+
+    try:
+        new = runtime.Runtime(from_env().with_(**settings))
+    except TypeError as exc:
+        raise ConfigurationError(f"unknown setting: {exc}") from None
+    old = runtime.install(new)
+    if old is not None:
+        old.close()
+    return new

@@ -1,0 +1,46 @@
+"""Broker construction: Redis, RabbitMQ, or Dramatiq's StubBroker when embedded."""
+
+from __future__ import annotations
+
+from dramatiq import Broker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Retries
+
+from .errors import ConfigurationError
+from .middleware import default_middleware
+from .registry import LANES
+from .settings import Settings
+
+
+def queue_name(settings: Settings, lane: str) -> str:
+    """Return the queue that carries a lane's messages, e.g. ``spane.high``."""
+    return f"{settings.namespace}.{lane}"
+
+
+def make_broker(settings: Settings) -> Broker:
+    """Create the broker for ``settings`` with Spane's middleware, lane queues declared."""
+    # Node failures are retried by Spane itself (per node policy, state in the database);
+    # Dramatiq's Retries only covers infrastructure errors such as a database outage.
+    middleware = [Retries(max_retries=20, min_backoff=500, max_backoff=30_000)]
+    middleware += default_middleware(settings)
+    url = settings.broker_url
+    broker: Broker
+    if not url:
+        broker = StubBroker(middleware=middleware)
+    elif url.startswith(("redis://", "rediss://")):
+        from dramatiq.brokers.redis import RedisBroker
+
+        broker = RedisBroker(url=url, middleware=middleware, namespace=settings.namespace)
+    elif url.startswith(("amqp://", "amqps://")):
+        try:
+            from dramatiq.brokers.rabbitmq import RabbitmqBroker
+        except ImportError:
+            raise ConfigurationError(
+                "RabbitMQ needs pika: pip install 'dramatiq[rabbitmq]'"
+            ) from None
+        broker = RabbitmqBroker(url=url, middleware=middleware)
+    else:
+        raise ConfigurationError(f"unsupported SPANE_BROKER_URL {url!r}")
+    for lane in LANES:
+        broker.declare_queue(queue_name(settings, lane))
+    return broker

@@ -1,0 +1,50 @@
+"""Built-in node types: ``transform``, ``branch``, ``delay``, ``noop``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jmespath
+
+from ..context import NodeContext, Park, Route
+from ..durations import parse_duration
+from ..registry import NodeType, register
+from .configs import BranchConfig, DelayConfig, NoopConfig, TransformConfig
+
+__all__ = ["branch", "delay", "noop", "transform"]
+
+
+def transform(ctx: NodeContext) -> Any:
+    """Output the JMESPath ``expression`` applied to the input."""
+    return jmespath.search(ctx.config.expression, ctx.input)
+
+
+def _truthy(value: Any) -> bool:
+    # JMESPath truthiness: empty list/object/string, false and null are false.
+    return value not in (None, False, "", [], {})
+
+
+def branch(ctx: NodeContext) -> Route:
+    """Run the successors of the first case whose ``when`` holds, else ``default``."""
+    config: BranchConfig = ctx.config
+    for case in config.cases:
+        if _truthy(jmespath.search(case.when, ctx.input)):
+            return Route(list(case.next), ctx.input)
+    return Route(list(config.default), ctx.input)
+
+
+def delay(ctx: NodeContext) -> Park:
+    """Park on a durable timer for ``duration``, then pass the input on."""
+    return Park(until=time.time() + parse_duration(ctx.config.duration), output=ctx.input)
+
+
+def noop(ctx: NodeContext) -> Any:
+    """Pass the input on unchanged."""
+    return ctx.input
+
+
+register(NodeType("transform", transform, config=TransformConfig))
+register(NodeType("branch", branch, config=BranchConfig))
+register(NodeType("delay", delay, config=DelayConfig))
+register(NodeType("noop", noop, config=NoopConfig))

@@ -1,0 +1,195 @@
+"""Workflow definitions as data, and the graph of a valid one.
+
+A definition is plain data (YAML, JSON, a dict) converted into these frozen Structs, which
+fix the shape and the rules local to one Struct. :mod:`spane.validation` checks a definition
+first and reports every problem with its path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import msgspec
+
+from . import errors
+from .registry import RetryPolicy
+
+
+# omit_defaults keeps the canonical form (and so ``definition_hash``) unchanged when a later
+# release adds an optional field: existing workflows must not all get a new version on upgrade.
+class Schedule(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    """Start an execution on a cron schedule (``minute hour day month weekday``)."""
+
+    cron: str
+
+    def __post_init__(self) -> None:
+        if len(self.cron.split()) != 5:
+            raise ValueError(
+                f"expected 5 cron fields (minute hour day month weekday): {self.cron!r}"
+            )
+
+
+class Webhook(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    """Start an execution when a request arrives at ``path``."""
+
+    path: str
+
+    def __post_init__(self) -> None:
+        if not self.path.strip():
+            raise ValueError("a webhook path must not be empty")
+
+
+class Trigger(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    """What starts the workflow besides an explicit call; exactly one field is set."""
+
+    schedule: Schedule | None = None
+    webhook: Webhook | None = None
+
+    def __post_init__(self) -> None:
+        if (self.schedule is None) == (self.webhook is None):
+            raise ValueError("set exactly one of: schedule, webhook")
+
+
+class Node(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    """One step: a registered node type run after the nodes listed in ``after``."""
+
+    id: str
+    type: str
+    after: list[str] = []
+    config: dict[str, Any] = {}
+    retry: RetryPolicy | None = None
+    timeout: str | float | None = None
+    continue_on_fail: bool = False
+    description: str = ""
+
+
+class Workflow(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    """A named DAG of nodes, with the lane it runs on and an optional input schema."""
+
+    id: str
+    nodes: list[Node]
+    lane: str = "default"
+    input_schema: dict[str, Any] | None = None
+    triggers: list[Trigger] = []
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The shape of a valid workflow, computed once by :func:`build_graph`.
+
+    All tuples list node ids in definition order, except ``order``, which is topological.
+    """
+
+    nodes: dict[str, Node]
+    parents: dict[str, tuple[str, ...]]
+    children: dict[str, tuple[str, ...]]
+    entries: tuple[str, ...]
+    sinks: tuple[str, ...]
+    order: tuple[str, ...]
+
+
+def topological_order(parents: Mapping[str, Sequence[str]]) -> list[str]:
+    """Return the nodes so that each comes after all its parents.
+
+    Among nodes ready at the same time the earlier key comes first, so a definition already
+    written in order keeps it.
+
+    Args:
+        parents: Each node's parents; every parent must itself be a key.
+
+    Returns:
+        The ordered nodes. Nodes on a cycle, or after one, can never be ready and are left out.
+    """
+    names = list(parents)
+    index = {name: i for i, name in enumerate(names)}
+    waiting = {name: len(set(ps)) for name, ps in parents.items()}
+    children: dict[str, list[str]] = {name: [] for name in names}
+    for name, ps in parents.items():
+        for parent in set(ps):
+            children[parent].append(name)
+    ready = [index[name] for name, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        name = names[heapq.heappop(ready)]
+        order.append(name)
+        for child in children[name]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                heapq.heappush(ready, index[child])
+    return order
+
+
+def find_cycles(parents: Mapping[str, Sequence[str]]) -> Iterator[list[str]]:
+    """Yield one cycle per back edge of a depth-first walk, as ``[a, b, ..., a]``.
+
+    Each cycle is reported once, in run order (``b`` lists ``a`` in its ``after``), and ends
+    with the edge that closed it. Parents that are not keys are ignored.
+    """
+    children: dict[str, list[str]] = {name: [] for name in parents}
+    for name, ps in parents.items():
+        for parent in ps:
+            if parent in children:
+                children[parent].append(name)
+    done: set[str] = set()
+    for root in parents:
+        if root in done:
+            continue
+        # Iterative, so a long chain of nodes cannot hit the recursion limit.
+        path, on_path, stack = [root], {root}, [iter(children[root])]
+        while stack:
+            child = next(stack[-1], None)
+            if child is None:
+                done.add(path[-1])
+                on_path.discard(path.pop())
+                stack.pop()
+            elif child in on_path:
+                yield [*path[path.index(child) :], child]
+            elif child not in done:
+                path.append(child)
+                on_path.add(child)
+                stack.append(iter(children[child]))
+
+
+def build_graph(workflow: Workflow) -> Graph:
+    """Return the graph of ``workflow``, which must have passed validation.
+
+    Raises:
+        DefinitionError: If some nodes can never run because of a cycle.
+    """
+    nodes = {node.id: node for node in workflow.nodes}
+    parents = {node.id: tuple(node.after) for node in workflow.nodes}
+    children: dict[str, list[str]] = {name: [] for name in nodes}
+    for node in workflow.nodes:
+        for parent in node.after:
+            children[parent].append(node.id)
+    order = topological_order(parents)
+    if len(order) != len(nodes):
+        ordered = set(order)
+        stuck = ", ".join(name for name in nodes if name not in ordered)
+        problem = errors.Problem("nodes", f"nodes on or after a cycle: {stuck}")
+        raise errors.DefinitionError([problem], workflow.id)
+    return Graph(
+        nodes=nodes,
+        parents=parents,
+        children={name: tuple(kids) for name, kids in children.items()},
+        entries=tuple(name for name, ps in parents.items() if not ps),
+        sinks=tuple(name for name, kids in children.items() if not kids),
+        order=tuple(order),
+    )
+
+
+def to_dict(workflow: Workflow) -> dict[str, Any]:
+    """Return the workflow as plain data, fields at their default left out."""
+    return cast(dict[str, Any], msgspec.to_builtins(workflow))
+
+
+def definition_hash(workflow: Workflow) -> str:
+    """Return a sha256 hex digest of the workflow that ignores key order and spelt-out defaults."""
+    canonical = msgspec.json.encode(to_dict(workflow), order="sorted")
+    return hashlib.sha256(canonical).hexdigest()

@@ -1,0 +1,169 @@
+"""One node attempt: claim it, run its code, record what happened."""
+
+from __future__ import annotations
+
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import structlog
+
+from . import codec, registry
+from .context import NodeContext, Park, Route
+from .durations import parse_duration
+from .errors import InputError, NodeFailed, SpaneError
+from .registry import RetryPolicy
+from .watchdog import NodeTimeout, watchdog
+
+if TYPE_CHECKING:
+    from .definitions import Node
+    from .runtime import Runtime
+    from .store import Claim
+
+log = structlog.get_logger("spane.node")
+_DEFAULT_RETRY = RetryPolicy()
+
+
+def backoff(policy: RetryPolicy, attempt: int) -> float:
+    """Seconds to wait before the attempt after ``attempt`` (1-based)."""
+    base = parse_duration(policy.delay)
+    cap = parse_duration(policy.max_delay)
+    if policy.backoff == "fixed":
+        return min(base, cap)
+    if policy.backoff == "linear":
+        return min(base * attempt, cap)
+    return min(base * 2 ** (attempt - 1), cap)
+
+
+def run_node(runtime: Runtime, execution_id: str, node_id: str, attempt: int) -> None:
+    """Run one attempt of a node; duplicates and stale messages are dropped."""
+    claim = runtime.store.claim_node(execution_id, node_id, attempt)
+    if claim is None:
+        log.debug("stale or duplicate node message dropped", execution_id=execution_id,
+                  node_id=node_id, attempt=attempt)
+        return
+    node = runtime.store.graph(claim.workflow_id, claim.version).nodes[node_id]
+    structlog.contextvars.bind_contextvars(
+        execution_id=execution_id,
+        workflow_id=claim.workflow_id,
+        node_id=node_id,
+        tenant=claim.tenant,
+        attempt=attempt,
+    )
+    try:
+        _attempt(runtime, claim, node)
+    finally:
+        structlog.contextvars.unbind_contextvars(
+            "execution_id", "workflow_id", "node_id", "tenant", "attempt"
+        )
+
+
+def _attempt(runtime: Runtime, claim: Claim, node: Node) -> None:
+    node_type = registry.get(node.type)
+    store = runtime.store
+    if node_type is None:
+        error = f"node type {node.type!r} is not registered in this worker; load its module"
+        log.error("unknown node type", type=node.type)
+        runtime.apply(store.fail_node(claim, error, continue_on_fail=False))
+        return
+    policy = node.retry or node_type.retry or _DEFAULT_RETRY
+    timeout = node.timeout if node.timeout is not None else node_type.timeout
+    seconds = parse_duration(timeout) if timeout is not None else None
+    try:
+        config = (
+            msgspec.convert(node.config, node_type.config) if node_type.config else node.config
+        )
+        ctx = NodeContext(
+            input=claim.input,
+            config=config,
+            execution_id=claim.execution_id,
+            workflow_id=claim.workflow_id,
+            node_id=claim.node_id,
+            attempt=claim.attempt,
+            tenant=claim.tenant,
+            log=log,
+        )
+        log.debug("node attempt started")
+        result = _call(node_type.fn, ctx, seconds)
+    except NodeFailed as exc:
+        _failed(runtime, claim, node, policy, str(exc), retryable=exc.retryable)
+        return
+    except NodeTimeout:
+        _failed(runtime, claim, node, policy, f"attempt timed out after {seconds:g}s",
+                retryable=True)
+        return
+    except Exception as exc:
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        log.warning("node attempt raised", error=detail)
+        _failed(runtime, claim, node, policy, detail, retryable=True)
+        return
+    _succeeded(runtime, claim, node, result)
+
+
+def _call(fn: Any, ctx: NodeContext, seconds: float | None) -> Any:
+    if seconds is None:
+        return fn(ctx)
+    entry = watchdog.arm(seconds)
+    try:
+        result = fn(ctx)
+    except NodeTimeout:
+        entry.delivered = True
+        raise
+    finally:
+        fired = watchdog.disarm(entry)
+    if fired:
+        raise NodeTimeout
+    return result
+
+
+def _succeeded(runtime: Runtime, claim: Claim, node: Node, result: Any) -> None:
+    store = runtime.store
+    graph = store.graph(claim.workflow_id, claim.version)
+    route: list[str] | None = None
+    if isinstance(result, Route):
+        successors = graph.children[claim.node_id]
+        unknown = [n for n in result.next if n not in successors]
+        if unknown:
+            message = (
+                f"Route names {unknown} which are not direct successors of {claim.node_id!r} "
+                f"(successors: {list(successors)})"
+            )
+            runtime.apply(store.fail_node(claim, message, continue_on_fail=False))
+            return
+        route, result = list(result.next), result.output
+    if isinstance(result, Park):
+        try:
+            codec.check_json(result.output, f"output of node {claim.node_id}")
+            parked = store.park_node(claim, result.until, result.output)
+        except (InputError, TypeError, SpaneError) as exc:
+            runtime.apply(store.fail_node(claim, str(exc), continue_on_fail=False))
+            return
+        if parked:
+            runtime.send_timer(claim.execution_id, claim.node_id, claim.attempt, result.until)
+        return
+    try:
+        codec.check_json(result, f"output of node {claim.node_id}")
+        outcome = store.complete_node(claim, result, route=route)
+    except (InputError, SpaneError) as exc:
+        outcome = store.fail_node(claim, str(exc), continue_on_fail=False)
+    log.debug("node completed", applied=outcome.applied)
+    runtime.apply(outcome)
+
+
+def _failed(
+    runtime: Runtime,
+    claim: Claim,
+    node: Node,
+    policy: RetryPolicy,
+    error: str,
+    *,
+    retryable: bool,
+) -> None:
+    store = runtime.store
+    if retryable and claim.attempt < policy.max_attempts:
+        delay = backoff(policy, claim.attempt)
+        log.info("node attempt failed; retrying", error=error, retry_in=delay)
+        runtime.apply(store.retry_node(claim, error, delay))
+        return
+    log.warning("node failed", error=error, continue_on_fail=node.continue_on_fail)
+    runtime.apply(store.fail_node(claim, error, continue_on_fail=node.continue_on_fail))

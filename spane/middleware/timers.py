@@ -1,0 +1,53 @@
+"""Fire durable timers (``delay`` nodes) from inside each worker process.
+
+Timers live in the database, so they survive the loss of every worker and of the
+broker's data. Every worker polls; the guarded transition lets exactly one of them
+fire a given timer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from dramatiq import Broker, Middleware
+
+log = structlog.get_logger("spane.timers")
+
+
+class Timers(Middleware):  # type: ignore[misc]
+    """Runs a sweeper thread while the worker is up.
+
+    Args:
+        interval: Seconds between two sweeps.
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.sweep: Callable[[], int] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def after_worker_boot(self, broker: Broker, worker: Any) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="spane-timers", daemon=True)
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self.sweep is None:
+                continue
+            try:
+                while self.sweep() and not self._stop.is_set():
+                    pass
+            except Exception:
+                log.exception("timer sweep failed; retrying next interval")
+                time.sleep(self.interval)

@@ -1,0 +1,190 @@
+"""The process-wide runtime: settings, store, broker, actors and (embedded) worker."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import dramatiq
+from dramatiq import Worker
+
+from . import executor, logs, migrations, registry
+from .broker import make_broker, queue_name
+from .encoder import MsgspecEncoder
+from .middleware import Timers
+from .payloads import Payloads
+from .registry import NodeType
+from .settings import Settings, from_env
+from .store import Dispatch, Outcome, Store, make_engine
+
+COORDINATOR = "spane.coordinator"
+
+
+def actor_name(node_type: str) -> str:
+    """Return the Dramatiq actor name of a node type."""
+    return f"spane.node.{node_type}"
+
+
+class Runtime:
+    """Everything one process needs to enqueue and run workflows.
+
+    Args:
+        settings: Where the broker, database and blobs are.
+        migrate: Bring the database schema up to date on start.
+    """
+
+    def __init__(self, settings: Settings, *, migrate: bool = True) -> None:
+        logs.configure(settings.log_format, settings.log_level)
+        self.settings = settings
+        self.engine = make_engine(settings.database_url)
+        if migrate:
+            migrations.upgrade(self.engine)
+        self.payloads = Payloads(max_bytes=settings.max_payload_bytes)
+        self.store = Store(self.engine, self.payloads, lease_seconds=settings.lease_seconds)
+        dramatiq.set_encoder(MsgspecEncoder())
+        self.broker = make_broker(settings)
+        for middleware in self.broker.middleware:
+            if isinstance(middleware, Timers):
+                middleware.sweep = self.sweep_timers
+        self._worker: Worker | None = None
+        self._lock = threading.Lock()
+        dramatiq.Actor(
+            self._coordinate,
+            broker=self.broker,
+            actor_name=COORDINATOR,
+            queue_name=queue_name(settings, "high"),
+            priority=0,
+            options={},
+        )
+        for node_type in registry.all_types():
+            self._declare(node_type)
+        registry.on_register(self._declare)
+
+    # -- actors ----------------------------------------------------------------------
+
+    def _declare(self, node_type: NodeType) -> None:
+        name = actor_name(node_type.name)
+        if name in self.broker.actors:
+            return  # re-registration replaces the code; the actor looks it up per call
+
+        def run(execution_id: str, node_id: str, attempt: int) -> None:
+            executor.run_node(self, execution_id, node_id, attempt)
+
+        run.__name__ = run.__qualname__ = f"node_{node_type.name}"
+        dramatiq.Actor(
+            run,
+            broker=self.broker,
+            actor_name=name,
+            queue_name=queue_name(self.settings, node_type.lane or "default"),
+            priority=0,
+            options={},
+        )
+
+    def _coordinate(
+        self, execution_id: str, event: str, node_id: str = "", attempt: int = 0
+    ) -> None:
+        """The coordinator actor: advances executions on timer and wake-up events."""
+        if event == "timer":
+            self.apply(self.store.fire_timer(execution_id, node_id, attempt))
+
+    # -- sending ---------------------------------------------------------------------
+
+    def dispatch(self, dispatches: Iterable[Dispatch]) -> None:
+        """Send node messages (after the transaction that queued them committed)."""
+        for d in dispatches:
+            message = dramatiq.Message(
+                queue_name=queue_name(self.settings, d.lane),
+                actor_name=actor_name(d.type),
+                args=(),
+                kwargs={"execution_id": d.execution_id, "node_id": d.node_id, "attempt": d.attempt},
+                options={},
+            )
+            delay = int(d.delay * 1000)
+            self.broker.enqueue(message, delay=delay if delay > 0 else None)
+
+    def send_timer(self, execution_id: str, node_id: str, attempt: int, until: float) -> None:
+        """Send the coordinator a wake-up for a timer (the database sweep is the backstop)."""
+        delay = int(max(0.0, until - time.time()) * 1000)
+        if delay >= 7 * 24 * 3600 * 1000:
+            return  # beyond the broker's delay limit; the sweeper fires it
+        message = dramatiq.Message(
+            queue_name=queue_name(self.settings, "high"),
+            actor_name=COORDINATOR,
+            args=(),
+            kwargs={
+                "execution_id": execution_id,
+                "event": "timer",
+                "node_id": node_id,
+                "attempt": attempt,
+            },
+            options={},
+        )
+        self.broker.enqueue(message, delay=delay if delay > 0 else None)
+
+    def apply(self, outcome: Outcome) -> None:
+        """Carry out what a committed transition asks for."""
+        self.dispatch(outcome.dispatches)
+
+    def sweep_timers(self) -> int:
+        """Fire every timer that fell due; return how many fired."""
+        fired = 0
+        for execution_id, node_id, attempt in self.store.due_timers(time.time()):
+            outcome = self.store.fire_timer(execution_id, node_id, attempt)
+            if outcome.applied:
+                fired += 1
+            self.apply(outcome)
+        return fired
+
+    # -- embedded worker -------------------------------------------------------------
+
+    def ensure_worker(self) -> None:
+        """Start the in-process worker when running embedded (no broker configured)."""
+        if not self.settings.embedded:
+            return
+        with self._lock:
+            if self._worker is None:
+                self._worker = Worker(
+                    self.broker, worker_threads=self.settings.embedded_threads, worker_timeout=50
+                )
+                self._worker.start()
+
+    def close(self) -> None:
+        """Stop the embedded worker and release connections."""
+        registry.remove_listener(self._declare)
+        with self._lock:
+            if self._worker is not None:
+                self._worker.stop(timeout=10_000)
+                self._worker = None
+        self.broker.close()
+        self.engine.dispose()
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def get() -> Runtime:
+    """Return the process runtime, creating it from the environment on first use."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = Runtime(from_env())
+            dramatiq.set_broker(_runtime.broker)
+        return _runtime
+
+
+def install(runtime: Runtime | None) -> Runtime | None:
+    """Make ``runtime`` the process runtime (tests, embedding apps); return the old one."""
+    global _runtime
+    with _runtime_lock:
+        old, _runtime = _runtime, runtime
+        if runtime is not None:
+            dramatiq.set_broker(runtime.broker)
+        return old
+
+
+def current() -> Any:
+    """Return the process runtime if one exists, else None."""
+    return _runtime

@@ -1,0 +1,18 @@
+"""Persistence: one ``Store`` object behind which all SQL lives."""
+
+from __future__ import annotations
+
+from .engine import make_engine
+from .records import Claim, Dispatch, Execution, ExecutionSummary, NodeState, Outcome
+from .store import Store
+
+__all__ = [
+    "Claim",
+    "Dispatch",
+    "Execution",
+    "ExecutionSummary",
+    "NodeState",
+    "Outcome",
+    "Store",
+    "make_engine",
+]

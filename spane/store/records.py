@@ -1,0 +1,103 @@
+"""Plain records the store hands back (no ORM objects leave the store)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+NODE_TERMINAL = ("completed", "failed", "skipped", "cancelled")
+EXECUTION_TERMINAL = ("completed", "failed", "cancelled")
+EXECUTION_ACTIVE = ("running", "paused")
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """A node message to send once the transaction that queued the node has committed."""
+
+    execution_id: str
+    node_id: str
+    attempt: int
+    type: str
+    lane: str
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A node attempt this worker now owns, with what it needs to run."""
+
+    execution_id: str
+    node_id: str
+    attempt: int
+    type: str
+    workflow_id: str
+    version: int
+    tenant: str
+    depth: int
+    input: Any
+
+
+@dataclass
+class Outcome:
+    """What a transition did: messages to send and whether the execution ended."""
+
+    applied: bool = True
+    dispatches: list[Dispatch] = field(default_factory=list)
+    ended: str | None = None
+    parent_id: str | None = None
+    parent_node_id: str | None = None
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """One node of an execution, as ``get_execution`` shows it."""
+
+    status: str
+    type: str
+    attempts: int
+    output: Any
+    error: str | None
+    queued_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    child_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Execution:
+    """An execution and its nodes."""
+
+    id: str
+    workflow_id: str
+    version: int
+    tenant: str
+    status: str
+    input: Any
+    output: Any
+    error: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    parent_id: str | None = None
+    parent_node_id: str | None = None
+    children: list[str] = field(default_factory=list)
+    nodes: dict[str, NodeState] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        """True once the execution is completed, failed or cancelled."""
+        return self.status in EXECUTION_TERMINAL
+
+
+@dataclass(frozen=True)
+class ExecutionSummary:
+    """One row of ``list_executions`` (no payloads are read)."""
+
+    id: str
+    workflow_id: str
+    version: int
+    tenant: str
+    status: str
+    created_at: float
+    finished_at: float | None
+    parent_id: str | None

@@ -1,0 +1,294 @@
+"""The one object behind which all SQL lives."""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from typing import Any
+
+import msgspec
+from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from .. import errors
+from ..definitions import Graph, Workflow, build_graph
+from ..payloads import Payloads
+from .records import (
+    EXECUTION_TERMINAL,
+    Dispatch,
+    Execution,
+    ExecutionSummary,
+    NodeState,
+)
+from .schema import executions as E
+from .schema import nodes as N
+from .schema import workflows as W
+from .transitions import Transitions
+
+
+class Store(Transitions):
+    """All persistence of workflows, executions and nodes.
+
+    Args:
+        engine: A SQLAlchemy engine (SQLite or PostgreSQL) migrated to the latest schema.
+        payloads: Packs and unpacks stored values.
+        lease_seconds: How long a queued or running node may go unheard before recovery.
+    """
+
+    def __init__(self, engine: Engine, payloads: Payloads, *, lease_seconds: float = 300.0):
+        self.engine = engine
+        self.payloads = payloads
+        self.lease_seconds = lease_seconds
+        self.graph = functools.lru_cache(maxsize=512)(self._load_graph)
+
+    # -- workflows -------------------------------------------------------------------
+
+    def save_workflow(self, workflow_id: str, digest: str, definition: str) -> tuple[int, bool]:
+        """Store a new version unless the latest has the same hash; return (version, new)."""
+        for _ in range(5):
+            with self.engine.begin() as conn:
+                latest = conn.execute(
+                    select(W.c.version, W.c.hash)
+                    .where(W.c.workflow_id == workflow_id)
+                    .order_by(W.c.version.desc())
+                    .limit(1)
+                ).first()
+                if latest is not None and latest.hash == digest:
+                    return latest.version, False
+                version = 1 if latest is None else latest.version + 1
+                try:
+                    conn.execute(
+                        insert(W).values(
+                            workflow_id=workflow_id,
+                            version=version,
+                            hash=digest,
+                            definition=definition,
+                            created_at=time.time(),
+                        )
+                    )
+                except IntegrityError:
+                    continue  # a concurrent registration took this version number
+                return version, True
+        raise errors.SpaneError(f"could not register workflow {workflow_id!r}: too much contention")
+
+    def load_workflow(self, workflow_id: str, version: int | None = None) -> Workflow:
+        """Return a stored definition (latest version unless ``version`` is given)."""
+        query = select(W.c.version, W.c.definition).where(W.c.workflow_id == workflow_id)
+        if version is not None:
+            query = query.where(W.c.version == version)
+        with self.engine.connect() as conn:
+            row = conn.execute(query.order_by(W.c.version.desc()).limit(1)).first()
+        if row is None:
+            which = f"version {version} of " if version is not None else ""
+            raise errors.UnknownWorkflow(
+                f"no {which}workflow {workflow_id!r} is registered; register it first "
+                "(spane.register_workflow or `spane register FILE`)"
+            )
+        return msgspec.json.decode(row.definition, type=Workflow)
+
+    def latest_version(self, workflow_id: str) -> int | None:
+        """Return the latest version of a workflow, or None if it is not registered."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.max(W.c.version)).where(W.c.workflow_id == workflow_id)
+            ).scalar()
+
+    def _load_graph(self, workflow_id: str, version: int) -> Graph:
+        return build_graph(self.load_workflow(workflow_id, version))
+
+    # -- executions ------------------------------------------------------------------
+
+    def create_execution(
+        self,
+        *,
+        workflow_id: str,
+        version: int,
+        tenant: str,
+        lane: str,
+        node_lanes: dict[str, str],
+        input: str,
+        idempotency_key: str | None = None,
+        parent: tuple[str, str, int] | None = None,
+    ) -> tuple[str, list[Dispatch]]:
+        """Insert an execution with its nodes, entry nodes queued, in one transaction.
+
+        Returns the execution id and the entry-node messages to send, or, when the
+        idempotency key was already used by this tenant, that execution's id and nothing.
+        """
+        graph = self.graph(workflow_id, version)
+        now = time.time()
+        execution_id = str(uuid.uuid4())
+        parent_id, parent_node_id, depth = parent or (None, None, 0)
+        node_rows = []
+        dispatches = []
+        for node_id in graph.order:
+            entry = not graph.parents[node_id]
+            node_type = graph.nodes[node_id].type
+            node_rows.append(
+                {
+                    "execution_id": execution_id,
+                    "node_id": node_id,
+                    "type": node_type,
+                    "lane": node_lanes[node_id],
+                    "status": "queued" if entry else "pending",
+                    "attempt": 1 if entry else 0,
+                    "waiting_on": len(graph.parents[node_id]),
+                    "live_parents": 0,
+                    "queued_at": now if entry else None,
+                    "lease_until": now + self.lease_seconds if entry else None,
+                }
+            )
+            if entry:
+                dispatches.append(
+                    Dispatch(execution_id, node_id, 1, node_type, node_lanes[node_id])
+                )
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(E).values(
+                        id=execution_id,
+                        workflow_id=workflow_id,
+                        version=version,
+                        tenant=tenant,
+                        lane=lane,
+                        status="running",
+                        input=input,
+                        remaining=len(node_rows),
+                        parent_id=parent_id,
+                        parent_node_id=parent_node_id,
+                        depth=depth,
+                        idempotency_key=idempotency_key,
+                        created_at=now,
+                        started_at=now,
+                        updated_at=now,
+                    )
+                )
+                conn.execute(insert(N), node_rows)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            existing = self.find_by_idempotency_key(tenant, idempotency_key)
+            if existing is None:
+                raise
+            return existing, []
+        return execution_id, dispatches
+
+    def find_by_idempotency_key(self, tenant: str, key: str) -> str | None:
+        """Return the execution started with this tenant and idempotency key, if any."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(E.c.id).where(E.c.tenant == tenant, E.c.idempotency_key == key)
+            ).scalar()
+
+    def get_execution(self, execution_id: str) -> Execution:
+        """Return an execution with its nodes and values."""
+        with self.engine.connect() as conn:
+            ex = conn.execute(select(E).where(E.c.id == execution_id)).first()
+            if ex is None:
+                raise errors.UnknownExecution(f"no execution has id {execution_id!r}")
+            node_rows = conn.execute(select(N).where(N.c.execution_id == execution_id)).all()
+            children = conn.execute(
+                select(E.c.id).where(E.c.parent_id == execution_id).order_by(E.c.created_at)
+            ).scalars()
+            child_ids = list(children)
+        unpack = self.payloads.unpack
+        graph = self.graph(ex.workflow_id, ex.version)
+        order = {node_id: i for i, node_id in enumerate(graph.order)}
+        nodes = {
+            r.node_id: NodeState(
+                status=r.status,
+                type=r.type,
+                attempts=r.attempt,
+                output=unpack(ex.tenant, r.output),
+                error=r.error,
+                queued_at=r.queued_at,
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+                child_id=r.child_id,
+            )
+            for r in sorted(node_rows, key=lambda r: order.get(r.node_id, 0))
+        }
+        return Execution(
+            id=ex.id,
+            workflow_id=ex.workflow_id,
+            version=ex.version,
+            tenant=ex.tenant,
+            status=ex.status,
+            input=unpack(ex.tenant, ex.input),
+            output=unpack(ex.tenant, ex.output),
+            error=ex.error,
+            created_at=ex.created_at,
+            started_at=ex.started_at,
+            finished_at=ex.finished_at,
+            parent_id=ex.parent_id,
+            parent_node_id=ex.parent_node_id,
+            children=child_ids,
+            nodes=nodes,
+        )
+
+    def execution_status(self, execution_id: str) -> str:
+        """Return only the status of an execution (cheap, for polling)."""
+        with self.engine.connect() as conn:
+            status = conn.execute(select(E.c.status).where(E.c.id == execution_id)).scalar()
+        if status is None:
+            raise errors.UnknownExecution(f"no execution has id {execution_id!r}")
+        return str(status)
+
+    def list_executions(
+        self,
+        *,
+        status: str | None = None,
+        workflow_id: str | None = None,
+        tenant: str | None = None,
+        parent_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[ExecutionSummary]:
+        """Return executions, newest first, without reading any payload."""
+        query = select(
+            E.c.id,
+            E.c.workflow_id,
+            E.c.version,
+            E.c.tenant,
+            E.c.status,
+            E.c.created_at,
+            E.c.finished_at,
+            E.c.parent_id,
+        )
+        filters: dict[str, Any] = {
+            "status": status,
+            "workflow_id": workflow_id,
+            "tenant": tenant,
+            "parent_id": parent_id,
+        }
+        for column, value in filters.items():
+            if value is not None:
+                query = query.where(E.c[column] == value)
+        query = query.order_by(E.c.created_at.desc()).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return [ExecutionSummary(**row._mapping) for row in conn.execute(query)]
+
+    def cancel_execution(self, execution_id: str) -> list[str]:
+        """Cancel an execution and its not-yet-started nodes; return its child ids."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                update(E)
+                .where(E.c.id == execution_id)
+                .values(updated_at=now)
+                .returning(E.c.status)
+            ).first()
+            if row is None:
+                raise errors.UnknownExecution(f"no execution has id {execution_id!r}")
+            if row.status in EXECUTION_TERMINAL:
+                raise errors.InvalidTransition(
+                    f"execution {execution_id} is already {row.status}; it cannot be cancelled"
+                )
+            self._end_execution(conn, execution_id, "cancelled", now, error="cancelled")
+            children = conn.execute(
+                select(E.c.id).where(
+                    E.c.parent_id == execution_id, E.c.status.not_in(EXECUTION_TERMINAL)
+                )
+            ).scalars()
+            return list(children)

@@ -1,0 +1,392 @@
+"""The hot path: node transitions, each guarded so a duplicate cannot apply twice.
+
+Every transition that advances the DAG first takes the execution row's write lock
+(an UPDATE of ``updated_at``), so concurrent completions of sibling nodes serialize
+and exactly one of them sees the join become ready or the execution finish.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, and_, bindparam, select, update
+
+from .records import EXECUTION_ACTIVE, Claim, Dispatch, Outcome
+from .schema import executions as E
+from .schema import nodes as N
+
+if TYPE_CHECKING:
+    from ..definitions import Graph
+    from .store import Store
+
+_QUEUEABLE_FROM = ("pending",)
+
+
+def _node(execution_id: str, node_id: str) -> Any:
+    return and_(N.c.execution_id == execution_id, N.c.node_id == node_id)
+
+
+class Transitions:
+    """Mixin of ``Store`` holding the node transitions."""
+
+    def claim_node(self: Store, execution_id: str, node_id: str, attempt: int) -> Claim | None:
+        """Move a queued node to running for this attempt; None if the message is stale.
+
+        A node of a paused or ended execution is not claimed: the message is dropped and
+        resume sends it again.
+        """
+        now = time.time()
+        with self.engine.begin() as conn:
+            active = select(E.c.id).where(E.c.id == execution_id, E.c.status == "running")
+            row = conn.execute(
+                update(N)
+                .where(
+                    _node(execution_id, node_id),
+                    N.c.status == "queued",
+                    N.c.attempt == attempt,
+                    active.exists(),
+                )
+                .values(
+                    status="running",
+                    started_at=now,
+                    lease_until=now + self.lease_seconds,
+                )
+                .returning(N.c.type)
+            ).first()
+            if row is None:
+                return None
+            ex = conn.execute(
+                select(E.c.workflow_id, E.c.version, E.c.tenant, E.c.depth, E.c.input).where(
+                    E.c.id == execution_id
+                )
+            ).one()
+            graph = self.graph(ex.workflow_id, ex.version)
+            parents = graph.parents[node_id]
+            if not parents:
+                value = self.payloads.unpack(ex.tenant, ex.input, what="input")
+            else:
+                outputs = self._parent_outputs(conn, execution_id, parents, ex.tenant)
+                value = outputs.get(parents[0]) if len(parents) == 1 else outputs
+        return Claim(
+            execution_id=execution_id,
+            node_id=node_id,
+            attempt=attempt,
+            type=row.type,
+            workflow_id=ex.workflow_id,
+            version=ex.version,
+            tenant=ex.tenant,
+            depth=ex.depth,
+            input=value,
+        )
+
+    def _parent_outputs(
+        self: Store, conn: Connection, execution_id: str, parents: Iterable[str], tenant: str
+    ) -> dict[str, Any]:
+        rows = conn.execute(
+            select(N.c.node_id, N.c.output).where(
+                N.c.execution_id == execution_id,
+                N.c.node_id.in_(list(parents)),
+                N.c.status.in_(("completed", "failed")),
+                N.c.output.is_not(None),
+            )
+        )
+        return {r.node_id: self.payloads.unpack(tenant, r.output, what="output") for r in rows}
+
+    def complete_node(
+        self: Store,
+        claim: Claim,
+        output: Any,
+        *,
+        route: list[str] | None = None,
+    ) -> Outcome:
+        """Record a node's output and queue the successors that became ready."""
+        packed = self.payloads.pack(claim.tenant, output, what=f"output of node {claim.node_id}")
+        return self._finish(
+            claim.execution_id,
+            claim.node_id,
+            claim.attempt,
+            from_status="running",
+            values={"status": "completed", "output": packed, "error": None},
+            route=route,
+        )
+
+    def fire_timer(self: Store, execution_id: str, node_id: str, attempt: int) -> Outcome:
+        """Complete a ``waiting`` node whose timer fell due (the output was stored at park)."""
+        return self._finish(
+            execution_id,
+            node_id,
+            attempt,
+            from_status="waiting",
+            values={"status": "completed"},
+            route=None,
+            due_before=time.time(),
+        )
+
+    def fail_node(
+        self: Store, claim: Claim, error: str, *, continue_on_fail: bool
+    ) -> Outcome:
+        """Fail a node for good; the execution fails too unless ``continue_on_fail``."""
+        if continue_on_fail:
+            packed = self.payloads.pack(claim.tenant, {"error": error})
+            return self._finish(
+                claim.execution_id,
+                claim.node_id,
+                claim.attempt,
+                from_status="running",
+                values={"status": "failed", "error": error, "output": packed},
+                route=None,
+            )
+        now = time.time()
+        with self.engine.begin() as conn:
+            ex = self._lock_execution(conn, claim.execution_id, now)
+            done = conn.execute(
+                update(N)
+                .where(
+                    _node(claim.execution_id, claim.node_id),
+                    N.c.status == "running",
+                    N.c.attempt == claim.attempt,
+                )
+                .values(status="failed", error=error, finished_at=now, lease_until=None)
+            )
+            if done.rowcount == 0:
+                return Outcome(applied=False)
+            if ex.status not in EXECUTION_ACTIVE:
+                return Outcome()
+            message = f"node {claim.node_id!r} failed: {error}"
+            self._end_execution(conn, claim.execution_id, "failed", now, error=message)
+            return Outcome(
+                ended="failed", parent_id=ex.parent_id, parent_node_id=ex.parent_node_id
+            )
+
+    def retry_node(self: Store, claim: Claim, error: str, delay: float) -> Outcome:
+        """Queue the next attempt of a node after ``delay`` seconds."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            ex = self._lock_execution(conn, claim.execution_id, now)
+            cancelled = ex.status not in EXECUTION_ACTIVE
+            row = conn.execute(
+                update(N)
+                .where(
+                    _node(claim.execution_id, claim.node_id),
+                    N.c.status == "running",
+                    N.c.attempt == claim.attempt,
+                )
+                .values(
+                    status="cancelled" if cancelled else "queued",
+                    attempt=N.c.attempt + (0 if cancelled else 1),
+                    error=error,
+                    queued_at=now,
+                    wake_at=now + delay,
+                    lease_until=now + delay + self.lease_seconds,
+                    finished_at=now if cancelled else None,
+                )
+                .returning(N.c.attempt, N.c.type, N.c.lane)
+            ).first()
+            if row is None:
+                return Outcome(applied=False)
+            if cancelled:
+                return Outcome()
+            return Outcome(
+                dispatches=[
+                    Dispatch(
+                        claim.execution_id, claim.node_id, row.attempt, row.type, row.lane, delay
+                    )
+                ]
+            )
+
+    def park_node(self: Store, claim: Claim, until: float, output: Any) -> bool:
+        """Park a running node in ``waiting`` until ``until``; False if stale."""
+        packed = self.payloads.pack(claim.tenant, output, what=f"output of node {claim.node_id}")
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(N)
+                .where(
+                    _node(claim.execution_id, claim.node_id),
+                    N.c.status == "running",
+                    N.c.attempt == claim.attempt,
+                )
+                .values(status="waiting", wake_at=until, output=packed, lease_until=None)
+            )
+            return bool(done.rowcount)
+
+    def due_timers(self: Store, now: float, limit: int = 100) -> list[tuple[str, str, int]]:
+        """Return ``(execution_id, node_id, attempt)`` of waiting timers that fell due."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(N.c.execution_id, N.c.node_id, N.c.attempt)
+                .join(E, E.c.id == N.c.execution_id)
+                .where(
+                    N.c.status == "waiting",
+                    N.c.child_id.is_(None),
+                    N.c.wake_at <= now,
+                    E.c.status == "running",
+                )
+                .limit(limit)
+            )
+            return [(r.execution_id, r.node_id, r.attempt) for r in rows]
+
+    # -- internals -------------------------------------------------------------------
+
+    def _lock_execution(self: Store, conn: Connection, execution_id: str, now: float) -> Any:
+        return conn.execute(
+            update(E)
+            .where(E.c.id == execution_id)
+            .values(updated_at=now)
+            .returning(
+                E.c.status,
+                E.c.workflow_id,
+                E.c.version,
+                E.c.tenant,
+                E.c.parent_id,
+                E.c.parent_node_id,
+            )
+        ).one()
+
+    def _finish(
+        self: Store,
+        execution_id: str,
+        node_id: str,
+        attempt: int,
+        *,
+        from_status: str,
+        values: dict[str, Any],
+        route: list[str] | None,
+        due_before: float | None = None,
+    ) -> Outcome:
+        now = time.time()
+        with self.engine.begin() as conn:
+            ex = self._lock_execution(conn, execution_id, now)
+            guard = [
+                _node(execution_id, node_id),
+                N.c.status == from_status,
+                N.c.attempt == attempt,
+            ]
+            if due_before is not None:
+                guard += [N.c.wake_at <= due_before, N.c.child_id.is_(None)]
+            done = conn.execute(
+                update(N).where(*guard).values(finished_at=now, lease_until=None, **values)
+            )
+            if done.rowcount == 0:
+                return Outcome(applied=False)
+            if ex.status not in EXECUTION_ACTIVE:
+                return Outcome()
+            graph = self.graph(ex.workflow_id, ex.version)
+            chosen = None if route is None else set(route)
+            dispatches, finished = self._advance(conn, execution_id, graph, node_id, chosen, now)
+            left = conn.execute(
+                update(E)
+                .where(E.c.id == execution_id)
+                .values(remaining=E.c.remaining - finished)
+                .returning(E.c.remaining)
+            ).scalar_one()
+            if left > 0:
+                return Outcome(dispatches=dispatches)
+            output = self._execution_output(conn, execution_id, graph, ex.tenant)
+            self._end_execution(conn, execution_id, "completed", now, output=output)
+            return Outcome(
+                ended="completed", parent_id=ex.parent_id, parent_node_id=ex.parent_node_id
+            )
+
+    def _advance(
+        self: Store,
+        conn: Connection,
+        execution_id: str,
+        graph: Graph,
+        node_id: str,
+        chosen: set[str] | None,
+        now: float,
+    ) -> tuple[list[Dispatch], int]:
+        """Propagate one finished node to its children; return messages and nodes ended."""
+        finished = 1
+        dispatches: list[Dispatch] = []
+        work: list[tuple[str, set[str] | None]] = [(node_id, chosen)]
+        while work:
+            parent, picked = work.pop()
+            kids = graph.children[parent]
+            live = [k for k in kids if picked is None or k in picked]
+            dead = [k for k in kids if not (picked is None or k in picked)]
+            ready_run: list[str] = []
+            ready_skip: list[str] = []
+            for group, inc in ((live, 1), (dead, 0)):
+                if not group:
+                    continue
+                rows = conn.execute(
+                    update(N)
+                    .where(
+                        N.c.execution_id == execution_id,
+                        N.c.node_id.in_(group),
+                        N.c.status == "pending",
+                    )
+                    .values(waiting_on=N.c.waiting_on - 1, live_parents=N.c.live_parents + inc)
+                    .returning(N.c.node_id, N.c.waiting_on, N.c.live_parents)
+                )
+                for r in rows:
+                    if r.waiting_on == 0:
+                        (ready_run if r.live_parents > 0 else ready_skip).append(r.node_id)
+            if ready_run:
+                rows = conn.execute(
+                    update(N)
+                    .where(N.c.execution_id == execution_id, N.c.node_id.in_(ready_run))
+                    .values(
+                        status="queued",
+                        attempt=1,
+                        queued_at=now,
+                        lease_until=now + self.lease_seconds,
+                    )
+                    .returning(N.c.node_id, N.c.type, N.c.lane)
+                )
+                dispatches += [Dispatch(execution_id, r.node_id, 1, r.type, r.lane) for r in rows]
+            if ready_skip:
+                conn.execute(
+                    update(N)
+                    .where(N.c.execution_id == execution_id, N.c.node_id.in_(ready_skip))
+                    .values(status="skipped", finished_at=now)
+                )
+                finished += len(ready_skip)
+                work += [(s, set()) for s in ready_skip]
+        return dispatches, finished
+
+    def _execution_output(
+        self: Store, conn: Connection, execution_id: str, graph: Graph, tenant: str
+    ) -> str:
+        rows = conn.execute(
+            select(N.c.node_id, N.c.output, N.c.status).where(
+                N.c.execution_id == execution_id,
+                N.c.node_id.in_(bindparam("sinks", list(graph.sinks), expanding=True)),
+            )
+        ).all()
+        if len(graph.sinks) == 1:
+            return rows[0].output if rows and rows[0].status == "completed" else "null"
+        parts = {
+            r.node_id: self.payloads.unpack(tenant, r.output)
+            for r in rows
+            if r.status in ("completed", "failed") and r.output is not None
+        }
+        return self.payloads.pack(tenant, parts, what="execution output")
+
+    def _end_execution(
+        self: Store,
+        conn: Connection,
+        execution_id: str,
+        status: str,
+        now: float,
+        *,
+        output: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        conn.execute(
+            update(E)
+            .where(E.c.id == execution_id, E.c.status.in_(EXECUTION_ACTIVE))
+            .values(status=status, output=output, error=error, finished_at=now)
+        )
+        if status != "completed":
+            conn.execute(
+                update(N)
+                .where(
+                    N.c.execution_id == execution_id,
+                    N.c.status.in_(("pending", "queued", "waiting")),
+                )
+                .values(status="cancelled", finished_at=now, lease_until=None)
+            )
