@@ -15,6 +15,15 @@ from .api import (
     wait,
 )
 from .context import NodeContext, Route
+from .control import (
+    dead_letters,
+    history,
+    pause,
+    replay,
+    rerun,
+    resume,
+    retry_dead_letter,
+)
 from .definitions import Node, Workflow
 from .errors import (
     BlobError,
@@ -56,6 +65,14 @@ __all__ = [
     "list_executions",
     "run",
     "wait",
+    # Control
+    "pause",
+    "replay",
+    "rerun",
+    "resume",
+    "history",
+    "dead_letters",
+    "retry_dead_letter",
     # Setup
     "configure",
     # Errors

@@ -11,11 +11,12 @@ from typing import Any, TypeVar
 import msgspec
 
 from . import codec, registry, runtime, validation
+from .context import Spawn
 from .definitions import Workflow, definition_hash, to_dict
 from .durations import parse_duration
-from .errors import ConfigurationError, InputError, WaitTimeout
+from .errors import ConfigurationError, DefinitionError, InputError, Problem, WaitTimeout
 from .registry import LANES, NodeType, RetryPolicy
-from .store import Execution, ExecutionSummary
+from .store import Claim, Dispatch, Execution, ExecutionSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
 _WORKFLOW_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -59,9 +60,44 @@ def register_workflow(definition: dict[str, Any] | Workflow | str | Path) -> tup
     """
     rt = runtime.get()
     workflow = validation.load_definition(definition, workflow_exists=_exists(rt))
+    _check_recursion(rt, workflow)
     text = codec.dumps(to_dict(workflow))
     version, _ = rt.store.save_workflow(workflow.id, definition_hash(workflow), text)
     return workflow.id, version
+
+
+def _targets(workflow: Workflow) -> list[tuple[int, str]]:
+    return [
+        (i, str(node.config.get("workflow")))
+        for i, node in enumerate(workflow.nodes)
+        if node.type == "subworkflow" and node.config.get("workflow")
+    ]
+
+
+def _check_recursion(rt: runtime.Runtime, workflow: Workflow) -> None:
+    """Refuse a workflow that would call itself through stored sub-workflows."""
+    problems = []
+    for index, target in _targets(workflow):
+        path = [workflow.id, target]
+        stack = [(target, path)]
+        seen: set[str] = set()
+        while stack:
+            current, trail = stack.pop()
+            if current == workflow.id:
+                problems.append(
+                    Problem(
+                        f"nodes[{index}].config.workflow",
+                        "recursive sub-workflow: " + " -> ".join(trail),
+                    )
+                )
+                break
+            if current in seen or rt.store.latest_version(current) is None:
+                continue
+            seen.add(current)
+            for _, nxt in _targets(rt.store.load_workflow(current)):
+                stack.append((nxt, [*trail, nxt]))
+    if problems:
+        raise DefinitionError(problems, workflow.id)
 
 
 def _exists(rt: runtime.Runtime) -> Callable[[str], bool]:
@@ -93,6 +129,32 @@ def enqueue_workflow(
         existing = rt.store.find_by_idempotency_key(tenant, idempotency_key)
         if existing is not None:
             return existing
+    execution_id, dispatches = _create(
+        rt,
+        workflow_id,
+        input,
+        version=version,
+        tenant=tenant,
+        lane=priority,
+        idempotency_key=idempotency_key,
+    )
+    rt.ensure_worker()
+    rt.dispatch(dispatches)
+    return execution_id
+
+
+def _create(
+    rt: runtime.Runtime,
+    workflow_id: str,
+    input: Any,
+    *,
+    version: int | None,
+    tenant: str,
+    lane: str | None,
+    idempotency_key: str | None = None,
+    parent: Claim | None = None,
+) -> tuple[str, list[Dispatch]]:
+    """Check the input and write the execution; return its id and first messages."""
     workflow = rt.store.load_workflow(workflow_id, version)
     if version is None:
         version = rt.store.latest_version(workflow_id)
@@ -100,12 +162,12 @@ def enqueue_workflow(
     codec.check_json(input)
     validation.validate_input(workflow, input)
     packed = rt.payloads.pack(tenant, input, what="input")
-    lane = priority or workflow.lane
+    lane = lane or workflow.lane
     node_lanes = {}
     for node in workflow.nodes:
         known = registry.get(node.type)
         node_lanes[node.id] = known.lane if known is not None and known.lane else lane
-    execution_id, dispatches = rt.store.create_execution(
+    return rt.store.create_execution(
         workflow_id=workflow_id,
         version=version,
         tenant=tenant,
@@ -113,10 +175,21 @@ def enqueue_workflow(
         node_lanes=node_lanes,
         input=packed,
         idempotency_key=idempotency_key,
+        parent=parent,
     )
-    rt.ensure_worker()
-    rt.dispatch(dispatches)
-    return execution_id
+
+
+def start_child(rt: runtime.Runtime, parent: Claim, spawn: Spawn) -> tuple[str, list[Dispatch]]:
+    """Start a sub-workflow execution for a running ``subworkflow`` attempt, parking it."""
+    return _create(
+        rt,
+        spawn.workflow,
+        spawn.input,
+        version=spawn.version,
+        tenant=parent.tenant,
+        lane=None,
+        parent=parent,
+    )
 
 
 def run(
@@ -130,7 +203,11 @@ def run(
     idempotency_key: str | None = None,
 ) -> Execution:
     """Enqueue a workflow (registering it first if given as a definition) and wait for it."""
-    if isinstance(workflow, str) and _WORKFLOW_ID.fullmatch(workflow) and not Path(workflow).exists():
+    if (
+        isinstance(workflow, str)
+        and _WORKFLOW_ID.fullmatch(workflow)
+        and not Path(workflow).exists()
+    ):
         workflow_id = workflow
     else:
         workflow_id, _ = register_workflow(workflow)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dramatiq import Broker
+from dramatiq import Broker, Middleware
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Retries
 
@@ -21,7 +21,7 @@ def make_broker(settings: Settings) -> Broker:
     """Create the broker for ``settings`` with Spane's middleware, lane queues declared."""
     # Node failures are retried by Spane itself (per node policy, state in the database);
     # Dramatiq's Retries only covers infrastructure errors such as a database outage.
-    middleware = [Retries(max_retries=20, min_backoff=500, max_backoff=30_000)]
+    middleware: list[Middleware] = [Retries(max_retries=20, min_backoff=500, max_backoff=30_000)]
     middleware += default_middleware(settings)
     url = settings.broker_url
     broker: Broker
@@ -30,7 +30,9 @@ def make_broker(settings: Settings) -> Broker:
     elif url.startswith(("redis://", "rediss://")):
         from dramatiq.brokers.redis import RedisBroker
 
-        broker = RedisBroker(url=url, middleware=middleware, namespace=settings.namespace)
+        broker = RedisBroker(  # type: ignore[no-untyped-call]
+            url=url, middleware=middleware, namespace=settings.namespace
+        )
     elif url.startswith(("amqp://", "amqps://")):
         try:
             from dramatiq.brokers.rabbitmq import RabbitmqBroker

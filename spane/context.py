@@ -62,3 +62,20 @@ class Park:
 
     until: float
     output: Any = None
+
+
+@dataclass(frozen=True)
+class Spawn:
+    """Return value (built-in ``subworkflow`` only): run a child execution, parked.
+
+    Args:
+        workflow: The child workflow's id.
+        version: The child's version (None: the latest).
+        input: The child execution's input.
+        output: JMESPath applied to the child's output to make this node's output.
+    """
+
+    workflow: str
+    version: int | None
+    input: Any
+    output: str | None = None

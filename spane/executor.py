@@ -9,11 +9,11 @@ import msgspec
 import structlog
 
 from . import codec, registry
-from .context import NodeContext, Park, Route
+from .context import NodeContext, Park, Route, Spawn
 from .durations import parse_duration
 from .errors import InputError, NodeFailed, SpaneError
+from .inflight import HandedBack, NodeTimeout, inflight
 from .registry import RetryPolicy
-from .watchdog import NodeTimeout, watchdog
 
 if TYPE_CHECKING:
     from .definitions import Node
@@ -32,15 +32,19 @@ def backoff(policy: RetryPolicy, attempt: int) -> float:
         return min(base, cap)
     if policy.backoff == "linear":
         return min(base * attempt, cap)
-    return min(base * 2 ** (attempt - 1), cap)
+    return min(base * 2.0 ** (attempt - 1), cap)
 
 
 def run_node(runtime: Runtime, execution_id: str, node_id: str, attempt: int) -> None:
     """Run one attempt of a node; duplicates and stale messages are dropped."""
     claim = runtime.store.claim_node(execution_id, node_id, attempt)
     if claim is None:
-        log.debug("stale or duplicate node message dropped", execution_id=execution_id,
-                  node_id=node_id, attempt=attempt)
+        log.debug(
+            "stale or duplicate node message dropped",
+            execution_id=execution_id,
+            node_id=node_id,
+            attempt=attempt,
+        )
         return
     node = runtime.store.graph(claim.workflow_id, claim.version).nodes[node_id]
     structlog.contextvars.bind_contextvars(
@@ -48,7 +52,7 @@ def run_node(runtime: Runtime, execution_id: str, node_id: str, attempt: int) ->
         workflow_id=claim.workflow_id,
         node_id=node_id,
         tenant=claim.tenant,
-        attempt=attempt,
+        attempt=claim.tries,
     )
     try:
         _attempt(runtime, claim, node)
@@ -70,27 +74,29 @@ def _attempt(runtime: Runtime, claim: Claim, node: Node) -> None:
     timeout = node.timeout if node.timeout is not None else node_type.timeout
     seconds = parse_duration(timeout) if timeout is not None else None
     try:
-        config = (
-            msgspec.convert(node.config, node_type.config) if node_type.config else node.config
-        )
+        config = msgspec.convert(node.config, node_type.config) if node_type.config else node.config
         ctx = NodeContext(
             input=claim.input,
             config=config,
             execution_id=claim.execution_id,
             workflow_id=claim.workflow_id,
             node_id=claim.node_id,
-            attempt=claim.attempt,
+            attempt=claim.tries,
             tenant=claim.tenant,
             log=log,
         )
         log.debug("node attempt started")
-        result = _call(node_type.fn, ctx, seconds)
+        result = _call(node_type.fn, ctx, claim, seconds)
+    except HandedBack:
+        log.info("attempt handed back to the queue while draining")
+        return
     except NodeFailed as exc:
         _failed(runtime, claim, node, policy, str(exc), retryable=exc.retryable)
         return
     except NodeTimeout:
-        _failed(runtime, claim, node, policy, f"attempt timed out after {seconds:g}s",
-                retryable=True)
+        _failed(
+            runtime, claim, node, policy, f"attempt timed out after {seconds:g}s", retryable=True
+        )
         return
     except Exception as exc:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -100,19 +106,17 @@ def _attempt(runtime: Runtime, claim: Claim, node: Node) -> None:
     _succeeded(runtime, claim, node, result)
 
 
-def _call(fn: Any, ctx: NodeContext, seconds: float | None) -> Any:
-    if seconds is None:
-        return fn(ctx)
-    entry = watchdog.arm(seconds)
+def _call(fn: Any, ctx: NodeContext, claim: Claim, seconds: float | None) -> Any:
+    entry = inflight.enter(claim, seconds)
     try:
         result = fn(ctx)
-    except NodeTimeout:
+    except (NodeTimeout, HandedBack):
         entry.delivered = True
         raise
     finally:
-        fired = watchdog.disarm(entry)
-    if fired:
-        raise NodeTimeout
+        fired = inflight.exit(entry)
+    if fired is not None:
+        raise fired
     return result
 
 
@@ -131,6 +135,9 @@ def _succeeded(runtime: Runtime, claim: Claim, node: Node, result: Any) -> None:
             runtime.apply(store.fail_node(claim, message, continue_on_fail=False))
             return
         route, result = list(result.next), result.output
+    if isinstance(result, Spawn):
+        _spawn(runtime, claim, result)
+        return
     if isinstance(result, Park):
         try:
             codec.check_json(result.output, f"output of node {claim.node_id}")
@@ -160,10 +167,74 @@ def _failed(
     retryable: bool,
 ) -> None:
     store = runtime.store
-    if retryable and claim.attempt < policy.max_attempts:
-        delay = backoff(policy, claim.attempt)
+    if retryable and claim.tries < policy.max_attempts:
+        delay = backoff(policy, claim.tries)
         log.info("node attempt failed; retrying", error=error, retry_in=delay)
         runtime.apply(store.retry_node(claim, error, delay))
         return
     log.warning("node failed", error=error, continue_on_fail=node.continue_on_fail)
     runtime.apply(store.fail_node(claim, error, continue_on_fail=node.continue_on_fail))
+
+
+def _spawn(runtime: Runtime, claim: Claim, spawn: Spawn) -> None:
+    """Start the child execution and park this node on it, in one transaction."""
+    store = runtime.store
+    if claim.depth + 1 > runtime.settings.max_depth:
+        error = (
+            f"sub-workflow {spawn.workflow!r} would nest {claim.depth + 1} levels deep, "
+            f"over SPANE_MAX_DEPTH={runtime.settings.max_depth}"
+        )
+        runtime.apply(store.fail_node(claim, error, continue_on_fail=False))
+        return
+    from . import api
+
+    try:
+        child_id, dispatches = api.start_child(runtime, claim, spawn)
+    except SpaneError as exc:
+        runtime.apply(
+            store.fail_node(claim, f"could not start sub-workflow: {exc}", continue_on_fail=False)
+        )
+        return
+    if child_id:
+        log.info("parked on child execution", child_id=child_id)
+        runtime.dispatch(dispatches)
+
+
+def wake_parent(runtime: Runtime, execution_id: str, node_id: str, child_id: str) -> None:
+    """A child execution ended: complete, retry or fail the parent node parked on it."""
+    store = runtime.store
+    claim = store.waiting_claim(execution_id, node_id, child_id)
+    if claim is None:
+        return  # woken already, or the parent moved on
+    child = store.get_execution(child_id)
+    node = store.graph(claim.workflow_id, claim.version).nodes[node_id]
+    structlog.contextvars.bind_contextvars(
+        execution_id=execution_id,
+        workflow_id=claim.workflow_id,
+        node_id=node_id,
+        tenant=claim.tenant,
+        attempt=claim.tries,
+    )
+    try:
+        if child.status == "completed":
+            mapping = node.config.get("output")
+            output = child.output
+            try:
+                if mapping:
+                    import jmespath
+
+                    output = jmespath.search(mapping, output)
+            except Exception as exc:
+                error = f"output mapping {mapping!r} failed on the child's output: {exc}"
+                runtime.apply(store.fail_node(claim, error, continue_on_fail=False))
+                return
+            runtime.apply(store.complete_node(claim, output))
+            return
+        node_type = registry.get(node.type)
+        policy = node.retry or (node_type.retry if node_type else None) or _DEFAULT_RETRY
+        reason = f"child execution {child_id} {child.status}: {child.error}"
+        _failed(runtime, claim, node, policy, reason, retryable=child.status == "failed")
+    finally:
+        structlog.contextvars.unbind_contextvars(
+            "execution_id", "workflow_id", "node_id", "tenant", "attempt"
+        )

@@ -10,10 +10,10 @@ from typing import Any
 import dramatiq
 from dramatiq import Worker
 
-from . import executor, logs, migrations, registry
+from . import executor, logs, migrations, recovery, registry
 from .broker import make_broker, queue_name
-from .encoder import MsgspecEncoder
-from .middleware import Timers
+from .encoder import UNDECODABLE, MsgspecEncoder
+from .middleware import DeadLetters, Drain, Sweeper
 from .payloads import Payloads
 from .registry import NodeType
 from .settings import Settings, from_env
@@ -45,15 +45,31 @@ class Runtime:
         self.store = Store(self.engine, self.payloads, lease_seconds=settings.lease_seconds)
         dramatiq.set_encoder(MsgspecEncoder())
         self.broker = make_broker(settings)
+        self.last_heartbeat = 0.0
         for middleware in self.broker.middleware:
-            if isinstance(middleware, Timers):
-                middleware.sweep = self.sweep_timers
+            if isinstance(middleware, Sweeper):
+                middleware.sweep = lambda: recovery.sweep(self)
+            elif isinstance(middleware, Drain):
+                middleware.hand_back = lambda: recovery.hand_back_all(self)
+                self.drain = middleware
+            elif isinstance(middleware, DeadLetters):
+                middleware.record = lambda message, reason: recovery.record_rejected(
+                    self, message, reason
+                )
         self._worker: Worker | None = None
         self._lock = threading.Lock()
         dramatiq.Actor(
             self._coordinate,
             broker=self.broker,
             actor_name=COORDINATOR,
+            queue_name=queue_name(settings, "high"),
+            priority=0,
+            options={},
+        )
+        dramatiq.Actor(
+            lambda raw, error: recovery.record_undecodable(self, raw, error),
+            broker=self.broker,
+            actor_name=UNDECODABLE,
             queue_name=queue_name(settings, "high"),
             priority=0,
             options={},
@@ -83,18 +99,25 @@ class Runtime:
         )
 
     def _coordinate(
-        self, execution_id: str, event: str, node_id: str = "", attempt: int = 0
+        self,
+        execution_id: str,
+        event: str,
+        node_id: str = "",
+        attempt: int = 0,
+        child_id: str = "",
     ) -> None:
         """The coordinator actor: advances executions on timer and wake-up events."""
         if event == "timer":
             self.apply(self.store.fire_timer(execution_id, node_id, attempt))
+        elif event == "child_ended":
+            executor.wake_parent(self, execution_id, node_id, child_id)
 
     # -- sending ---------------------------------------------------------------------
 
     def dispatch(self, dispatches: Iterable[Dispatch]) -> None:
         """Send node messages (after the transaction that queued them committed)."""
         for d in dispatches:
-            message = dramatiq.Message(
+            message: dramatiq.Message[Any] = dramatiq.Message(
                 queue_name=queue_name(self.settings, d.lane),
                 actor_name=actor_name(d.type),
                 args=(),
@@ -109,23 +132,42 @@ class Runtime:
         delay = int(max(0.0, until - time.time()) * 1000)
         if delay >= 7 * 24 * 3600 * 1000:
             return  # beyond the broker's delay limit; the sweeper fires it
-        message = dramatiq.Message(
-            queue_name=queue_name(self.settings, "high"),
-            actor_name=COORDINATOR,
-            args=(),
-            kwargs={
+        self._coordinator_message(
+            {
                 "execution_id": execution_id,
                 "event": "timer",
                 "node_id": node_id,
                 "attempt": attempt,
             },
+            delay,
+        )
+
+    def _coordinator_message(self, kwargs: dict[str, Any], delay: int = 0) -> None:
+        message: dramatiq.Message[Any] = dramatiq.Message(
+            queue_name=queue_name(self.settings, "high"),
+            actor_name=COORDINATOR,
+            args=(),
+            kwargs=kwargs,
             options={},
         )
         self.broker.enqueue(message, delay=delay if delay > 0 else None)
 
-    def apply(self, outcome: Outcome) -> None:
+    def apply(self, outcome: Outcome, *, execution_id: str = "") -> None:
         """Carry out what a committed transition asks for."""
         self.dispatch(outcome.dispatches)
+        if outcome.ended and outcome.parent_id:
+            self.wake(outcome.parent_id, outcome.parent_node_id or "", outcome.child_id)
+
+    def wake(self, parent_id: str, node_id: str, child_id: str) -> None:
+        """Ask the coordinator to wake a parent whose child ended (the sweep backs it up)."""
+        self._coordinator_message(
+            {
+                "execution_id": parent_id,
+                "event": "child_ended",
+                "node_id": node_id,
+                "child_id": child_id,
+            }
+        )
 
     def sweep_timers(self) -> int:
         """Fire every timer that fell due; return how many fired."""

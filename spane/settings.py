@@ -94,7 +94,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     broker_url = env.get("SPANE_BROKER_URL", "")
     if broker_url and not broker_url.startswith(("redis://", "rediss://", "amqp://", "amqps://")):
         raise ConfigurationError(
-            f"SPANE_BROKER_URL must start with redis:// or amqp:// (or be unset), got {broker_url!r}"
+            "SPANE_BROKER_URL must start with redis:// or amqp:// (or be unset), "
+            f"got {broker_url!r}"
         )
     modules = tuple(m.strip() for m in env.get("SPANE_MODULES", "").split(",") if m.strip())
     return Settings(

@@ -126,12 +126,11 @@ def _shape(data: object, cls: type[msgspec.Struct], path: str) -> Iterator[Probl
         yield Problem(path, f"expected a mapping, got {_kind(data)}")
         return
     fields = {f.encode_name: f for f in msgspec.structs.fields(cls)}
+    allowed = ", ".join(fields) or "none"
     for key in data:
         if key not in fields:
-            yield Problem(
-                _path(path, key),
-                f"unknown field{_suggest(str(key), fields)}; allowed: {', '.join(fields)}",
-            )
+            message = f"unknown field{_suggest(str(key), fields)}; allowed: {allowed}"
+            yield Problem(_path(path, key), message)
     found = False
     for name, field in fields.items():
         where = _path(path, name)

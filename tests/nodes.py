@@ -69,3 +69,28 @@ def logger(ctx: spane.NodeContext) -> Any:
 @spane.node_type("high_echo", lane="high")
 def high_echo(ctx: spane.NodeContext) -> Any:
     return ctx.input
+
+
+# -- added for tests/test_semantics.py and tests/test_logging.py ---------------------------
+
+# (execution_id, node_id) -> wall-clock start of each attempt, in order.
+ATTEMPT_STARTS: dict[tuple[str, str], list[float]] = {}
+
+
+@spane.node_type("stamp_fail")
+def stamp_fail(ctx: spane.NodeContext) -> Any:
+    """No type-level retry: records when each attempt started, fails the first ``times``."""
+    ATTEMPT_STARTS.setdefault((ctx.execution_id, ctx.node_id), []).append(time.time())
+    times = int(ctx.config.get("times", -1))
+    if times < 0 or ctx.attempt <= times:
+        raise spane.NodeFailed("stamped failure")
+    return ctx.attempt
+
+
+@spane.node_type("log_flaky", retry={"max_attempts": 2, "delay": "10ms"})
+def log_flaky(ctx: spane.NodeContext) -> Any:
+    """Log through ``ctx.log`` on every attempt; fail the first one."""
+    ctx.log.info("flaky attempt", value=ctx.input)
+    if ctx.attempt == 1:
+        raise spane.NodeFailed("first attempt fails")
+    return ctx.input

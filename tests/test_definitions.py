@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -54,9 +53,9 @@ class FetchConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     limit: int = 10
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def node_types() -> None:
-    """Register the node types the definitions below use."""
+    """Register the node types the definitions below use (the registry is process-wide)."""
     stand_ins = {
         "transform": configs.TransformConfig,
         "branch": configs.BranchConfig,
@@ -158,7 +157,7 @@ def test_unreadable_sources_are_reported(text: str, message: str) -> None:
 def test_the_error_names_the_file(tmp_path: pathlib.Path) -> None:
     source = tmp_path / "broken.yaml"
     source.write_text("id: wf\nnodes: []\n")
-    with pytest.raises(errors.DefinitionError, match="broken.yaml"):
+    with pytest.raises(errors.DefinitionError, match=r"broken\.yaml"):
         load_definition(source)
 
 
@@ -356,7 +355,7 @@ def test_config_is_checked_against_the_node_type() -> None:
     )
     assert "expected a duration like" in dict(found)["nodes[1].config"]
     assert "invalid JMESPath expression '(('" in dict(found)["nodes[2].config"]
-    assert dict(found)["nodes[3].config.x"] == "unknown field; allowed: "
+    assert dict(found)["nodes[3].config.x"] == "unknown field; allowed: none"
     assert len(found) == 6
 
 
@@ -465,7 +464,7 @@ def test_subworkflow_targets_are_looked_up() -> None:
     }
     message = problem_at(sub("other"), "nodes[1].config.workflow", workflow_exists=exists)
     assert message == "unknown sub-workflow target 'other'"
-    assert asked == ["known", "other", "other"]
+    assert asked == ["known", "other"]
 
 
 def test_subworkflow_targets_are_not_looked_up_without_a_lookup() -> None:

@@ -1,4 +1,4 @@
-"""Built-in node types: ``transform``, ``branch``, ``delay``, ``noop``."""
+"""Built-in node types: ``transform``, ``branch``, ``delay``, ``subworkflow``, ``noop``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Any
 
 import jmespath
 
-from ..context import NodeContext, Park, Route
+from ..context import NodeContext, Park, Route, Spawn
 from ..durations import parse_duration
 from ..registry import NodeType, register
-from .configs import BranchConfig, DelayConfig, NoopConfig, TransformConfig
+from .configs import BranchConfig, DelayConfig, NoopConfig, SubworkflowConfig, TransformConfig
 
-__all__ = ["branch", "delay", "noop", "transform"]
+__all__ = ["branch", "delay", "noop", "subworkflow", "transform"]
 
 
 def transform(ctx: NodeContext) -> Any:
@@ -44,7 +44,15 @@ def noop(ctx: NodeContext) -> Any:
     return ctx.input
 
 
+def subworkflow(ctx: NodeContext) -> Spawn:
+    """Run another workflow as a child execution; this node waits for it, parked."""
+    config: SubworkflowConfig = ctx.config
+    value = jmespath.search(config.input, ctx.input) if config.input else ctx.input
+    return Spawn(config.workflow, config.version, value, config.output)
+
+
 register(NodeType("transform", transform, config=TransformConfig))
 register(NodeType("branch", branch, config=BranchConfig))
 register(NodeType("delay", delay, config=DelayConfig))
 register(NodeType("noop", noop, config=NoopConfig))
+register(NodeType("subworkflow", subworkflow, config=SubworkflowConfig))

@@ -1,6 +1,8 @@
 """Spane's Dramatiq middleware, stated once in the order the stack runs.
 
-Before-hooks run top to bottom, after-hooks unwind bottom to top.
+Before-hooks run top to bottom, after-hooks unwind bottom to top: ``Drain`` sees a
+message first (and refuses it while draining), ``LogContext`` binds identifiers for
+everything after it and clears them last.
 """
 
 from __future__ import annotations
@@ -8,15 +10,19 @@ from __future__ import annotations
 from dramatiq import Middleware
 
 from ..settings import Settings
+from .dead_letters import DeadLetters
+from .drain import Drain
 from .log_context import LogContext
-from .timers import Timers
+from .sweeper import Sweeper
 
-__all__ = ["LogContext", "Timers", "default_middleware"]
+__all__ = ["DeadLetters", "Drain", "LogContext", "Sweeper", "default_middleware"]
 
 
 def default_middleware(settings: Settings) -> list[Middleware]:
     """Return Spane's middleware for a broker built from ``settings``."""
     return [
+        Drain(grace=settings.drain_seconds),
         LogContext(),
-        Timers(interval=settings.sweep_interval),
+        DeadLetters(),
+        Sweeper(interval=settings.sweep_interval),
     ]

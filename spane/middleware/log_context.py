@@ -8,7 +8,7 @@ import structlog
 from dramatiq import Broker, Middleware
 
 
-class LogContext(Middleware):  # type: ignore[misc]
+class LogContext(Middleware):
     """Every log line emitted while a message is processed carries its identifiers."""
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
@@ -29,4 +29,4 @@ class LogContext(Middleware):  # type: ignore[misc]
     ) -> None:
         structlog.contextvars.clear_contextvars()
 
-    after_skip_message = after_process_message  # type: ignore[assignment]
+    after_skip_message = after_process_message

@@ -16,5 +16,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     config = Config()
     config.set_main_option("script_location", str(_HERE))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Workers start together; one migrates while the others wait on this lock.
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(74172301)")
         config.attributes["connection"] = connection
         command.upgrade(config, revision)

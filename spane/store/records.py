@@ -24,7 +24,12 @@ class Dispatch:
 
 @dataclass(frozen=True)
 class Claim:
-    """A node attempt this worker now owns, with what it needs to run."""
+    """A node attempt this worker now owns, with what it needs to run.
+
+    ``attempt`` identifies the attempt (it only grows, so a stale message or a late
+    result of a superseded attempt is recognised); ``tries`` counts attempts against
+    the retry policy since the node was last revived.
+    """
 
     execution_id: str
     node_id: str
@@ -35,6 +40,8 @@ class Claim:
     tenant: str
     depth: int
     input: Any
+    tries: int = 1
+    status: str = "running"
 
 
 @dataclass
@@ -46,6 +53,7 @@ class Outcome:
     ended: str | None = None
     parent_id: str | None = None
     parent_node_id: str | None = None
+    child_id: str = ""
 
 
 @dataclass(frozen=True)

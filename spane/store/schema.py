@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Float,
     Index,
@@ -61,10 +62,12 @@ nodes = Table(
     Column("lane", String(16), nullable=False),
     Column("status", String(16), nullable=False),
     Column("attempt", Integer, nullable=False),
+    Column("attempt_base", Integer, nullable=False, default=0),
     Column("waiting_on", Integer, nullable=False),
     Column("live_parents", Integer, nullable=False),
     Column("output", Text),
     Column("error", Text),
+    Column("route", Text),
     Column("child_id", String(36)),
     Column("wake_at", Float),
     Column("lease_until", Float),
@@ -73,4 +76,39 @@ nodes = Table(
     Column("finished_at", Float),
     Index("ix_spane_nodes_status_wake", "status", "wake_at"),
     Index("ix_spane_nodes_status_lease", "status", "lease_until"),
+)
+
+events = Table(
+    "spane_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("execution_id", String(36), nullable=False),
+    Column("node_id", String(100)),
+    Column("kind", String(32), nullable=False),
+    Column("attempt", Integer),
+    Column("detail", Text),
+    Column("at", Float, nullable=False),
+    Index("ix_spane_events_execution", "execution_id", "id"),
+)
+
+dead_letters = Table(
+    "spane_dead_letters",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("kind", String(16), nullable=False),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),
+    Column("execution_id", String(36)),
+    Column("node_id", String(100)),
+    Column("queue", String(200)),
+    Column("actor", String(200)),
+    Column("reason", Text, nullable=False),
+    Column("message", Text),
+    Column("created_at", Float, nullable=False),
+    Column("retried_at", Float),
+    Index("ix_spane_dead_letters_status", "status"),
 )

@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 import msgspec
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import errors
@@ -16,18 +16,19 @@ from ..definitions import Graph, Workflow, build_graph
 from ..payloads import Payloads
 from .records import (
     EXECUTION_TERMINAL,
+    Claim,
     Dispatch,
     Execution,
     ExecutionSummary,
     NodeState,
 )
+from .recovery import Recovery
 from .schema import executions as E
 from .schema import nodes as N
 from .schema import workflows as W
-from .transitions import Transitions
 
 
-class Store(Transitions):
+class Store(Recovery):
     """All persistence of workflows, executions and nodes.
 
     Args:
@@ -109,17 +110,22 @@ class Store(Transitions):
         node_lanes: dict[str, str],
         input: str,
         idempotency_key: str | None = None,
-        parent: tuple[str, str, int] | None = None,
+        parent: Claim | None = None,
     ) -> tuple[str, list[Dispatch]]:
         """Insert an execution with its nodes, entry nodes queued, in one transaction.
 
         Returns the execution id and the entry-node messages to send, or, when the
         idempotency key was already used by this tenant, that execution's id and nothing.
+        With ``parent`` (a running ``subworkflow`` attempt), the parent node is parked
+        in ``waiting`` on the new child in the same transaction; if that attempt is
+        stale, nothing is written and ``("", [])`` is returned.
         """
         graph = self.graph(workflow_id, version)
         now = time.time()
         execution_id = str(uuid.uuid4())
-        parent_id, parent_node_id, depth = parent or (None, None, 0)
+        parent_id = parent.execution_id if parent else None
+        parent_node_id = parent.node_id if parent else None
+        depth = parent.depth + 1 if parent else 0
         node_rows = []
         dispatches = []
         for node_id in graph.order:
@@ -145,6 +151,8 @@ class Store(Transitions):
                 )
         try:
             with self.engine.begin() as conn:
+                if parent is not None and not self._park_on_child(conn, parent, execution_id):
+                    return "", []
                 conn.execute(
                     insert(E).values(
                         id=execution_id,
@@ -165,6 +173,11 @@ class Store(Transitions):
                     )
                 )
                 conn.execute(insert(N), node_rows)
+                self.record_events(
+                    conn,
+                    [(execution_id, None, "execution_started", None)]
+                    + [(execution_id, d.node_id, "queued", 1) for d in dispatches],
+                )
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -173,6 +186,28 @@ class Store(Transitions):
                 raise
             return existing, []
         return execution_id, dispatches
+
+    def _park_on_child(self, conn: Connection, parent: Claim, child_id: str) -> bool:
+        parked = conn.execute(
+            update(N)
+            .where(
+                N.c.execution_id == parent.execution_id,
+                N.c.node_id == parent.node_id,
+                N.c.status == "running",
+                N.c.attempt == parent.attempt,
+            )
+            .values(status="waiting", child_id=child_id, lease_until=None)
+        )
+        if parked.rowcount:
+            self.record_event(
+                conn,
+                parent.execution_id,
+                parent.node_id,
+                "waiting_on_child",
+                parent.attempt,
+                child_id,
+            )
+        return bool(parked.rowcount)
 
     def find_by_idempotency_key(self, tenant: str, key: str) -> str | None:
         """Return the execution started with this tenant and idempotency key, if any."""
@@ -274,10 +309,7 @@ class Store(Transitions):
         now = time.time()
         with self.engine.begin() as conn:
             row = conn.execute(
-                update(E)
-                .where(E.c.id == execution_id)
-                .values(updated_at=now)
-                .returning(E.c.status)
+                update(E).where(E.c.id == execution_id).values(updated_at=now).returning(E.c.status)
             ).first()
             if row is None:
                 raise errors.UnknownExecution(f"no execution has id {execution_id!r}")
@@ -292,3 +324,37 @@ class Store(Transitions):
                 )
             ).scalars()
             return list(children)
+
+    def set_paused(self, execution_id: str, paused: bool) -> list[Dispatch]:
+        """Pause a running execution, or resume a paused one.
+
+        Resuming returns the messages of every queued node (those of the pause were
+        dropped by the claim guard); due timers fire on the next sweep.
+        """
+        now = time.time()
+        want, have = ("paused", "running") if paused else ("running", "paused")
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                update(E).where(E.c.id == execution_id).values(updated_at=now).returning(E.c.status)
+            ).first()
+            if row is None:
+                raise errors.UnknownExecution(f"no execution has id {execution_id!r}")
+            if row.status != have:
+                verb = "paused" if paused else "resumed"
+                raise errors.InvalidTransition(
+                    f"execution {execution_id} is {row.status}; only a {have} execution "
+                    f"can be {verb}"
+                )
+            conn.execute(update(E).where(E.c.id == execution_id).values(status=want))
+            self.record_event(conn, execution_id, None, want if paused else "resumed", None, None)
+        return [] if paused else self.queued_nodes(execution_id)
+
+    def node_statuses(self, execution_id: str) -> dict[str, str]:
+        """Return ``{node_id: status}`` of an execution (no payloads)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(N.c.node_id, N.c.status).where(N.c.execution_id == execution_id)
+            ).all()
+        if not rows:
+            raise errors.UnknownExecution(f"no execution has id {execution_id!r}")
+        return {r.node_id: r.status for r in rows}

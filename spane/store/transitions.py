@@ -7,19 +7,21 @@ and exactly one of them sees the join become ready or the execution finish.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, bindparam, select, update
 
+from .. import codec
+from .history import History
 from .records import EXECUTION_ACTIVE, Claim, Dispatch, Outcome
 from .schema import executions as E
 from .schema import nodes as N
 
 if TYPE_CHECKING:
     from ..definitions import Graph
-    from .store import Store
 
 _QUEUEABLE_FROM = ("pending",)
 
@@ -28,10 +30,10 @@ def _node(execution_id: str, node_id: str) -> Any:
     return and_(N.c.execution_id == execution_id, N.c.node_id == node_id)
 
 
-class Transitions:
+class Transitions(History):
     """Mixin of ``Store`` holding the node transitions."""
 
-    def claim_node(self: Store, execution_id: str, node_id: str, attempt: int) -> Claim | None:
+    def claim_node(self, execution_id: str, node_id: str, attempt: int) -> Claim | None:
         """Move a queued node to running for this attempt; None if the message is stale.
 
         A node of a paused or ended execution is not claimed: the message is dropped and
@@ -53,10 +55,11 @@ class Transitions:
                     started_at=now,
                     lease_until=now + self.lease_seconds,
                 )
-                .returning(N.c.type)
+                .returning(N.c.type, N.c.attempt_base)
             ).first()
             if row is None:
                 return None
+            self.record_events(conn, [(execution_id, node_id, "started", attempt)])
             ex = conn.execute(
                 select(E.c.workflow_id, E.c.version, E.c.tenant, E.c.depth, E.c.input).where(
                     E.c.id == execution_id
@@ -79,10 +82,11 @@ class Transitions:
             tenant=ex.tenant,
             depth=ex.depth,
             input=value,
+            tries=attempt - row.attempt_base,
         )
 
     def _parent_outputs(
-        self: Store, conn: Connection, execution_id: str, parents: Iterable[str], tenant: str
+        self, conn: Connection, execution_id: str, parents: Iterable[str], tenant: str
     ) -> dict[str, Any]:
         rows = conn.execute(
             select(N.c.node_id, N.c.output).where(
@@ -95,7 +99,7 @@ class Transitions:
         return {r.node_id: self.payloads.unpack(tenant, r.output, what="output") for r in rows}
 
     def complete_node(
-        self: Store,
+        self,
         claim: Claim,
         output: Any,
         *,
@@ -103,16 +107,20 @@ class Transitions:
     ) -> Outcome:
         """Record a node's output and queue the successors that became ready."""
         packed = self.payloads.pack(claim.tenant, output, what=f"output of node {claim.node_id}")
+        values = {"status": "completed", "output": packed, "error": None}
+        if route is not None:
+            values["route"] = codec.dumps(route)
         return self._finish(
             claim.execution_id,
             claim.node_id,
             claim.attempt,
-            from_status="running",
-            values={"status": "completed", "output": packed, "error": None},
+            from_status=claim.status,
+            values=values,
             route=route,
+            event="completed" if claim.status == "running" else "woken",
         )
 
-    def fire_timer(self: Store, execution_id: str, node_id: str, attempt: int) -> Outcome:
+    def fire_timer(self, execution_id: str, node_id: str, attempt: int) -> Outcome:
         """Complete a ``waiting`` node whose timer fell due (the output was stored at park)."""
         return self._finish(
             execution_id,
@@ -122,22 +130,25 @@ class Transitions:
             values={"status": "completed"},
             route=None,
             due_before=time.time(),
+            event="timer_fired",
         )
 
-    def fail_node(
-        self: Store, claim: Claim, error: str, *, continue_on_fail: bool
-    ) -> Outcome:
+    def fail_node(self, claim: Claim, error: str, *, continue_on_fail: bool) -> Outcome:
         """Fail a node for good; the execution fails too unless ``continue_on_fail``."""
         if continue_on_fail:
             packed = self.payloads.pack(claim.tenant, {"error": error})
-            return self._finish(
+            outcome = self._finish(
                 claim.execution_id,
                 claim.node_id,
                 claim.attempt,
-                from_status="running",
+                from_status=claim.status,
                 values={"status": "failed", "error": error, "output": packed},
                 route=None,
+                event="failed",
             )
+            if outcome.applied:
+                self._dead_node(None, claim, error)
+            return outcome
         now = time.time()
         with self.engine.begin() as conn:
             ex = self._lock_execution(conn, claim.execution_id, now)
@@ -145,22 +156,29 @@ class Transitions:
                 update(N)
                 .where(
                     _node(claim.execution_id, claim.node_id),
-                    N.c.status == "running",
+                    N.c.status == claim.status,
                     N.c.attempt == claim.attempt,
                 )
                 .values(status="failed", error=error, finished_at=now, lease_until=None)
             )
             if done.rowcount == 0:
                 return Outcome(applied=False)
+            self.record_event(
+                conn, claim.execution_id, claim.node_id, "failed", claim.attempt, error
+            )
+            self._dead_node(conn, claim, error)
             if ex.status not in EXECUTION_ACTIVE:
                 return Outcome()
             message = f"node {claim.node_id!r} failed: {error}"
             self._end_execution(conn, claim.execution_id, "failed", now, error=message)
             return Outcome(
-                ended="failed", parent_id=ex.parent_id, parent_node_id=ex.parent_node_id
+                ended="failed",
+                parent_id=ex.parent_id,
+                parent_node_id=ex.parent_node_id,
+                child_id=claim.execution_id,
             )
 
-    def retry_node(self: Store, claim: Claim, error: str, delay: float) -> Outcome:
+    def retry_node(self, claim: Claim, error: str, delay: float) -> Outcome:
         """Queue the next attempt of a node after ``delay`` seconds."""
         now = time.time()
         with self.engine.begin() as conn:
@@ -170,7 +188,7 @@ class Transitions:
                 update(N)
                 .where(
                     _node(claim.execution_id, claim.node_id),
-                    N.c.status == "running",
+                    N.c.status == claim.status,
                     N.c.attempt == claim.attempt,
                 )
                 .values(
@@ -181,11 +199,14 @@ class Transitions:
                     wake_at=now + delay,
                     lease_until=now + delay + self.lease_seconds,
                     finished_at=now if cancelled else None,
+                    child_id=None,
                 )
                 .returning(N.c.attempt, N.c.type, N.c.lane)
             ).first()
             if row is None:
                 return Outcome(applied=False)
+            kind = "cancelled" if cancelled else "retrying"
+            self.record_event(conn, claim.execution_id, claim.node_id, kind, claim.attempt, error)
             if cancelled:
                 return Outcome()
             return Outcome(
@@ -196,7 +217,7 @@ class Transitions:
                 ]
             )
 
-    def park_node(self: Store, claim: Claim, until: float, output: Any) -> bool:
+    def park_node(self, claim: Claim, until: float, output: Any) -> bool:
         """Park a running node in ``waiting`` until ``until``; False if stale."""
         packed = self.payloads.pack(claim.tenant, output, what=f"output of node {claim.node_id}")
         with self.engine.begin() as conn:
@@ -204,14 +225,18 @@ class Transitions:
                 update(N)
                 .where(
                     _node(claim.execution_id, claim.node_id),
-                    N.c.status == "running",
+                    N.c.status == claim.status,
                     N.c.attempt == claim.attempt,
                 )
                 .values(status="waiting", wake_at=until, output=packed, lease_until=None)
             )
+            if done.rowcount:
+                self.record_events(
+                    conn, [(claim.execution_id, claim.node_id, "waiting", claim.attempt)]
+                )
             return bool(done.rowcount)
 
-    def due_timers(self: Store, now: float, limit: int = 100) -> list[tuple[str, str, int]]:
+    def due_timers(self, now: float, limit: int = 100) -> list[tuple[str, str, int]]:
         """Return ``(execution_id, node_id, attempt)`` of waiting timers that fell due."""
         with self.engine.begin() as conn:
             rows = conn.execute(
@@ -229,7 +254,7 @@ class Transitions:
 
     # -- internals -------------------------------------------------------------------
 
-    def _lock_execution(self: Store, conn: Connection, execution_id: str, now: float) -> Any:
+    def _lock_execution(self, conn: Connection, execution_id: str, now: float) -> Any:
         return conn.execute(
             update(E)
             .where(E.c.id == execution_id)
@@ -245,7 +270,7 @@ class Transitions:
         ).one()
 
     def _finish(
-        self: Store,
+        self,
         execution_id: str,
         node_id: str,
         attempt: int,
@@ -254,10 +279,13 @@ class Transitions:
         values: dict[str, Any],
         route: list[str] | None,
         due_before: float | None = None,
+        event: str = "completed",
     ) -> Outcome:
         now = time.time()
         with self.engine.begin() as conn:
             ex = self._lock_execution(conn, execution_id, now)
+            if due_before is not None and ex.status != "running":
+                return Outcome(applied=False)  # a paused execution fires its timers on resume
             guard = [
                 _node(execution_id, node_id),
                 N.c.status == from_status,
@@ -270,86 +298,119 @@ class Transitions:
             )
             if done.rowcount == 0:
                 return Outcome(applied=False)
+            self.record_events(conn, [(execution_id, node_id, event, attempt)])
             if ex.status not in EXECUTION_ACTIVE:
                 return Outcome()
             graph = self.graph(ex.workflow_id, ex.version)
             chosen = None if route is None else set(route)
-            dispatches, finished = self._advance(conn, execution_id, graph, node_id, chosen, now)
-            left = conn.execute(
-                update(E)
-                .where(E.c.id == execution_id)
-                .values(remaining=E.c.remaining - finished)
-                .returning(E.c.remaining)
-            ).scalar_one()
-            if left > 0:
-                return Outcome(dispatches=dispatches)
-            output = self._execution_output(conn, execution_id, graph, ex.tenant)
-            self._end_execution(conn, execution_id, "completed", now, output=output)
-            return Outcome(
-                ended="completed", parent_id=ex.parent_id, parent_node_id=ex.parent_node_id
+            return self._settle(
+                conn, execution_id, graph, [], [], now, ex, work=[(node_id, chosen)], finished=1
             )
 
-    def _advance(
-        self: Store,
+    def _settle(
+        self,
         conn: Connection,
         execution_id: str,
         graph: Graph,
-        node_id: str,
-        chosen: set[str] | None,
+        ready_run: list[str],
+        ready_skip: list[str],
         now: float,
-    ) -> tuple[list[Dispatch], int]:
-        """Propagate one finished node to its children; return messages and nodes ended."""
-        finished = 1
+        ex: Any,
+        *,
+        work: list[tuple[str, set[str] | None]] | None = None,
+        finished: int = 0,
+    ) -> Outcome:
+        """Queue or skip ready nodes, propagate, and complete the execution if nothing is left.
+
+        ``work`` holds nodes that just finished with the successors they chose (None: all).
+        """
+        work = list(work or [])
         dispatches: list[Dispatch] = []
-        work: list[tuple[str, set[str] | None]] = [(node_id, chosen)]
-        while work:
-            parent, picked = work.pop()
-            kids = graph.children[parent]
-            live = [k for k in kids if picked is None or k in picked]
-            dead = [k for k in kids if not (picked is None or k in picked)]
-            ready_run: list[str] = []
-            ready_skip: list[str] = []
-            for group, inc in ((live, 1), (dead, 0)):
-                if not group:
-                    continue
-                rows = conn.execute(
-                    update(N)
-                    .where(
-                        N.c.execution_id == execution_id,
-                        N.c.node_id.in_(group),
-                        N.c.status == "pending",
-                    )
-                    .values(waiting_on=N.c.waiting_on - 1, live_parents=N.c.live_parents + inc)
-                    .returning(N.c.node_id, N.c.waiting_on, N.c.live_parents)
-                )
-                for r in rows:
-                    if r.waiting_on == 0:
-                        (ready_run if r.live_parents > 0 else ready_skip).append(r.node_id)
+        while True:
+            while work:
+                parent, picked = work.pop()
+                self._propagate(conn, execution_id, graph, parent, picked, ready_run, ready_skip)
             if ready_run:
-                rows = conn.execute(
-                    update(N)
-                    .where(N.c.execution_id == execution_id, N.c.node_id.in_(ready_run))
-                    .values(
-                        status="queued",
-                        attempt=1,
-                        queued_at=now,
-                        lease_until=now + self.lease_seconds,
-                    )
-                    .returning(N.c.node_id, N.c.type, N.c.lane)
+                dispatches += self._queue(conn, execution_id, ready_run, now)
+                ready_run = []
+            if not ready_skip:
+                break
+            conn.execute(
+                update(N)
+                .where(N.c.execution_id == execution_id, N.c.node_id.in_(ready_skip))
+                .values(status="skipped", finished_at=now)
+            )
+            self.record_events(conn, [(execution_id, n, "skipped", None) for n in ready_skip])
+            finished += len(ready_skip)
+            work = [(s, set()) for s in ready_skip]
+            ready_skip = []
+        left = conn.execute(
+            update(E)
+            .where(E.c.id == execution_id)
+            .values(remaining=E.c.remaining - finished)
+            .returning(E.c.remaining)
+        ).scalar_one()
+        if left > 0:
+            return Outcome(dispatches=dispatches)
+        output = self._execution_output(conn, execution_id, graph, ex.tenant)
+        self._end_execution(conn, execution_id, "completed", now, output=output)
+        return Outcome(
+            ended="completed",
+            parent_id=ex.parent_id,
+            parent_node_id=ex.parent_node_id,
+            child_id=execution_id,
+        )
+
+    def _propagate(
+        self,
+        conn: Connection,
+        execution_id: str,
+        graph: Graph,
+        parent: str,
+        picked: set[str] | None,
+        ready_run: list[str],
+        ready_skip: list[str],
+    ) -> None:
+        """Tell a finished node's children; collect those that became ready."""
+        kids = graph.children[parent]
+        live = [k for k in kids if picked is None or k in picked]
+        dead = [k for k in kids if not (picked is None or k in picked)]
+        for group, inc in ((live, 1), (dead, 0)):
+            if not group:
+                continue
+            rows = conn.execute(
+                update(N)
+                .where(
+                    N.c.execution_id == execution_id,
+                    N.c.node_id.in_(group),
+                    N.c.status == "pending",
                 )
-                dispatches += [Dispatch(execution_id, r.node_id, 1, r.type, r.lane) for r in rows]
-            if ready_skip:
-                conn.execute(
-                    update(N)
-                    .where(N.c.execution_id == execution_id, N.c.node_id.in_(ready_skip))
-                    .values(status="skipped", finished_at=now)
-                )
-                finished += len(ready_skip)
-                work += [(s, set()) for s in ready_skip]
-        return dispatches, finished
+                .values(waiting_on=N.c.waiting_on - 1, live_parents=N.c.live_parents + inc)
+                .returning(N.c.node_id, N.c.waiting_on, N.c.live_parents)
+            )
+            for r in rows:
+                if r.waiting_on == 0:
+                    (ready_run if r.live_parents > 0 else ready_skip).append(r.node_id)
+
+    def _queue(
+        self, conn: Connection, execution_id: str, ready: list[str], now: float
+    ) -> list[Dispatch]:
+        rows = conn.execute(
+            update(N)
+            .where(N.c.execution_id == execution_id, N.c.node_id.in_(ready))
+            .values(
+                status="queued",
+                attempt=N.c.attempt + 1,
+                queued_at=now,
+                lease_until=now + self.lease_seconds,
+            )
+            .returning(N.c.node_id, N.c.attempt, N.c.type, N.c.lane)
+        ).all()
+        self.record_events(conn, [(execution_id, r.node_id, "queued", r.attempt) for r in rows])
+        return [Dispatch(execution_id, r.node_id, r.attempt, r.type, r.lane) for r in rows]
 
     def _execution_output(
-        self: Store, conn: Connection, execution_id: str, graph: Graph, tenant: str
+        self, conn: Connection, execution_id: str, graph: Graph, tenant: str
     ) -> str:
         rows = conn.execute(
             select(N.c.node_id, N.c.output, N.c.status).where(
@@ -358,7 +419,8 @@ class Transitions:
             )
         ).all()
         if len(graph.sinks) == 1:
-            return rows[0].output if rows and rows[0].status == "completed" else "null"
+            done = rows and rows[0].status in ("completed", "failed") and rows[0].output
+            return rows[0].output if done else "null"
         parts = {
             r.node_id: self.payloads.unpack(tenant, r.output)
             for r in rows
@@ -367,7 +429,7 @@ class Transitions:
         return self.payloads.pack(tenant, parts, what="execution output")
 
     def _end_execution(
-        self: Store,
+        self,
         conn: Connection,
         execution_id: str,
         status: str,
@@ -381,6 +443,7 @@ class Transitions:
             .where(E.c.id == execution_id, E.c.status.in_(EXECUTION_ACTIVE))
             .values(status=status, output=output, error=error, finished_at=now)
         )
+        self.record_event(conn, execution_id, None, f"execution_{status}", None, error)
         if status != "completed":
             conn.execute(
                 update(N)
@@ -390,3 +453,71 @@ class Transitions:
                 )
                 .values(status="cancelled", finished_at=now, lease_until=None)
             )
+
+    def _dead_node(self, conn: Connection | None, claim: Claim, error: str) -> None:
+        digest = hashlib.sha256(
+            f"node:{claim.execution_id}:{claim.node_id}:{claim.attempt}".encode()
+        ).hexdigest()
+        self.add_dead_letter(
+            conn,
+            kind="node",
+            digest=digest,
+            execution_id=claim.execution_id,
+            node_id=claim.node_id,
+            actor=claim.type,
+            reason=error,
+        )
+
+    def waiting_claim(self, execution_id: str, node_id: str, child_id: str) -> Claim | None:
+        """The parked attempt of a ``subworkflow`` node waiting on ``child_id``, if any."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    N.c.attempt,
+                    N.c.attempt_base,
+                    N.c.type,
+                    E.c.workflow_id,
+                    E.c.version,
+                    E.c.tenant,
+                    E.c.depth,
+                )
+                .join(E, E.c.id == N.c.execution_id)
+                .where(
+                    N.c.execution_id == execution_id,
+                    N.c.node_id == node_id,
+                    N.c.status == "waiting",
+                    N.c.child_id == child_id,
+                )
+            ).first()
+        if row is None:
+            return None
+        return Claim(
+            execution_id=execution_id,
+            node_id=node_id,
+            attempt=row.attempt,
+            type=row.type,
+            workflow_id=row.workflow_id,
+            version=row.version,
+            tenant=row.tenant,
+            depth=row.depth,
+            input=None,
+            tries=row.attempt - row.attempt_base,
+            status="waiting",
+        )
+
+    def unwoken_parents(self, limit: int = 100) -> list[tuple[str, str, str]]:
+        """``(parent_id, node_id, child_id)`` of parents parked on children that ended."""
+        child = E.alias("child")
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(N.c.execution_id, N.c.node_id, N.c.child_id)
+                .join(child, child.c.id == N.c.child_id)
+                .join(E, E.c.id == N.c.execution_id)
+                .where(
+                    N.c.status == "waiting",
+                    child.c.status.in_(("completed", "failed", "cancelled")),
+                    E.c.status == "running",
+                )
+                .limit(limit)
+            ).all()
+        return [(r.execution_id, r.node_id, r.child_id) for r in rows]

@@ -60,10 +60,12 @@ def upgrade() -> None:
         sa.Column("lane", sa.String(16), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("attempt", sa.Integer, nullable=False),
+        sa.Column("attempt_base", sa.Integer, nullable=False, server_default="0"),
         sa.Column("waiting_on", sa.Integer, nullable=False),
         sa.Column("live_parents", sa.Integer, nullable=False),
         sa.Column("output", sa.Text),
         sa.Column("error", sa.Text),
+        sa.Column("route", sa.Text),
         sa.Column("child_id", sa.String(36)),
         sa.Column("wake_at", sa.Float),
         sa.Column("lease_until", sa.Float),
@@ -73,9 +75,39 @@ def upgrade() -> None:
     )
     op.create_index("ix_spane_nodes_status_wake", "spane_nodes", ["status", "wake_at"])
     op.create_index("ix_spane_nodes_status_lease", "spane_nodes", ["status", "lease_until"])
+    big_id = sa.BigInteger().with_variant(sa.Integer, "sqlite")
+    op.create_table(
+        "spane_events",
+        sa.Column("id", big_id, primary_key=True, autoincrement=True),
+        sa.Column("execution_id", sa.String(36), nullable=False),
+        sa.Column("node_id", sa.String(100)),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("attempt", sa.Integer),
+        sa.Column("detail", sa.Text),
+        sa.Column("at", sa.Float, nullable=False),
+    )
+    op.create_index("ix_spane_events_execution", "spane_events", ["execution_id", "id"])
+    op.create_table(
+        "spane_dead_letters",
+        sa.Column("id", big_id, primary_key=True, autoincrement=True),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("digest", sa.String(64), nullable=False, unique=True),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("execution_id", sa.String(36)),
+        sa.Column("node_id", sa.String(100)),
+        sa.Column("queue", sa.String(200)),
+        sa.Column("actor", sa.String(200)),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("message", sa.Text),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("retried_at", sa.Float),
+    )
+    op.create_index("ix_spane_dead_letters_status", "spane_dead_letters", ["status"])
 
 
 def downgrade() -> None:
+    op.drop_table("spane_dead_letters")
+    op.drop_table("spane_events")
     op.drop_table("spane_nodes")
     op.drop_table("spane_executions")
     op.drop_table("spane_workflows")

@@ -1,25 +1,24 @@
-"""Fire durable timers (``delay`` nodes) from inside each worker process.
+"""Recovery from inside each worker: timers, lost messages, dead workers, heartbeats.
 
-Timers live in the database, so they survive the loss of every worker and of the
-broker's data. Every worker polls; the guarded transition lets exactly one of them
-fire a given timer.
+Timers and leases live in the database, so they survive the loss of every worker and
+of the broker's data. Every worker runs this loop; a cluster-wide lock lets one of
+them sweep at a time, and each recovery is a guarded transition besides.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 from dramatiq import Broker, Middleware
 
-log = structlog.get_logger("spane.timers")
+log = structlog.get_logger("spane.sweeper")
 
 
-class Timers(Middleware):  # type: ignore[misc]
-    """Runs a sweeper thread while the worker is up.
+class Sweeper(Middleware):
+    """Runs the recovery loop in a thread while the worker is up.
 
     Args:
         interval: Seconds between two sweeps.
@@ -33,10 +32,10 @@ class Timers(Middleware):  # type: ignore[misc]
 
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="spane-timers", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="spane-sweeper", daemon=True)
         self._thread.start()
 
-    def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -48,6 +47,6 @@ class Timers(Middleware):  # type: ignore[misc]
             try:
                 while self.sweep() and not self._stop.is_set():
                     pass
-            except Exception:
-                log.exception("timer sweep failed; retrying next interval")
-                time.sleep(self.interval)
+            except Exception as exc:
+                # The database may be restarting; the next pass tries again.
+                log.warning("sweep failed; retrying next interval", error=str(exc))

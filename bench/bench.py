@@ -1,0 +1,973 @@
+"""Spane throughput and latency benchmark (run by hand, never in CI).
+
+    python bench/bench.py [chain|fanout|latency|all] [--executions 200] [--processes 2]
+                          [--threads 8] [--broker redis|rabbitmq] [--probe] [--py-spy DIR]
+
+Self-contained: it creates its own PostgreSQL database (``spane_bench_<random>``,
+dropped at the end), its own queue namespace (Redis keys / RabbitMQ queues removed at
+the end), and its own ``python -m dramatiq spane.actors`` worker processes, which it
+stops by process id (SIGTERM, then SIGKILL after a timeout) at the end, also on Ctrl-C
+or error. Only 127.0.0.1 is touched, and every wait is bounded.
+
+Scenarios:
+  chain    N executions of a 10-node ``noop`` chain, enqueued at once; node and
+           execution throughput from first enqueue to last completion.
+  fanout   one 1 -> W -> 1 fan-out/fan-in of ``noop`` nodes; median wall time of R runs.
+  latency  N sequential executions of a 3-node ``noop`` chain on an idle system; p50/p99
+           from just before enqueue to completion (1 ms status polling), and from the
+           database timestamps (``created_at`` -> ``finished_at``).
+
+The results print as tables, then as one JSON line (the last line of output).
+
+``--probe`` loads ``bench/probe.py`` into the workers and prints where the time of one
+node transition goes (wall and CPU per call, SQL statement by statement).
+``--py-spy DIR`` samples every worker process with py-spy during the chain run and
+prints the hottest frames (needs ``pip install py-spy`` and ptrace permission).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+HOST = "127.0.0.1"
+PG_USER = os.environ.get("SPANE_BENCH_PG_USER", "postgres")
+REDIS_URL = f"redis://{HOST}:6379/0"
+AMQP_URL = f"amqp://guest:guest@{HOST}:5672/%2F"
+TERMINAL = ("completed", "failed", "cancelled")
+LANES = ("high", "default", "low")
+
+
+class BenchError(Exception):
+    """A benchmark could not run or did not finish in time."""
+
+
+# -- small helpers ------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = (len(ordered) - 1) * q / 100.0
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 2)
+
+
+def reachable(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def print_table(title: str, rows: list[tuple[str, Any]]) -> None:
+    width = max((len(label) for label, _ in rows), default=10)
+    print()
+    print(f"== {title} " + "=" * max(0, 70 - len(title)))
+    for label, value in rows:
+        if isinstance(value, float):
+            value = f"{value:,.2f}"
+        print(f"  {label.ljust(width)}  {value}")
+    sys.stdout.flush()
+
+
+# -- CPU accounting (from /proc: who burns the CPU during a phase) --------------------------
+
+_CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _read_stat(pid: str) -> tuple[str, int, int, float] | None:
+    """(comm, ppid, pgrp, cpu seconds) of a process, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as source:
+            text = source.read()
+    except OSError:
+        return None
+    close = text.rfind(")")
+    comm = text[text.find("(") + 1 : close]
+    fields = text[close + 2 :].split()
+    # fields[0] is state (field 3): ppid is field 4, pgrp 5, utime 14, stime 15.
+    return comm, int(fields[1]), int(fields[2]), (int(fields[11]) + int(fields[12])) / _CLK
+
+
+def _machine_jiffies() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot."""
+    with open("/proc/stat") as source:
+        parts = [int(x) for x in source.readline().split()[1:]]
+    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
+    total = sum(parts[:8])
+    return (total - idle) / _CLK, total / _CLK
+
+
+def cpu_snapshot(worker_groups: list[int]) -> dict[str, float]:
+    """CPU seconds used so far by: our workers, PostgreSQL, Redis, RabbitMQ, this client."""
+    totals = {"workers": 0.0, "postgres": 0.0, "redis": 0.0, "rabbitmq": 0.0}
+    if not os.path.isdir("/proc"):
+        return totals
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        stat = _read_stat(pid)
+        if stat is None:
+            continue
+        comm, _ppid, pgrp, cpu = stat
+        if pgrp in worker_groups:
+            totals["workers"] += cpu
+        elif comm == "postgres" or comm.startswith("postgres:"):
+            totals["postgres"] += cpu
+        elif comm.startswith("redis-server"):
+            totals["redis"] += cpu
+        elif comm in ("beam.smp", "erl_child_setup"):
+            totals["rabbitmq"] += cpu
+    times = os.times()
+    totals["client (bench)"] = times.user + times.system
+    busy, total = _machine_jiffies()
+    totals["_machine_busy"] = busy
+    totals["_machine_total"] = total
+    return totals
+
+
+def cpu_report(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, Any]:
+    """CPU seconds per party during a phase, and as a share of one core."""
+    out: dict[str, Any] = {}
+    for key in before:
+        if key.startswith("_"):
+            continue
+        used = after[key] - before[key]
+        out[key] = {"cpu_s": round(used, 2), "cores": round(used / wall, 2) if wall else 0.0}
+    busy = after["_machine_busy"] - before["_machine_busy"]
+    total = after["_machine_total"] - before["_machine_total"]
+    # Whatever the machine did besides the parties above (other users' processes,
+    # the kernel): a large value means the numbers are noisy.
+    other = busy - sum(v["cpu_s"] for v in out.values())
+    out["other (rest of machine)"] = {
+        "cpu_s": round(max(0.0, other), 2),
+        "cores": round(max(0.0, other) / wall, 2) if wall else 0.0,
+    }
+    out["machine_busy_pct"] = round(100.0 * busy / total, 1) if total else 0.0
+    return out
+
+
+def cpu_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in report.items():
+        if key == "machine_busy_pct":
+            rows.append(("machine CPU busy", f"{value:.1f}% of {os.cpu_count()} CPUs"))
+        elif value["cpu_s"] > 0.005:
+            rows.append((f"CPU {key}", f"{value['cpu_s']:.2f} s  ({value['cores']:.2f} cores)"))
+    return rows
+
+
+# -- worker processes ------------------------------------------------------------------------
+
+
+def _child_setup() -> None:
+    """In the worker: die with the bench (Linux), so a killed bench leaves no orphans."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Workers:
+    """The one ``dramatiq spane.actors`` master this bench started (and its children)."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    processes: int
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    def group_members(self) -> list[int]:
+        """Pids of the processes in our worker's process group (it leads its own session)."""
+        members = []
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                stat = _read_stat(pid)
+                if stat is not None and stat[2] == self.pid:
+                    members.append(int(pid))
+        return members
+
+    def worker_children(self) -> list[int]:
+        """Pids of the worker processes (the dramatiq master's children)."""
+        found = []
+        for pid in self.group_members():
+            stat = _read_stat(str(pid))
+            if pid != self.pid and stat is not None and stat[1] == self.pid:
+                found.append(pid)
+        return sorted(found)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.output().count("is ready for action") >= self.processes:
+                return
+            if self.proc.poll() is not None:
+                raise BenchError(f"workers exited early (code {self.proc.returncode}):\n{self.tail()}")
+            time.sleep(0.1)
+        raise BenchError(f"workers not ready after {timeout:g}s:\n{self.tail()}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM our process group; SIGKILL it after ``timeout``; reap every member."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                print(f"workers did not stop within {timeout:g}s; sending SIGKILL", file=sys.stderr)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=10)
+        # Anything left in our group (a worker whose master died first) is ours: kill it.
+        deadline = time.monotonic() + 10
+        while (left := self.group_members()) and time.monotonic() < deadline:
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+
+
+def start_workers(
+    settings: Any, folder: Path, processes: int, threads: int, extra_modules: list[str],
+    extra_env: dict[str, str],
+) -> Workers:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPANE_")}
+    env.update(
+        SPANE_BROKER_URL=settings.broker_url,
+        SPANE_DATABASE_URL=settings.database_url,
+        SPANE_BLOB_URL=settings.blob_url,
+        SPANE_NAMESPACE=settings.namespace,
+        SPANE_DRAIN_SECONDS="5",
+        SPANE_LOG_FORMAT="json",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")])),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra_env)
+    command = [
+        sys.executable, "-m", "dramatiq", "spane.actors", *extra_modules,
+        "--processes", str(processes), "--threads", str(threads),
+    ]
+    log = folder / "workers.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_child_setup,
+        )
+    return Workers(proc, log, processes)
+
+
+# -- the bench context: database, namespace, runtime, workers -------------------------------
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="spane-bench-")))
+    db_name: str = field(default_factory=lambda: f"spane_bench_{uuid.uuid4().hex[:10]}")
+    namespace: str = field(default_factory=lambda: f"spanebench{uuid.uuid4().hex[:8]}")
+    rt: Any = None
+    workers: Workers | None = None
+    db_created: bool = False
+    old_runtime: Any = None
+
+    @property
+    def admin_dsn(self) -> str:
+        return f"host={HOST} port=5432 user={PG_USER} dbname=postgres connect_timeout=5"
+
+    @property
+    def broker_url(self) -> str:
+        return REDIS_URL if self.args.broker == "redis" else AMQP_URL
+
+    def setup(self) -> None:
+        import psycopg
+
+        import spane  # noqa: F401  (registers the built-in node types)
+        from spane import runtime as runtime_module
+        from spane.runtime import Runtime
+        from spane.settings import Settings
+
+        if not reachable(5432):
+            raise BenchError(f"PostgreSQL is not listening on {HOST}:5432")
+        if not reachable(6379 if self.args.broker == "redis" else 5672):
+            raise BenchError(f"the {self.args.broker} broker is not listening on {HOST}")
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        self.db_created = True
+        settings = Settings(
+            broker_url=self.broker_url,
+            database_url=f"postgresql+psycopg://{PG_USER}@{HOST}:5432/{self.db_name}",
+            blob_url=str(self.folder / "blobs"),
+            namespace=self.namespace,
+            log_format="json",
+            log_level="warning",
+        )
+        self.rt = Runtime(settings)
+        self.old_runtime = runtime_module.install(self.rt)
+        modules, env = [], {}
+        if self.args.probe:
+            modules.append("bench.probe")
+            (self.folder / "probe").mkdir()
+            env["SPANE_BENCH_PROBE_DIR"] = str(self.folder / "probe")
+        self.workers = start_workers(
+            settings, self.folder, self.args.processes, self.args.threads, modules, env
+        )
+        self.workers.wait_ready()
+
+    def teardown(self) -> None:
+        """Undo everything setup did, each step on its own (a failure does not stop the rest)."""
+        steps = [self._stop_workers, self._close_runtime, self._drop_database,
+                 self._clean_broker, self._remove_folder]
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # report and go on cleaning
+                print(f"cleanup step {step.__name__} failed: {exc!r}", file=sys.stderr)
+
+    def _stop_workers(self) -> None:
+        if self.workers is not None:
+            self.workers.stop()
+
+    def _close_runtime(self) -> None:
+        if self.rt is None:
+            return
+        from spane import runtime as runtime_module
+
+        runtime_module.install(self.old_runtime)
+        self.rt.close()
+
+    def _drop_database(self) -> None:
+        import psycopg
+
+        if self.db_created:
+            with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+
+    def _clean_broker(self) -> None:
+        if reachable(6379):
+            import redis
+
+            client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+            try:
+                keys = list(client.scan_iter(f"{self.namespace}*", count=1000))
+                if keys:
+                    client.delete(*keys)
+            finally:
+                client.close()
+        if self.args.broker == "rabbitmq" and reachable(5672):
+            import pika
+
+            params = pika.URLParameters(AMQP_URL + "?socket_timeout=5&blocked_connection_timeout=5")
+            connection = pika.BlockingConnection(params)
+            try:
+                channel = connection.channel()
+                for lane in LANES:
+                    for suffix in ("", ".DQ", ".XQ", ".DQ.XQ"):
+                        channel.queue_delete(queue=f"{self.namespace}.{lane}{suffix}")
+            finally:
+                connection.close()
+
+    def _remove_folder(self) -> None:
+        if self.args.keep_logs:
+            print(f"worker log and probe files kept in {self.folder}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    # -- queries ------------------------------------------------------------------------
+
+    def sql(self, text: str, **params: Any) -> list[Any]:
+        from sqlalchemy import text as sql_text
+
+        with self.rt.engine.connect() as conn:
+            return list(conn.execute(sql_text(text), params))
+
+    def status_counts(self, workflow_id: str) -> Counter[str]:
+        rows = self.sql(
+            "SELECT status, count(*) AS n FROM spane_executions WHERE workflow_id = :w "
+            "GROUP BY status",
+            w=workflow_id,
+        )
+        return Counter({r.status: r.n for r in rows})
+
+    def wait_all(self, workflow_id: str, count: int, timeout: float) -> float:
+        """Poll one count query every 50 ms until ``count`` executions ended; return when."""
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = self.status_counts(workflow_id)
+            if sum(counts[s] for s in TERMINAL) >= count:
+                return time.time()
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"{workflow_id}: not finished after {timeout:g}s; statuses {dict(counts)}"
+                )
+            self.check_workers()
+            time.sleep(0.05)
+
+    def wait_one(self, execution_id: str, timeout: float, interval: float) -> str:
+        store = self.rt.store
+        deadline = time.monotonic() + timeout
+        while True:
+            status = store.execution_status(execution_id)
+            if status in TERMINAL:
+                return status
+            if time.monotonic() > deadline:
+                self.check_workers()
+                raise BenchError(f"execution {execution_id} still {status} after {timeout:g}s")
+            time.sleep(interval)
+
+    def check_workers(self) -> None:
+        if self.workers is not None and self.workers.proc.poll() is not None:
+            raise BenchError(f"the workers exited (code {self.workers.proc.returncode}):\n"
+                             f"{self.workers.tail()}")
+
+    def cpu(self) -> dict[str, float]:
+        return cpu_snapshot([self.workers.pid] if self.workers else [])
+
+    # -- probe ------------------------------------------------------------------------------
+
+    def probe_snapshot(self) -> dict[str, list[float]]:
+        """Cumulative probe counters summed over the worker processes."""
+        total: dict[str, list[float]] = {}
+        folder = self.folder / "probe"
+        if not folder.is_dir():
+            return total
+        for path in folder.glob("probe-*.json"):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            for name, (count, wall, cpu) in data.items():
+                entry = total.setdefault(name, [0, 0.0, 0.0])
+                entry[0] += count
+                entry[1] += wall
+                entry[2] += cpu
+        return total
+
+
+def probe_diff(before: dict[str, list[float]], after: dict[str, list[float]]) -> dict[str, Any]:
+    nodes = after.get("executor.run_node (total)", [0])[0] - before.get(
+        "executor.run_node (total)", [0]
+    )[0]
+    rows = {}
+    for name, (count, wall, cpu) in after.items():
+        b = before.get(name, [0, 0.0, 0.0])
+        c, w, u = count - b[0], wall - b[1], cpu - b[2]
+        if c <= 0 or name == "_process":
+            continue
+        rows[name] = {
+            "calls": int(c),
+            "calls_per_node": round(c / nodes, 2) if nodes else None,
+            "wall_ms_per_node": round(1000 * w / nodes, 3) if nodes else None,
+            "cpu_ms_per_node": round(1000 * u / nodes, 3) if nodes else None,
+            "wall_ms_per_call": round(1000 * w / c, 3),
+        }
+    proc = after.get("_process", [0, 0.0, 0.0])[1] - before.get("_process", [0, 0.0, 0.0])[1]
+    return {
+        "nodes": int(nodes),
+        "worker_process_cpu_ms_per_node": round(1000 * proc / nodes, 3) if nodes else None,
+        "calls": dict(sorted(rows.items(), key=lambda kv: -(kv[1]["wall_ms_per_node"] or 0))),
+    }
+
+
+def print_probe(title: str, report: dict[str, Any]) -> None:
+    print()
+    print(f"== {title}: per node message, summed over worker threads "
+          f"({report['nodes']} node messages) ==")
+    print(f"  worker process CPU per node: {report['worker_process_cpu_ms_per_node']} ms")
+    print(f"  {'call':58} {'calls/node':>10} {'wall ms/node':>13} {'cpu ms/node':>12} "
+          f"{'wall ms/call':>13}")
+    for name, row in report["calls"].items():
+        print(f"  {name[:58]:58} {row['calls_per_node']:>10} {row['wall_ms_per_node']:>13} "
+              f"{row['cpu_ms_per_node']:>12} {row['wall_ms_per_call']:>13}")
+    sys.stdout.flush()
+
+
+# -- py-spy ----------------------------------------------------------------------------------
+
+
+class Sampler:
+    """py-spy ``record --format raw`` attached to every worker process during a phase."""
+
+    def __init__(self, bench: Bench, folder: Path, label: str) -> None:
+        self.bench = bench
+        self.folder = folder
+        self.label = label
+        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def __enter__(self) -> Sampler:
+        exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(exe).exists():
+            raise BenchError("--py-spy needs py-spy: pip install py-spy")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        assert self.bench.workers is not None
+        for pid in self.bench.workers.worker_children():
+            out = self.folder / f"{self.label}-{pid}.txt"
+            proc = subprocess.Popen(
+                [exe, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+                 "--nonblocking", "--output", str(out),
+                 *(["--gil"] if self.bench.args.py_spy_gil else [])],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            )
+            self.procs.append((proc, out))
+        time.sleep(1.0)  # let py-spy attach
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc, _ in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+    def summary(self) -> dict[str, Any]:
+        inclusive: Counter[str] = Counter()
+        self_time: Counter[str] = Counter()
+        total = 0
+        for _, path in self.procs:
+            if not path.exists():
+                continue
+            for line in path.read_text(errors="replace").splitlines():
+                stack, _, count_text = line.rpartition(" ")
+                if not count_text.isdigit():
+                    continue
+                count = int(count_text)
+                total += count
+                frames = stack.split(";")
+                self_time[_short(frames[-1])] += count
+                for name in {_short(f) for f in frames}:
+                    inclusive[name] += count
+        return {
+            "mode": "the GIL-holding worker thread (Python CPU)" if self.bench.args.py_spy_gil
+            else "non-idle worker threads (wall time, waits on sockets included)",
+            "samples": total,
+            "files": [str(p) for _, p in self.procs],
+            "top_self": [(n, round(100 * c / total, 1)) for n, c in self_time.most_common(25)]
+            if total else [],
+            "top_inclusive_spane": [
+                (n, round(100 * c / total, 1))
+                for n, c in inclusive.most_common(400)
+                if "spane/" in n or "bench/" in n
+            ][:30] if total else [],
+        }
+
+
+def _short(frame: str) -> str:
+    """``fn (path/to/site-packages/pkg/mod.py:12)`` -> ``fn (pkg/mod.py)``."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    path = where.rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/lib/python3", "/work/main/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{name} ({path})"
+
+
+def print_sampler(summary: dict[str, Any]) -> None:
+    print()
+    print(f"== py-spy: {summary['samples']} samples of {summary['mode']} ==")
+    print("  hottest frames (self):")
+    for name, pct in summary["top_self"]:
+        print(f"    {pct:5.1f}%  {name}")
+    print("  spane frames (inclusive):")
+    for name, pct in summary["top_inclusive_spane"]:
+        print(f"    {pct:5.1f}%  {name}")
+    print("  raw stacks: " + ", ".join(summary["files"]))
+
+
+# -- workflows -------------------------------------------------------------------------------
+
+
+def chain(workflow_id: str, length: int) -> dict[str, Any]:
+    nodes: list[dict[str, Any]] = [{"id": "n0", "type": "noop"}]
+    nodes += [{"id": f"n{i}", "type": "noop", "after": [f"n{i - 1}"]} for i in range(1, length)]
+    return {"id": workflow_id, "nodes": nodes}
+
+
+def fanout(workflow_id: str, width: int) -> dict[str, Any]:
+    nodes: list[dict[str, Any]] = [{"id": "src", "type": "noop"}]
+    nodes += [{"id": f"p{i}", "type": "noop", "after": ["src"]} for i in range(width)]
+    nodes.append({"id": "sink", "type": "noop", "after": [f"p{i}" for i in range(width)]})
+    return {"id": workflow_id, "nodes": nodes}
+
+
+# -- scenarios -------------------------------------------------------------------------------
+
+
+def warm_up(bench: Bench) -> None:
+    """A few executions first, so connection pools, caches and imports are warm."""
+    import spane
+
+    spane.register_workflow(chain("bench-warmup", 3))
+    ids = [spane.enqueue_workflow("bench-warmup", {"i": i}) for i in range(20)]
+    bench.wait_all("bench-warmup", len(ids), timeout=60)
+
+
+def run_chain(bench: Bench) -> dict[str, Any]:
+    import spane
+
+    n, length = bench.args.executions, 10
+    workflow_id = "bench-chain"
+    spane.register_workflow(chain(workflow_id, length))
+    probe_before = bench.probe_snapshot()
+    sampler = Sampler(bench, Path(bench.args.py_spy), "chain") if bench.args.py_spy else None
+    with sampler or contextlib.nullcontext():
+        cpu_before = bench.cpu()
+        first = time.time()
+        p0 = time.perf_counter()
+        ids = [spane.enqueue_workflow(workflow_id, {"i": i}) for i in range(n)]
+        enqueue_s = time.perf_counter() - p0
+        detected = bench.wait_all(workflow_id, n, timeout=bench.args.timeout)
+        cpu_after = bench.cpu()
+    counts = bench.status_counts(workflow_id)
+    row = bench.sql(
+        "SELECT max(finished_at) AS last FROM spane_executions WHERE workflow_id = :w",
+        w=workflow_id,
+    )[0]
+    elapsed = row.last - first
+    nodes = n * length
+    result: dict[str, Any] = {
+        "executions": n,
+        "nodes_per_execution": length,
+        "completed": counts["completed"],
+        "failed": counts["failed"] + counts["cancelled"],
+        "enqueue_s": round(enqueue_s, 3),
+        "enqueue_per_s": round(n / enqueue_s, 1),
+        "elapsed_s": round(elapsed, 3),
+        "nodes_per_s": round(nodes / elapsed, 1),
+        "executions_per_s": round(n / elapsed, 1),
+        "elapsed_to_poll_detect_s": round(detected - first, 3),
+        "cpu": cpu_report(cpu_before, cpu_after, detected - first),
+    }
+    print_table(
+        f"chain: {n} executions x {length} noop nodes, all enqueued at once",
+        [
+            ("completed / failed", f"{result['completed']} / {result['failed']}"),
+            ("enqueue (all)", f"{enqueue_s:.3f} s  ({result['enqueue_per_s']:.0f} executions/s)"),
+            ("first enqueue -> last completion", f"{elapsed:.3f} s  (DB finished_at)"),
+            ("node throughput", f"{result['nodes_per_s']:.0f} nodes/s"),
+            ("execution throughput", f"{result['executions_per_s']:.1f} executions/s"),
+            ("(poll-detected end)", f"{detected - first:.3f} s"),
+            *cpu_rows(result["cpu"]),
+        ],
+    )
+    if bench.args.probe:
+        time.sleep(1.2)  # the probe writes its counters every 0.5 s
+        result["probe"] = probe_diff(probe_before, bench.probe_snapshot())
+        print_probe("probe, chain", result["probe"])
+    if sampler is not None:
+        result["py_spy"] = sampler.summary()
+        print_sampler(result["py_spy"])
+    assert len(ids) == n
+    return result
+
+
+def run_fanout(bench: Bench) -> dict[str, Any]:
+    import spane
+
+    width, runs = bench.args.fanout_width, bench.args.fanout_runs
+    workflow_id = "bench-fanout"
+    spane.register_workflow(fanout(workflow_id, width))
+    walls, dbs, statuses = [], [], []
+    cpu_before = bench.cpu()
+    p_all = time.perf_counter()
+    for _ in range(runs):
+        p0 = time.perf_counter()
+        execution_id = spane.enqueue_workflow(workflow_id, {"x": 1})
+        status = bench.wait_one(execution_id, timeout=bench.args.timeout, interval=0.005)
+        walls.append(time.perf_counter() - p0)
+        statuses.append(status)
+        row = bench.sql(
+            "SELECT created_at, finished_at FROM spane_executions WHERE id = :i", i=execution_id
+        )[0]
+        dbs.append(row.finished_at - row.created_at)
+    cpu_after = bench.cpu()
+    nodes = width + 2
+    median = statistics.median(walls)
+    result = {
+        "width": width,
+        "nodes": nodes,
+        "runs": runs,
+        "statuses": statuses,
+        "wall_s": [round(w, 3) for w in walls],
+        "wall_median_s": round(median, 3),
+        "db_median_s": round(statistics.median(dbs), 3),
+        "nodes_per_s": round(nodes / median, 1),
+        "cpu": cpu_report(cpu_before, cpu_after, time.perf_counter() - p_all),
+    }
+    print_table(
+        f"fanout: 1 -> {width} -> 1 noop nodes, {runs} runs one after another",
+        [
+            ("statuses", ", ".join(statuses)),
+            ("wall times", ", ".join(f"{w:.3f} s" for w in walls)),
+            ("median wall start -> finish", f"{median:.3f} s  ({result['nodes_per_s']:.0f} nodes/s)"),
+            ("median DB created_at -> finished_at", f"{result['db_median_s']:.3f} s"),
+            *cpu_rows(result["cpu"]),
+        ],
+    )
+    return result
+
+
+def run_latency(bench: Bench) -> dict[str, Any]:
+    import spane
+
+    n = bench.args.executions
+    workflow_id = "bench-latency"
+    spane.register_workflow(chain(workflow_id, 3))
+    polled, enqueue, before_enqueue = [], [], []
+    ids = []
+    cpu_before = bench.cpu()
+    p_all = time.perf_counter()
+    for i in range(n):
+        wall0 = time.time()
+        p0 = time.perf_counter()
+        execution_id = spane.enqueue_workflow(workflow_id, {"i": i})
+        p1 = time.perf_counter()
+        status = bench.wait_one(execution_id, timeout=30, interval=0.001)
+        p2 = time.perf_counter()
+        if status != "completed":
+            raise BenchError(f"latency execution {execution_id} ended {status}")
+        polled.append(p2 - p0)
+        enqueue.append(p1 - p0)
+        before_enqueue.append(wall0)
+        ids.append(execution_id)
+    cpu_after = bench.cpu()
+    rows = {
+        r.id: r
+        for r in bench.sql(
+            "SELECT id, created_at, finished_at FROM spane_executions WHERE workflow_id = :w",
+            w=workflow_id,
+        )
+    }
+    db = [rows[i].finished_at - rows[i].created_at for i in ids]
+    db_from_call = [rows[i].finished_at - t for i, t in zip(ids, before_enqueue, strict=True)]
+    # Per hop: how long a queued node waits for a worker, and how long a node attempt
+    # takes from claim to completion commit (node rows of the same executions).
+    node_rows = bench.sql(
+        "SELECT n.node_id, n.queued_at, n.started_at, n.finished_at "
+        "FROM spane_nodes n JOIN spane_executions e ON e.id = n.execution_id "
+        "WHERE e.workflow_id = :w",
+        w=workflow_id,
+    )
+    queue_wait = [r.started_at - r.queued_at for r in node_rows]
+    attempt = [r.finished_at - r.started_at for r in node_rows]
+
+    def stats(values: list[float]) -> dict[str, float]:
+        return {
+            "p50_ms": ms(percentile(values, 50)),
+            "p99_ms": ms(percentile(values, 99)),
+            "mean_ms": ms(statistics.fmean(values)),
+            "max_ms": ms(max(values)),
+        }
+
+    result = {
+        "executions": n,
+        "nodes_per_execution": 3,
+        "poll_interval_ms": 1,
+        "polled": stats(polled),
+        "db_created_to_finished": stats(db),
+        "db_before_enqueue_to_finished": stats(db_from_call),
+        "enqueue_call": stats(enqueue),
+        "node_queue_wait": stats(queue_wait),
+        "node_claim_to_complete": stats(attempt),
+        "cpu": cpu_report(cpu_before, cpu_after, time.perf_counter() - p_all),
+    }
+
+    def line(s: dict[str, float]) -> str:
+        return (f"p50 {s['p50_ms']:7.2f} ms   p99 {s['p99_ms']:7.2f} ms   "
+                f"mean {s['mean_ms']:7.2f} ms   max {s['max_ms']:7.2f} ms")
+
+    print_table(
+        f"latency: {n} sequential 3-node noop chains on an idle system",
+        [
+            ("before enqueue -> seen completed (1 ms poll)", line(result["polled"])),
+            ("DB created_at -> finished_at", line(result["db_created_to_finished"])),
+            ("before enqueue -> DB finished_at", line(result["db_before_enqueue_to_finished"])),
+            ("enqueue_workflow call", line(result["enqueue_call"])),
+            ("per node: queued -> claimed", line(result["node_queue_wait"])),
+            ("per node: claimed -> completed", line(result["node_claim_to_complete"])),
+            *cpu_rows(result["cpu"]),
+        ],
+    )
+    return result
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def environment(bench: Bench) -> dict[str, Any]:
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "-"
+
+    env: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "spane": version("spane"),
+        "dramatiq": version("dramatiq"),
+        "sqlalchemy": version("sqlalchemy"),
+        "psycopg": version("psycopg"),
+        "redis_py": version("redis"),
+        "pika": version("pika"),
+        "broker": bench.args.broker,
+        "workers": f"{bench.args.processes} processes x {bench.args.threads} threads",
+        "database": bench.db_name,
+        "namespace": bench.namespace,
+    }
+    with contextlib.suppress(Exception):
+        env["postgresql"] = bench.sql("SHOW server_version")[0][0]
+    with contextlib.suppress(Exception):
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+        env["redis_server"] = client.info("server")["redis_version"]
+        client.close()
+    # The engine changes under active development: fingerprint the source that ran.
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "spane").rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    env["spane_source_sha256"] = digest.hexdigest()[:12]
+    with contextlib.suppress(Exception):
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+            text=True, timeout=5,
+        ).stdout.strip()
+        env["git_commit"] = commit or "-"
+    return env
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scenario", nargs="?", default="all",
+                        choices=("chain", "fanout", "latency", "all"))
+    parser.add_argument("--executions", type=int, default=200,
+                        help="executions of the chain and latency scenarios (default 200)")
+    parser.add_argument("--processes", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--threads", type=int, default=8, help="threads per worker (default 8)")
+    parser.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis")
+    parser.add_argument("--fanout-width", type=int, default=500)
+    parser.add_argument("--fanout-runs", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=300.0,
+                        help="seconds a chain or fan-out run may take before the bench gives up")
+    parser.add_argument("--probe", action="store_true",
+                        help="instrument the workers (bench/probe.py) and print a per-node breakdown")
+    parser.add_argument("--py-spy", metavar="DIR", default="",
+                        help="sample the worker processes with py-spy during the chain run")
+    parser.add_argument("--py-spy-gil", action="store_true",
+                        help="with --py-spy: sample only the thread holding the GIL (Python CPU), "
+                             "instead of every non-idle thread (wall time incl. waiting on I/O)")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the worker log folder")
+    args = parser.parse_args(argv)
+    for name in ("executions", "processes", "threads", "fanout_width", "fanout_runs"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    return args
+
+
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
+    bench = Bench(args)
+    results: dict[str, Any] = {}
+    code = 0
+    try:
+        print(f"setting up: database {bench.db_name}, namespace {bench.namespace}, "
+              f"{args.processes}x{args.threads} workers on {args.broker} ...", flush=True)
+        bench.setup()
+        results["environment"] = env = environment(bench)
+        print_table("environment", list(env.items()))
+        warm_up(bench)
+        scenarios = ("chain", "fanout", "latency") if args.scenario == "all" else (args.scenario,)
+        for name in scenarios:
+            runner = {"chain": run_chain, "fanout": run_fanout, "latency": run_latency}[name]
+            results[name] = runner(bench)
+    except KeyboardInterrupt:
+        print("\ninterrupted; cleaning up", file=sys.stderr)
+        code = 130
+    except BenchError as exc:
+        print(f"\nbench failed: {exc}", file=sys.stderr)
+        code = 1
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        if bench.workers is not None:
+            print(f"--- worker log (tail) ---\n{bench.workers.tail()}", file=sys.stderr)
+        code = 1
+    finally:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # let cleanup finish
+        try:
+            bench.teardown()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    if code == 0:
+        summary = {"target_nodes_per_s": 700}
+        if "chain" in results:
+            summary["chain_nodes_per_s"] = results["chain"]["nodes_per_s"]
+            summary["meets_target"] = results["chain"]["nodes_per_s"] >= 700
+        results["summary"] = summary
+        print_table("summary", list(summary.items()))
+    results["exit_code"] = code
+    print(json.dumps(results, default=str), flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""What each ``spane`` command does; every handler returns the process exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.text import Text
+
+import spane
+
+from .. import migrations, runtime, validation
+from ..settings import from_env
+from ..store import Execution, make_engine
+from . import render, watch
+
+DEMO_DEFINITION = "examples/demo.yaml"
+
+
+@dataclass(frozen=True)
+class Streams:
+    """Where a command writes: results to ``out``, notes and errors to ``err``."""
+
+    out: Console
+    err: Console
+
+
+def exit_code(execution: Execution) -> int:
+    """0 for a completed execution, 1 for a failed or cancelled one."""
+    return 0 if execution.status == "completed" else 1
+
+
+def parse_input(raw: str | None) -> Any:
+    """Decode ``--input``: JSON text, or ``@FILE`` naming a JSON file.
+
+    Raises:
+        InputError: If the file cannot be read or the text is not JSON.
+    """
+    if raw is None:
+        return None
+    where = "--input"
+    if raw.startswith("@"):
+        where = f"input file {raw[1:]!r}"
+        try:
+            raw = Path(raw[1:]).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise spane.InputError(f"cannot read {where}: {reason}") from None
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise spane.InputError(
+            f'{where} is not valid JSON ({exc}); e.g. --input \'{{"order_id": "A-1"}}\' '
+            "or --input @input.json"
+        ) from None
+
+
+def print_problems(console: Console, error: spane.DefinitionError) -> None:
+    """Print each problem of a definition on its own line, path first."""
+    title = str(error).splitlines()[0].rstrip(":")
+    console.print(Text(f"✘ {title}", style="bold red"), soft_wrap=True)
+    for problem in error.problems:
+        line = Text("  ")
+        if problem.path:
+            line.append(problem.path, style="bold cyan").append(": ")
+        # Continuation lines (e.g. a JMESPath caret) stay indented under their problem.
+        console.print(line.append(problem.message.replace("\n", "\n    ")), soft_wrap=True)
+    if any("unknown node type" in p.message for p in error.problems):
+        hint = "hint: import the module that registers it: spane -m MODULE ... or SPANE_MODULES"
+        console.print(Text(hint, style="dim"), soft_wrap=True)
+
+
+def _report(io: Streams, execution: Execution, as_json: bool) -> int:
+    if as_json:
+        sys.stdout.write(render.to_json(execution) + "\n")
+    else:
+        io.out.print(render.summary(execution))
+    return exit_code(execution)
+
+
+def _follow(io: Streams, execution_id: str, timeout: float | None, as_json: bool) -> int:
+    if as_json:
+        execution = spane.wait(execution_id, timeout=timeout)
+    else:
+        execution = watch.follow(io.out, execution_id, timeout=timeout)
+    return _report(io, execution, as_json)
+
+
+def demo(args: argparse.Namespace, io: Streams) -> int:
+    """Register the bundled demo workflow and run it with a sample order."""
+    from .. import demo as demo_types  # registers the demo's node types
+
+    definition = resources.files("spane").joinpath(DEMO_DEFINITION).read_text(encoding="utf-8")
+    workflow_id, _ = spane.register_workflow(definition)
+    io.out.print(
+        Text.assemble(
+            ("Spane demo", "bold"),
+            ": an order pipeline with a branch, a join, a durable 1s timer and a retry.\n",
+            ("input ", "dim"),
+            (msgspec.json.encode(demo_types.SAMPLE_INPUT).decode(), "dim"),
+        ),
+        soft_wrap=True,
+    )
+    execution_id = spane.enqueue_workflow(workflow_id, demo_types.SAMPLE_INPUT)
+    return _follow(io, execution_id, None, as_json=False)
+
+
+def run(args: argparse.Namespace, io: Streams) -> int:
+    """Register a workflow file, start it and follow it to the end."""
+    value = parse_input(args.input)
+    workflow_id, _ = spane.register_workflow(Path(args.file))
+    execution_id = spane.enqueue_workflow(
+        workflow_id, value, tenant=args.tenant, priority=args.priority
+    )
+    return _follow(io, execution_id, args.timeout, args.json)
+
+
+def validate(args: argparse.Namespace, io: Streams) -> int:
+    """Check a workflow file offline; sub-workflow targets are looked up on ``register``."""
+    try:
+        workflow = validation.load_definition(Path(args.file))
+    except spane.DefinitionError as exc:
+        print_problems(io.out, exc)
+        return 1
+    count = len(workflow.nodes)
+    message = f"✔ {args.file}: workflow {workflow.id!r} is valid ({count} node"
+    io.out.print(Text(message + ("s)" if count != 1 else ")"), style="green"), soft_wrap=True)
+    return 0
+
+
+def register(args: argparse.Namespace, io: Streams) -> int:
+    """Store a workflow file; an unchanged definition keeps its version."""
+    workflow = validation.load_definition(Path(args.file))
+    latest = runtime.get().store.latest_version(workflow.id)
+    workflow_id, version = spane.register_workflow(workflow)
+    if version == latest:
+        note = Text(" (unchanged: same definition as the latest version)", style="dim")
+    else:
+        note = Text(" (new version)", style="green")
+    io.out.print(Text.assemble(f"{workflow_id} version {version}", note), soft_wrap=True)
+    return 0
+
+
+def start(args: argparse.Namespace, io: Streams) -> int:
+    """Enqueue an execution and print its id (workers run it)."""
+    value = parse_input(args.input)
+    execution_id = spane.enqueue_workflow(
+        args.workflow_id,
+        value,
+        tenant=args.tenant,
+        priority=args.priority,
+        idempotency_key=args.idempotency_key,
+    )
+    if args.json:
+        sys.stdout.write(render.to_json({"execution_id": execution_id}) + "\n")
+    else:
+        io.out.print(execution_id, soft_wrap=True, highlight=False)
+    if runtime.get().settings.embedded:
+        io.err.print(
+            "note: SPANE_BROKER_URL is unset, so this process is the only worker and it stops "
+            "when the command ends; use `spane run` to run a workflow embedded.",
+            style="yellow",
+            soft_wrap=True,
+        )
+    return 0
+
+
+def status(args: argparse.Namespace, io: Streams) -> int:
+    """Show an execution with its nodes."""
+    execution = spane.get_execution(args.execution_id)
+    if args.json:
+        sys.stdout.write(render.to_json(execution) + "\n")
+    else:
+        io.out.print(render.summary(execution))
+    return 0
+
+
+def list_(args: argparse.Namespace, io: Streams) -> int:
+    """List executions, newest first."""
+    rows = spane.list_executions(
+        status=args.status, workflow_id=args.workflow, tenant=args.tenant, limit=args.limit
+    )
+    if args.json:
+        sys.stdout.write(render.to_json(rows) + "\n")
+    elif rows:
+        io.out.print(render.executions_table(rows))
+    else:
+        io.out.print("no executions", style="dim")
+    return 0
+
+
+def wait(args: argparse.Namespace, io: Streams) -> int:
+    """Wait for an execution to end; the exit code tells how it ended."""
+    return _follow(io, args.execution_id, args.timeout, args.json)
+
+
+def cancel(args: argparse.Namespace, io: Streams) -> int:
+    """Cancel an execution and its children."""
+    spane.cancel(args.execution_id)
+    io.out.print(f"cancelled {args.execution_id}", soft_wrap=True, highlight=False)
+    return 0
+
+
+def db_upgrade(args: argparse.Namespace, io: Streams) -> int:
+    """Bring the schema of SPANE_DATABASE_URL up to date."""
+    from sqlalchemy.engine import make_url
+
+    url = from_env().database_url
+    engine = make_engine(url)
+    try:
+        migrations.upgrade(engine)
+    finally:
+        engine.dispose()
+    shown = make_url(url).render_as_string(hide_password=True)
+    io.out.print(f"database {shown} is up to date", soft_wrap=True, highlight=False)
+    return 0

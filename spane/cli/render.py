@@ -1,0 +1,205 @@
+"""How executions look in the terminal (rich) and on the wire (JSON)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from rich.console import Group, RenderableType
+from rich.highlighter import JSONHighlighter
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from ..store import Execution, ExecutionSummary, NodeState
+
+# status -> (symbol, style); nodes and executions share the vocabulary.
+STATUS: dict[str, tuple[str, str]] = {
+    "pending": ("·", "dim"),
+    "queued": ("○", "blue"),
+    "running": ("●", "yellow"),
+    "waiting": ("◷", "cyan"),
+    "paused": ("‖", "yellow"),
+    "completed": ("✔", "green"),
+    "failed": ("✘", "red"),
+    "skipped": ("↷", "dim"),
+    "cancelled": ("⊘", "magenta"),
+}
+OUTPUT_MAX_LINES = 40
+OUTPUT_MAX_CHARS = 4000
+_ACTIVE_NODE = ("running", "waiting")
+
+
+def to_json(value: Any) -> str:
+    """Encode records (dataclasses) and plain values as indented JSON."""
+    return msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
+
+
+def status_text(status: str) -> Text:
+    """Return ``status`` with its symbol, in its colour."""
+    symbol, style = STATUS.get(status, ("?", ""))
+    return Text(f"{symbol} {status}", style=style)
+
+
+def duration(seconds: float | None) -> str:
+    """Format seconds compactly: ``340ms``, ``2.41s``, ``3m05s``, ``1h02m``."""
+    if seconds is None:
+        return ""
+    seconds = max(0.0, seconds)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def timestamp(epoch: float | None) -> str:
+    """Format an epoch time in local time."""
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def elapsed(execution: Execution, now: float | None = None) -> float:
+    """Seconds from creation to the end (or to now, while it runs)."""
+    end = execution.finished_at if execution.finished_at is not None else (now or time.time())
+    return end - execution.created_at
+
+
+def _node_time(node: NodeState, now: float) -> str:
+    if node.started_at is None or node.status in ("pending", "queued", "skipped"):
+        return ""
+    end = node.finished_at if node.finished_at is not None else now
+    return duration(end - node.started_at)
+
+
+def _node_status(node: NodeState) -> Text:
+    if node.status == "queued" and node.attempts > 1:
+        return Text(f"retry {node.attempts - 1}", style="yellow")
+    return Text(node.status, style=STATUS.get(node.status, ("", ""))[1])
+
+
+def _one_line(error: str | None, width: int) -> str:
+    if not error:
+        return ""
+    line = error.strip().splitlines()[-1] if error.strip() else ""
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def node_table(
+    execution: Execution,
+    *,
+    now: float | None = None,
+    spinners: dict[str, Spinner] | None = None,
+    full_errors: bool = False,
+) -> Table:
+    """Return the table of an execution's nodes: id, type, status, attempts, time, error.
+
+    Args:
+        execution: The execution to show.
+        now: The time running nodes are measured to.
+        spinners: Spinners of running nodes, kept across refreshes of a live view.
+        full_errors: Show whole error messages rather than their last line.
+    """
+    now = time.time() if now is None else now
+    table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
+    table.add_column("", width=1, no_wrap=True)
+    table.add_column("node", no_wrap=True)
+    table.add_column("type", style="dim", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("attempts", justify="right")
+    table.add_column("time", justify="right", no_wrap=True)
+    table.add_column("error", style="red", overflow="fold")
+    for node_id, node in execution.nodes.items():
+        symbol, style = STATUS.get(node.status, ("?", ""))
+        mark: RenderableType = Text(symbol, style=style)
+        if spinners is not None and node.status in _ACTIVE_NODE:
+            mark = spinners.setdefault(node_id, Spinner("dots", style=style))
+        error = node.error if full_errors else _one_line(node.error, 60)
+        table.add_row(
+            mark,
+            Text(node_id, style="bold" if node.status in _ACTIVE_NODE else ""),
+            node.type,
+            _node_status(node),
+            str(node.attempts) if node.attempts else "",
+            _node_time(node, now),
+            error or "",
+        )
+    return table
+
+
+def header(execution: Execution, *, now: float | None = None) -> Text:
+    """One line: workflow and version, execution id, status and time so far."""
+    text = Text.assemble(
+        (execution.workflow_id, "bold"),
+        (f" v{execution.version}", "dim"),
+        "  ",
+        (execution.id, "dim"),
+        "  ",
+        status_text(execution.status),
+        (f"  {duration(elapsed(execution, now))}", ""),
+    )
+    if execution.tenant != "default":
+        text.append(f"  tenant {execution.tenant}", style="dim")
+    return text
+
+
+def value(data: Any, *, max_lines: int = OUTPUT_MAX_LINES) -> Text:
+    """Pretty, highlighted JSON of ``data``, cut short if it is huge."""
+    text = to_json(data)
+    lines = text.splitlines()
+    cut = len(lines) > max_lines or len(text) > OUTPUT_MAX_CHARS
+    if cut:
+        kept = "\n".join(lines[:max_lines])[:OUTPUT_MAX_CHARS]
+        hidden = len(text) - len(kept)
+        text = f"{kept}\n… {hidden} more characters (see --json for all)"
+    rendered = Text(text)
+    JSONHighlighter().highlight(rendered)
+    return rendered
+
+
+def summary(execution: Execution, *, now: float | None = None) -> Group:
+    """The final view of an execution: header, nodes, then its output or error."""
+    parts: list[RenderableType] = [header(execution, now=now), Text(), node_table(execution)]
+    if execution.parent_id:
+        parts.insert(1, Text(f"parent {execution.parent_id}", style="dim"))
+    if execution.children:
+        parts.append(Text(f"children: {', '.join(execution.children)}", style="dim"))
+    parts.append(Text())
+    if execution.status == "completed":
+        parts += [Text("output", style="bold"), value(execution.output)]
+    elif execution.error:
+        parts.append(Text.assemble(("error ", "bold red"), (execution.error, "red")))
+    if execution.done:
+        verb = {"completed": "completed", "failed": "failed", "cancelled": "was cancelled"}
+        ended = verb.get(execution.status, execution.status)
+        line = f"{status_text(execution.status).plain.split()[0]} {ended} in "
+        style = STATUS.get(execution.status, ("", ""))[1]
+        parts.append(Text(line + duration(elapsed(execution)), style=f"bold {style}"))
+    return Group(*parts)
+
+
+def executions_table(rows: Sequence[ExecutionSummary]) -> Table:
+    """The table of ``spane list``."""
+    table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
+    table.add_column("id", no_wrap=True, min_width=36)  # whole, to be copied
+    for name in ("workflow", "tenant", "status", "created", "time"):
+        table.add_column(name, no_wrap=True, justify="right" if name == "time" else "left")
+    for row in rows:
+        took = None if row.finished_at is None else row.finished_at - row.created_at
+        table.add_row(
+            row.id,
+            Text.assemble(row.workflow_id, (f" v{row.version}", "dim")),
+            row.tenant,
+            status_text(row.status),
+            timestamp(row.created_at),
+            duration(took),
+        )
+    return table

@@ -1,0 +1,87 @@
+"""Worker-side recovery: the sweep, drain hand-back, and dead letters of messages."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from . import codec, executor
+from .inflight import HandedBack, inflight
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+log = structlog.get_logger("spane.recovery")
+
+
+def sweep(runtime: Runtime) -> int:
+    """One pass: renew our leases, then (if no other worker is sweeping) fire due
+    timers and send again what the broker lost or a dead worker held."""
+    now = time.time()
+    claims = [entry.claim for entry in inflight.entries()]
+    if claims and now - runtime.last_heartbeat >= runtime.settings.lease_seconds / 3:
+        runtime.store.renew_leases(claims)
+        runtime.last_heartbeat = now
+    with runtime.store.sweep_lock() as mine:
+        if not mine:
+            return 0
+        fired = runtime.sweep_timers()
+        for parent_id, node_id, child_id in runtime.store.unwoken_parents():
+            executor.wake_parent(runtime, parent_id, node_id, child_id)
+        lost = runtime.store.recover_lost(now)
+        if lost:
+            log.info("recovered lost node messages", count=len(lost))
+            runtime.dispatch(lost)
+        return fired + len(lost)
+
+
+def hand_back_all(runtime: Runtime) -> int:
+    """Give every attempt still running in this process back to the queue."""
+    count = 0
+    for entry in inflight.entries():
+        dispatch = runtime.store.hand_back(entry.claim, "handed back by a draining worker")
+        if dispatch is None:
+            continue
+        inflight.interrupt(entry, HandedBack)
+        runtime.dispatch([dispatch])
+        count += 1
+    return count
+
+
+def record_rejected(runtime: Runtime, message: Any, reason: str) -> None:
+    """Dead-letter a message the broker rejects; a node message also fails its node."""
+    kwargs = message.kwargs or {}
+    if message.actor_name.startswith("spane.node.") and "execution_id" in kwargs:
+        claim = runtime.store.claim_node(
+            kwargs["execution_id"], kwargs["node_id"], int(kwargs.get("attempt", 0))
+        )
+        if claim is not None:
+            error = (
+                f"message for actor {message.actor_name!r} was rejected ({reason}); "
+                "is the node type's module loaded in the workers (SPANE_MODULES)?"
+            )
+            runtime.apply(runtime.store.fail_node(claim, error, continue_on_fail=False))
+            return
+    raw = codec.dumps(message.asdict())
+    runtime.store.add_dead_letter(
+        kind="message",
+        digest=hashlib.sha256(raw.encode()).hexdigest(),
+        queue=message.queue_name,
+        actor=message.actor_name,
+        reason=reason,
+        message=raw,
+    )
+
+
+def record_undecodable(runtime: Runtime, raw: str, error: str) -> None:
+    """Dead-letter a message whose bytes could not be decoded, once per content."""
+    recorded = runtime.store.add_dead_letter(
+        kind="message",
+        digest=hashlib.sha256(raw.encode()).hexdigest(),
+        reason=f"message could not be decoded: {error}",
+        message=raw,
+    )
+    log.warning("undecodable message dead-lettered", new=recorded, error=error)

@@ -1,0 +1,259 @@
+"""Recovery: leases, fencing, hand-back, revival, and the sweeper's lock.
+
+The broker is only transport: whatever it loses is found here, by lease, and sent
+again. A superseded attempt (fenced by its attempt number) can no longer change state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import select, text, tuple_, update
+
+from .records import EXECUTION_ACTIVE, EXECUTION_TERMINAL, Claim, Dispatch, Outcome
+from .schema import executions as E
+from .schema import nodes as N
+from .transitions import Transitions
+
+_SWEEP_LOCK_KEY = 74172302
+_local_sweep_lock = threading.Lock()
+
+
+class Recovery(Transitions):
+    """Mixin of ``Store`` holding lease and recovery operations."""
+
+    @contextlib.contextmanager
+    def sweep_lock(self) -> Iterator[bool]:
+        """Hold the cluster-wide sweeper lock if free; yield whether it was taken."""
+        if self.engine.dialect.name != "postgresql":
+            taken = _local_sweep_lock.acquire(blocking=False)
+            try:
+                yield taken
+            finally:
+                if taken:
+                    _local_sweep_lock.release()
+            return
+        with self.engine.connect() as conn:
+            taken = bool(
+                conn.execute(text(f"SELECT pg_try_advisory_lock({_SWEEP_LOCK_KEY})")).scalar()
+            )
+            conn.commit()
+            try:
+                yield taken
+            finally:
+                if taken:
+                    conn.execute(text(f"SELECT pg_advisory_unlock({_SWEEP_LOCK_KEY})"))
+                    conn.commit()
+
+    def renew_leases(self, claims: list[Claim]) -> None:
+        """Extend the lease of attempts this process is still running (heartbeat)."""
+        if not claims:
+            return
+        keys = [(c.execution_id, c.node_id) for c in claims]
+        until = time.time() + self.lease_seconds
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(N)
+                .where(tuple_(N.c.execution_id, N.c.node_id).in_(keys), N.c.status == "running")
+                .values(lease_until=until)
+            )
+
+    def hand_back(self, claim: Claim, reason: str) -> Dispatch | None:
+        """Give a running attempt back to the queue as a new attempt; None if stale."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                update(N)
+                .where(
+                    N.c.execution_id == claim.execution_id,
+                    N.c.node_id == claim.node_id,
+                    N.c.status == "running",
+                    N.c.attempt == claim.attempt,
+                )
+                .values(
+                    status="queued",
+                    attempt=N.c.attempt + 1,
+                    attempt_base=N.c.attempt_base + 1,
+                    error=reason,
+                    queued_at=now,
+                    lease_until=now + self.lease_seconds,
+                )
+                .returning(N.c.attempt, N.c.type, N.c.lane)
+            ).first()
+            self.record_event(
+                conn, claim.execution_id, claim.node_id, "handed_back", claim.attempt, reason
+            ) if row else None
+        if row is None:
+            return None
+        return Dispatch(claim.execution_id, claim.node_id, row.attempt, row.type, row.lane)
+
+    def recover_lost(self, now: float, limit: int = 500) -> list[Dispatch]:
+        """Find nodes whose lease ran out and send them again.
+
+        A queued node past its lease lost its message: the same attempt is sent again.
+        A running node past its lease lost its worker: it is fenced off and a new attempt
+        is queued. Nodes of ended executions are closed as cancelled.
+        """
+        dispatches: list[Dispatch] = []
+        with self.engine.begin() as conn:
+            ended = select(E.c.id).where(E.c.status.in_(EXECUTION_TERMINAL))
+            conn.execute(
+                update(N)
+                .where(
+                    N.c.status.in_(("queued", "running")),
+                    N.c.lease_until < now,
+                    N.c.execution_id.in_(ended),
+                )
+                .values(status="cancelled", finished_at=now, lease_until=None)
+            )
+            running = select(E.c.id).where(E.c.status == "running")
+            lost_messages = self._expired(conn, "queued", running, now, limit)
+            rows = conn.execute(
+                update(N)
+                .where(tuple_(N.c.execution_id, N.c.node_id).in_(lost_messages))
+                .values(lease_until=now + self.lease_seconds)
+                .returning(N.c.execution_id, N.c.node_id, N.c.attempt, N.c.type, N.c.lane)
+            ).all()
+            dispatches += [Dispatch(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+            active = select(E.c.id).where(E.c.status.in_(EXECUTION_ACTIVE))
+            lost_workers = self._expired(conn, "running", active, now, limit)
+            rows = conn.execute(
+                update(N)
+                .where(tuple_(N.c.execution_id, N.c.node_id).in_(lost_workers))
+                .values(
+                    status="queued",
+                    attempt=N.c.attempt + 1,
+                    error="the previous attempt's worker stopped responding (lease expired)",
+                    queued_at=now,
+                    lease_until=now + self.lease_seconds,
+                )
+                .returning(N.c.execution_id, N.c.node_id, N.c.attempt, N.c.type, N.c.lane)
+            ).all()
+            for r in rows:
+                self.record_event(conn, r[0], r[1], "lease_expired", r[2] - 1, None)
+            dispatches += [Dispatch(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        return dispatches
+
+    def _expired(
+        self, conn: Any, status: str, executions: Any, now: float, limit: int
+    ) -> list[tuple[str, str]]:
+        rows = conn.execute(
+            select(N.c.execution_id, N.c.node_id)
+            .where(
+                N.c.status == status,
+                N.c.lease_until < now,
+                N.c.execution_id.in_(executions),
+            )
+            .limit(limit)
+        )
+        return [(r.execution_id, r.node_id) for r in rows]
+
+    def queued_nodes(self, execution_id: str) -> list[Dispatch]:
+        """Messages for every queued node of an execution (resume sends them again)."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                update(N)
+                .where(N.c.execution_id == execution_id, N.c.status == "queued")
+                .values(lease_until=now + self.lease_seconds)
+                .returning(N.c.node_id, N.c.attempt, N.c.type, N.c.lane, N.c.wake_at)
+            ).all()
+        return [
+            Dispatch(
+                execution_id,
+                r.node_id,
+                r.attempt,
+                r.type,
+                r.lane,
+                max(0.0, (r.wake_at or 0.0) - now),
+            )
+            for r in rows
+        ]
+
+    def revive(self, execution_id: str, reset: set[str]) -> Outcome:
+        """Reset ``reset`` nodes to pending, recount every pending node, run what is ready.
+
+        Used by dead-letter retry and replay: completed work outside ``reset`` is kept,
+        the execution moves back to ``running``.
+        """
+        now = time.time()
+        with self.engine.begin() as conn:
+            ex = self._lock_execution(conn, execution_id, now)
+            graph = self.graph(ex.workflow_id, ex.version)
+            if reset:
+                conn.execute(
+                    update(N)
+                    .where(N.c.execution_id == execution_id, N.c.node_id.in_(sorted(reset)))
+                    .values(
+                        status="pending",
+                        attempt_base=N.c.attempt,
+                        output=None,
+                        error=None,
+                        route=None,
+                        wake_at=None,
+                        child_id=None,
+                        lease_until=None,
+                        started_at=None,
+                        finished_at=None,
+                    )
+                )
+            rows = conn.execute(
+                select(N.c.node_id, N.c.status, N.c.output, N.c.route).where(
+                    N.c.execution_id == execution_id
+                )
+            ).all()
+            state = {r.node_id: r for r in rows}
+            finished = ("completed", "failed", "skipped")
+            ready_run: list[str] = []
+            ready_skip: list[str] = []
+            for node_id, row in state.items():
+                if row.status != "pending":
+                    continue
+                parents = graph.parents[node_id]
+                waiting = sum(1 for p in parents if state[p].status not in finished)
+                live = (
+                    1
+                    if not parents
+                    else sum(1 for p in parents if self._live_edge(state[p], node_id))
+                )
+                conn.execute(
+                    update(N)
+                    .where(N.c.execution_id == execution_id, N.c.node_id == node_id)
+                    .values(waiting_on=waiting, live_parents=live)
+                )
+                if waiting == 0:
+                    (ready_run if live else ready_skip).append(node_id)
+            open_count = sum(
+                1
+                for r in state.values()
+                if r.status not in ("completed", "failed", "skipped", "cancelled")
+            )
+            conn.execute(
+                update(E)
+                .where(E.c.id == execution_id)
+                .values(
+                    status="running",
+                    output=None,
+                    error=None,
+                    finished_at=None,
+                    remaining=open_count,
+                )
+            )
+            self.record_event(
+                conn, execution_id, None, "revived", None, ",".join(sorted(reset)) or None
+            )
+            return self._settle(conn, execution_id, graph, ready_run, ready_skip, now, ex)
+
+    @staticmethod
+    def _live_edge(parent: Any, child: str) -> bool:
+        if parent.status not in ("completed", "failed") or parent.output is None:
+            return False
+        if parent.route is None:
+            return True
+        from .. import codec
+
+        return child in codec.loads(parent.route)
