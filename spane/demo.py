@@ -1,7 +1,7 @@
 """Node types of the bundled demo (``spane demo``): a small order pipeline.
 
 Each step sleeps a little so the live view has something to show; the whole run takes
-about three seconds.
+about three seconds. The workflow itself is ``spane/examples/demo.yaml``.
 """
 
 from __future__ import annotations

@@ -83,7 +83,13 @@ def _attempt(runtime: Runtime, claim: Claim, node: Node) -> None:
             node_id=claim.node_id,
             attempt=claim.tries,
             tenant=claim.tenant,
-            log=log,
+            log=log.bind(
+                execution_id=claim.execution_id,
+                workflow_id=claim.workflow_id,
+                node_id=claim.node_id,
+                tenant=claim.tenant,
+                attempt=claim.tries,
+            ),
         )
         log.debug("node attempt started")
         result = _call(node_type.fn, ctx, claim, seconds)

@@ -336,3 +336,12 @@ def test_demo_as_a_subprocess_uses_the_embedded_default(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "completed in" in done.stdout
     assert (tmp_path / ".spane" / "spane.db").is_file()
+
+
+def test_huge_output_is_cut_short() -> None:
+    from spane.cli import render
+
+    text = render.value({"rows": list(range(10_000))}).plain
+    assert len(text.splitlines()) == render.OUTPUT_MAX_LINES + 1
+    assert text.endswith("more characters (see --json for all)")
+    assert render.value({"a": 1}).plain == '{\n  "a": 1\n}'

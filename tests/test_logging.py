@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import structlog
 from structlog.testing import capture_logs
 
@@ -73,12 +72,6 @@ def test_context_does_not_leak_out_of_node_work(rt: Runtime) -> None:
     assert not set(FIELDS) & set(structlog.contextvars.get_contextvars())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ctx.log is documented as 'bound to this attempt' but is the module logger; "
-    "the identifiers come only from contextvars, so plain capture_logs() (and any thread "
-    "the node starts) sees none of them",
-)
 def test_ctx_log_is_bound_to_the_attempt(rt: Runtime) -> None:
     definition = {"id": "bound", "nodes": [{"id": "say", "type": "logger"}]}
     with capture_logs() as entries:

@@ -107,6 +107,13 @@ def demo(args: argparse.Namespace, io: Streams) -> int:
         ),
         soft_wrap=True,
     )
+    if not runtime.get().settings.embedded:
+        io.err.print(
+            "note: SPANE_BROKER_URL is set, so workers run the demo; they must import "
+            "spane.demo (dramatiq spane.actors spane.demo).",
+            style="yellow",
+            soft_wrap=True,
+        )
     execution_id = spane.enqueue_workflow(workflow_id, demo_types.SAMPLE_INPUT)
     return _follow(io, execution_id, None, as_json=False)
 

@@ -69,7 +69,7 @@ def build() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    demo = sub.add_parser("demo", help="run the bundled demo workflow, embedded")
+    demo = sub.add_parser("demo", help="run the bundled demo workflow (about 3 seconds)")
     demo.set_defaults(handler=commands.demo)
 
     run = sub.add_parser("run", help="register a workflow file, run it and watch it")

@@ -178,11 +178,10 @@ def summary(execution: Execution, *, now: float | None = None) -> Group:
     elif execution.error:
         parts.append(Text.assemble(("error ", "bold red"), (execution.error, "red")))
     if execution.done:
-        verb = {"completed": "completed", "failed": "failed", "cancelled": "was cancelled"}
-        ended = verb.get(execution.status, execution.status)
-        line = f"{status_text(execution.status).plain.split()[0]} {ended} in "
-        style = STATUS.get(execution.status, ("", ""))[1]
-        parts.append(Text(line + duration(elapsed(execution)), style=f"bold {style}"))
+        symbol, style = STATUS.get(execution.status, ("?", ""))
+        ended = "was cancelled" if execution.status == "cancelled" else execution.status
+        took = duration(elapsed(execution))
+        parts.append(Text(f"{symbol} {ended} in {took}", style=f"bold {style}"))
     return Group(*parts)
 
 
