@@ -247,7 +247,8 @@ class Workers:
             if self.output().count("is ready for action") >= self.processes:
                 return
             if self.proc.poll() is not None:
-                raise BenchError(f"workers exited early (code {self.proc.returncode}):\n{self.tail()}")
+                code = self.proc.returncode
+                raise BenchError(f"workers exited early (code {code}):\n{self.tail()}")
             time.sleep(0.1)
         raise BenchError(f"workers not ready after {timeout:g}s:\n{self.tail()}")
 
@@ -718,6 +719,7 @@ def run_fanout(bench: Bench) -> dict[str, Any]:
     workflow_id = "bench-fanout"
     spane.register_workflow(fanout(workflow_id, width))
     walls, dbs, statuses = [], [], []
+    probe_before = bench.probe_snapshot()
     cpu_before = bench.cpu()
     p_all = time.perf_counter()
     for _ in range(runs):
@@ -749,11 +751,16 @@ def run_fanout(bench: Bench) -> dict[str, Any]:
         [
             ("statuses", ", ".join(statuses)),
             ("wall times", ", ".join(f"{w:.3f} s" for w in walls)),
-            ("median wall start -> finish", f"{median:.3f} s  ({result['nodes_per_s']:.0f} nodes/s)"),
+            ("median wall start -> finish",
+             f"{median:.3f} s  ({result['nodes_per_s']:.0f} nodes/s)"),
             ("median DB created_at -> finished_at", f"{result['db_median_s']:.3f} s"),
             *cpu_rows(result["cpu"]),
         ],
     )
+    if bench.args.probe:
+        time.sleep(1.2)
+        result["probe"] = probe_diff(probe_before, bench.probe_snapshot())
+        print_probe("probe, fanout", result["probe"])
     return result
 
 
@@ -765,6 +772,7 @@ def run_latency(bench: Bench) -> dict[str, Any]:
     spane.register_workflow(chain(workflow_id, 3))
     polled, enqueue, before_enqueue = [], [], []
     ids = []
+    probe_before = bench.probe_snapshot()
     cpu_before = bench.cpu()
     p_all = time.perf_counter()
     for i in range(n):
@@ -838,6 +846,10 @@ def run_latency(bench: Bench) -> dict[str, Any]:
             *cpu_rows(result["cpu"]),
         ],
     )
+    if bench.args.probe:
+        time.sleep(1.2)
+        result["probe"] = probe_diff(probe_before, bench.probe_snapshot())
+        print_probe("probe, latency", result["probe"])
     return result
 
 
@@ -902,7 +914,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds a chain or fan-out run may take before the bench gives up")
     parser.add_argument("--probe", action="store_true",
-                        help="instrument the workers (bench/probe.py) and print a per-node breakdown")
+                        help="instrument the workers (bench/probe.py); print a per-node breakdown")
     parser.add_argument("--py-spy", metavar="DIR", default="",
                         help="sample the worker processes with py-spy during the chain run")
     parser.add_argument("--py-spy-gil", action="store_true",

@@ -12,6 +12,7 @@ PostgreSQL, the broker, or the GIL).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import re
@@ -128,10 +129,8 @@ def _dump() -> None:
 def _loop() -> None:
     while True:
         time.sleep(0.5)
-        try:
+        with contextlib.suppress(OSError):
             _dump()
-        except OSError:
-            pass
 
 
 _install()

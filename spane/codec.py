@@ -13,6 +13,11 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 
 
+def encode(value: Any) -> bytes:
+    """Encode ``value`` as JSON bytes."""
+    return _encoder.encode(value)
+
+
 def dumps(value: Any) -> str:
     """Encode ``value`` as JSON text."""
     return _encoder.encode(value).decode()

@@ -74,9 +74,15 @@ def _attempt(runtime: Runtime, claim: Claim, node: Node) -> None:
     timeout = node.timeout if node.timeout is not None else node_type.timeout
     seconds = parse_duration(timeout) if timeout is not None else None
     try:
+        value = store.node_input(claim)
+    except SpaneError as exc:
+        log.error("node input could not be read", error=str(exc))
+        runtime.apply(store.fail_node(claim, str(exc), continue_on_fail=False))
+        return
+    try:
         config = msgspec.convert(node.config, node_type.config) if node_type.config else node.config
         ctx = NodeContext(
-            input=claim.input,
+            input=value,
             config=config,
             execution_id=claim.execution_id,
             workflow_id=claim.workflow_id,

@@ -11,9 +11,10 @@ import dramatiq
 from dramatiq import Worker
 
 from . import executor, logs, migrations, recovery, registry
+from .blobs import CachingBlobStore, open_blob_store
 from .broker import make_broker, queue_name
 from .encoder import UNDECODABLE, MsgspecEncoder
-from .middleware import DeadLetters, Drain, Sweeper
+from .middleware import ClaimCheck, DeadLetters, Drain, Sweeper
 from .payloads import Payloads
 from .registry import NodeType
 from .settings import Settings, from_env
@@ -41,7 +42,12 @@ class Runtime:
         self.engine = make_engine(settings.database_url)
         if migrate:
             migrations.upgrade(self.engine)
-        self.payloads = Payloads(max_bytes=settings.max_payload_bytes)
+        self.blobs = CachingBlobStore(open_blob_store(settings.blob_url))
+        self.payloads = Payloads(
+            max_bytes=settings.max_payload_bytes,
+            claim_check_bytes=settings.claim_check_bytes,
+            blobs=self.blobs,
+        )
         self.store = Store(self.engine, self.payloads, lease_seconds=settings.lease_seconds)
         dramatiq.set_encoder(MsgspecEncoder())
         self.broker = make_broker(settings)
@@ -52,6 +58,8 @@ class Runtime:
             elif isinstance(middleware, Drain):
                 middleware.hand_back = lambda: recovery.hand_back_all(self)
                 self.drain = middleware
+            elif isinstance(middleware, ClaimCheck):
+                middleware.blobs = self.blobs
             elif isinstance(middleware, DeadLetters):
                 middleware.record = lambda message, reason: recovery.record_rejected(
                     self, message, reason
@@ -191,6 +199,9 @@ class Runtime:
                     self.broker, worker_threads=self.settings.embedded_threads, worker_timeout=50
                 )
                 self._worker.start()
+                # Messages of the in-process broker died with any earlier process on this
+                # database: send queued nodes again now instead of after their lease.
+                self.dispatch(self.store.queued_everywhere())
 
     def close(self) -> None:
         """Stop the embedded worker and release connections."""

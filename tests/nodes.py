@@ -94,3 +94,45 @@ def log_flaky(ctx: spane.NodeContext) -> Any:
     if ctx.attempt == 1:
         raise spane.NodeFailed("first attempt fails")
     return ctx.input
+
+
+# -- added for tests/test_subworkflows.py and tests/test_control.py ------------------------
+
+
+@spane.node_type("fail_while_file", retry={"max_attempts": 1})
+def fail_while_file(ctx: spane.NodeContext) -> Any:
+    """Fail while the file named by ``config.path`` exists; tests create and delete it,
+    so the behaviour is steered from outside the worker process. Passes its input on."""
+    import os
+
+    path = str(ctx.config["path"])
+    if os.path.exists(path):
+        raise spane.NodeFailed(f"blocked while {path} exists")
+    return ctx.input
+
+
+# -- added for tests/test_properties.py ----------------------------------------------------
+
+
+class PropConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Fail the first ``fail`` attempts (every attempt when -1), then succeed."""
+
+    fail: int = 0
+    retryable: bool = True
+
+
+def prop_digest(value: Any) -> str:
+    """A short, order-independent digest of a JSON value (what ``prop_step`` outputs)."""
+    import hashlib
+    import json
+
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@spane.node_type("prop_step", config=PropConfig)
+def prop_step(ctx: spane.NodeContext) -> Any:
+    """Fully determined by config and input: fails as told, else outputs a digest of the input."""
+    if ctx.config.fail < 0 or ctx.attempt <= ctx.config.fail:
+        raise spane.NodeFailed(f"planned failure of {ctx.node_id}", retryable=ctx.config.retryable)
+    return {"id": ctx.node_id, "h": prop_digest(ctx.input)}

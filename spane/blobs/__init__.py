@@ -115,3 +115,9 @@ class CachingBlobStore(BlobStore):
 
     def _list(self, tenant: str | None) -> Iterator[tuple[str, str]]:
         return self.inner._list(tenant)
+
+    def _modified(self, tenant: str, digest: str) -> float:
+        return self.inner._modified(tenant, digest)
+
+    def _touch(self, tenant: str, digest: str) -> None:
+        self.inner._touch(tenant, digest)

@@ -182,6 +182,8 @@ class BlobStore(abc.ABC):
         ref = make_ref(tenant, digest)
         if not self._exists(tenant, digest):
             self._write(tenant, io.BytesIO(data), assume_new=True)
+        else:
+            self._touch(tenant, digest)
         return ref
 
     def put_stream(self, tenant: str, fileobj: Readable) -> str:
@@ -214,6 +216,10 @@ class BlobStore(abc.ABC):
         """Remove the value ``ref`` names; removing a missing value is not an error."""
         self._delete(*parse_ref(ref))
 
+    def modified(self, ref: str) -> float:
+        """Return when the value ``ref`` names was last written (epoch seconds)."""
+        return self._modified(*parse_ref(ref))
+
     def iter_refs(self, tenant: str | None = None) -> Iterator[str]:
         """Yield the reference of every stored value, or of ``tenant``'s (for collection)."""
         for owner, digest in self._list(None if tenant is None else check_tenant(tenant)):
@@ -238,6 +244,12 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def _list(self, tenant: str | None) -> Iterator[tuple[str, str]]: ...
+
+    @abc.abstractmethod
+    def _modified(self, tenant: str, digest: str) -> float: ...
+
+    def _touch(self, tenant: str, digest: str) -> None:  # noqa: B027 (optional hook)
+        """Mark a stored value as written now (a store that cannot is left as it is)."""
 
     def _missing(self, tenant: str, digest: str) -> errors.BlobError:
         return errors.BlobError(f"blob {make_ref(tenant, digest)} is missing from {self!r}")

@@ -61,6 +61,17 @@ class LocalBlobStore(base.BlobStore):
     def _exists(self, tenant: str, digest: str) -> bool:
         return self._path(tenant, digest).is_file()
 
+    def _modified(self, tenant: str, digest: str) -> float:
+        try:
+            return self._path(tenant, digest).stat().st_mtime
+        except FileNotFoundError:
+            raise self._missing(tenant, digest) from None
+
+    def _touch(self, tenant: str, digest: str) -> None:
+        # A re-used blob counts as new for garbage collection's grace period.
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self._path(tenant, digest))
+
     def _delete(self, tenant: str, digest: str) -> None:
         self._path(tenant, digest).unlink(missing_ok=True)
 

@@ -87,6 +87,15 @@ class S3BlobStore(base.BlobStore):
             raise
         return True
 
+    def _modified(self, tenant: str, digest: str) -> float:
+        try:
+            reply = self._s3.head_object(Bucket=self.bucket, Key=self._key(tenant, digest))
+        except self._s3.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise self._missing(tenant, digest) from None
+            raise
+        return float(reply["LastModified"].timestamp())
+
     def _delete(self, tenant: str, digest: str) -> None:
         # S3 deletes are idempotent: a missing key is not an error.
         self._s3.delete_object(Bucket=self.bucket, Key=self._key(tenant, digest))

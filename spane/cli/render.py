@@ -115,7 +115,7 @@ def node_table(
     table.add_column("type", style="dim", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("attempts", justify="right")
-    table.add_column("time", justify="right", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
     table.add_column("error", style="red", overflow="fold")
     for node_id, node in execution.nodes.items():
         symbol, style = STATUS.get(node.status, ("?", ""))
@@ -189,8 +189,8 @@ def executions_table(rows: Sequence[ExecutionSummary]) -> Table:
     """The table of ``spane list``."""
     table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
     table.add_column("id", no_wrap=True, min_width=36)  # whole, to be copied
-    for name in ("workflow", "tenant", "status", "created", "time"):
-        table.add_column(name, no_wrap=True, justify="right" if name == "time" else "left")
+    for name in ("workflow", "tenant", "status", "created", "duration"):
+        table.add_column(name, no_wrap=True, justify="right" if name == "duration" else "left")
     for row in rows:
         took = None if row.finished_at is None else row.finished_at - row.created_at
         table.add_row(

@@ -2,7 +2,8 @@
 
 Before-hooks run top to bottom, after-hooks unwind bottom to top: ``Drain`` sees a
 message first (and refuses it while draining), ``LogContext`` binds identifiers for
-everything after it and clears them last.
+everything after it and clears them last; ``ClaimCheck`` resolves offloaded arguments
+before the actor runs.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 from dramatiq import Middleware
 
 from ..settings import Settings
+from .claim_check import ClaimCheck
 from .dead_letters import DeadLetters
 from .drain import Drain
 from .log_context import LogContext
 from .sweeper import Sweeper
 
-__all__ = ["DeadLetters", "Drain", "LogContext", "Sweeper", "default_middleware"]
+__all__ = ["ClaimCheck", "DeadLetters", "Drain", "LogContext", "Sweeper", "default_middleware"]
 
 
 def default_middleware(settings: Settings) -> list[Middleware]:
@@ -23,6 +25,7 @@ def default_middleware(settings: Settings) -> list[Middleware]:
     return [
         Drain(grace=settings.drain_seconds),
         LogContext(),
+        ClaimCheck(threshold=settings.claim_check_bytes),
         DeadLetters(),
         Sweeper(interval=settings.sweep_interval),
     ]

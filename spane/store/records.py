@@ -26,6 +26,7 @@ class Dispatch:
 class Claim:
     """A node attempt this worker now owns, with what it needs to run.
 
+    ``input`` is packed (stored texts); ``Store.node_input`` resolves it.
     ``attempt`` identifies the attempt (it only grows, so a stale message or a late
     result of a superseded attempt is recognised); ``tries`` counts attempts against
     the retry policy since the node was last revived.

@@ -152,6 +152,17 @@ class Recovery(Transitions):
         )
         return [(r.execution_id, r.node_id) for r in rows]
 
+    def queued_everywhere(self, limit: int = 10_000) -> list[Dispatch]:
+        """Messages for every queued node of every running execution (embedded start)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(N.c.execution_id, N.c.node_id, N.c.attempt, N.c.type, N.c.lane)
+                .join(E, E.c.id == N.c.execution_id)
+                .where(N.c.status == "queued", E.c.status == "running")
+                .limit(limit)
+            ).all()
+        return [Dispatch(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
     def queued_nodes(self, execution_id: str) -> list[Dispatch]:
         """Messages for every queued node of an execution (resume sends them again)."""
         now = time.time()

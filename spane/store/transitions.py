@@ -67,11 +67,9 @@ class Transitions(History):
             ).one()
             graph = self.graph(ex.workflow_id, ex.version)
             parents = graph.parents[node_id]
-            if not parents:
-                value = self.payloads.unpack(ex.tenant, ex.input, what="input")
-            else:
-                outputs = self._parent_outputs(conn, execution_id, parents, ex.tenant)
-                value = outputs.get(parents[0]) if len(parents) == 1 else outputs
+            packed: Any = (
+                ex.input if not parents else self._parent_outputs(conn, execution_id, parents)
+            )
         return Claim(
             execution_id=execution_id,
             node_id=node_id,
@@ -81,13 +79,32 @@ class Transitions(History):
             version=ex.version,
             tenant=ex.tenant,
             depth=ex.depth,
-            input=value,
+            input=packed,
             tries=attempt - row.attempt_base,
         )
 
+    def node_input(self, claim: Claim) -> Any:
+        """Resolve a claim's packed input (blobs are fetched here, outside transactions).
+
+        Raises:
+            BlobError: If an offloaded value is missing or corrupted.
+        """
+        graph = self.graph(claim.workflow_id, claim.version)
+        parents = graph.parents[claim.node_id]
+        where = f"execution {claim.execution_id}, node {claim.node_id!r}"
+        if not parents:
+            return self.payloads.unpack(claim.tenant, claim.input, what=f"input of {where}")
+        values = {
+            parent: self.payloads.unpack(
+                claim.tenant, text, what=f"output of parent {parent!r} ({where})"
+            )
+            for parent, text in claim.input.items()
+        }
+        return values.get(parents[0]) if len(parents) == 1 else values
+
     def _parent_outputs(
-        self, conn: Connection, execution_id: str, parents: Iterable[str], tenant: str
-    ) -> dict[str, Any]:
+        self, conn: Connection, execution_id: str, parents: Iterable[str]
+    ) -> dict[str, str]:
         rows = conn.execute(
             select(N.c.node_id, N.c.output).where(
                 N.c.execution_id == execution_id,
@@ -96,7 +113,7 @@ class Transitions(History):
                 N.c.output.is_not(None),
             )
         )
-        return {r.node_id: self.payloads.unpack(tenant, r.output, what="output") for r in rows}
+        return {r.node_id: r.output for r in rows}
 
     def complete_node(
         self,
