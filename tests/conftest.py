@@ -18,7 +18,7 @@ import spane
 from spane import runtime as runtime_module
 from spane.runtime import Runtime
 from spane.settings import Settings
-from tests.s3server import s3_bucket, s3_endpoint  # noqa: F401
+from tests.s3server import s3_bucket, s3_endpoint
 from tests.workers import WorkerPool
 
 CI = os.environ.get("CI", "").lower() == "true"

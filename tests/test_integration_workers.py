@@ -36,9 +36,7 @@ MIXED = {
 }
 
 
-def test_redis_postgres_workers_run_mixed_workflow(
-    prod: Runtime, workers: WorkerPool
-) -> None:
+def test_redis_postgres_workers_run_mixed_workflow(prod: Runtime, workers: WorkerPool) -> None:
     workers.start(prod.settings, processes=2, threads=4)
     spane.register_workflow(MIXED)
     small = spane.run("mixed", 1, timeout=60)

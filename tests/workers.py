@@ -74,8 +74,15 @@ class WorkerPool:
         """Start ``dramatiq spane.actors MODULES`` and wait until it serves."""
         log = self.folder / f"worker-{len(self.started)}.log"
         command = [
-            sys.executable, "-m", "dramatiq", "spane.actors", *modules,
-            "--processes", str(processes), "--threads", str(threads),
+            sys.executable,
+            "-m",
+            "dramatiq",
+            "spane.actors",
+            *modules,
+            "--processes",
+            str(processes),
+            "--threads",
+            str(threads),
         ]
         if queues:
             command += ["--queues", *queues]
