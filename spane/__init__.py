@@ -40,6 +40,8 @@ from .errors import (
     WaitTimeout,
 )
 from .registry import RetryPolicy
+from .retention import Collected
+from .retention import collect as collect_garbage
 from .store import Execution, ExecutionSummary, NodeState
 
 __version__ = "0.1.0"
@@ -73,6 +75,8 @@ __all__ = [
     "history",
     "dead_letters",
     "retry_dead_letter",
+    "collect_garbage",
+    "Collected",
     # Setup
     "configure",
     # Errors

@@ -358,3 +358,42 @@ class Store(Recovery):
         if not rows:
             raise errors.UnknownExecution(f"no execution has id {execution_id!r}")
         return {r.node_id: r.status for r in rows}
+
+    def delete_finished_before(self, cutoff: float, *, batch: int = 500) -> int:
+        """Delete executions that ended before ``cutoff``, with their nodes and events."""
+        from .schema import dead_letters as D
+        from .schema import events as V
+
+        deleted = 0
+        while True:
+            with self.engine.begin() as conn:
+                ids = list(
+                    conn.execute(
+                        select(E.c.id)
+                        .where(
+                            E.c.status.in_(EXECUTION_TERMINAL),
+                            E.c.finished_at < cutoff,
+                        )
+                        .limit(batch)
+                    ).scalars()
+                )
+                if not ids:
+                    return deleted
+                for table, column in (
+                    (N, N.c.execution_id),
+                    (V, V.c.execution_id),
+                    (D, D.c.execution_id),
+                    (E, E.c.id),
+                ):
+                    conn.execute(table.delete().where(column.in_(ids)))
+                deleted += len(ids)
+
+    def referenced_blobs(self) -> set[str]:
+        """Every blob reference the database still holds (inputs and outputs)."""
+        mark = self.payloads.is_ref
+        refs: set[str] = set()
+        with self.engine.connect() as conn:
+            for column in (E.c.input, E.c.output, N.c.output):
+                rows = conn.execute(select(column).where(column.like("@%")))
+                refs.update(text[1:] for (text,) in rows if mark(text))
+        return refs
