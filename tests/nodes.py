@@ -136,3 +136,57 @@ def prop_step(ctx: spane.NodeContext) -> Any:
     if ctx.config.fail < 0 or ctx.attempt <= ctx.config.fail:
         raise spane.NodeFailed(f"planned failure of {ctx.node_id}", retryable=ctx.config.retryable)
     return {"id": ctx.node_id, "h": prop_digest(ctx.input)}
+
+
+# -- added for tests/test_faults.py and bench/faults.py ------------------------------------
+
+
+@spane.node_type("slow_add")
+def slow_add(ctx: spane.NodeContext) -> Any:
+    """Sleep ``seconds`` (work in flight when a fault hits), then add one to the input."""
+    time.sleep(float(ctx.config.get("seconds", 0.2)))
+    return ctx.input + 1
+
+
+# -- added for tests/test_claim_check.py ---------------------------------------------------
+
+
+def cc_value(size: int, seed: int = 0, width: int = 4000) -> list[str]:
+    """A random-ish JSON value (a list of hex strings) about ``size`` bytes when encoded."""
+    import random
+
+    rng = random.Random(seed)
+    count = max(1, size // (width + 3))
+    return [rng.randbytes(width // 2).hex() for _ in range(count)]
+
+
+@spane.node_type("cc_big", retry={"max_attempts": 1})
+def cc_big(ctx: spane.NodeContext) -> Any:
+    """Output a fresh large value (``config.size`` bytes, ``config.seed``); reads no blob."""
+    return cc_value(int(ctx.config["size"]), int(ctx.config.get("seed", 0)))
+
+
+@spane.node_type("cc_gate", retry={"max_attempts": 1})
+def cc_gate(ctx: spane.NodeContext) -> Any:
+    """Wait until the file ``config.path`` exists (at most ``config.timeout`` s); pass input."""
+    import os
+
+    deadline = time.monotonic() + float(ctx.config.get("timeout", 30))
+    while not os.path.exists(str(ctx.config["path"])):
+        if time.monotonic() > deadline:
+            raise spane.NodeFailed(f"{ctx.config['path']} did not appear", retryable=False)
+        time.sleep(0.01)
+    return ctx.input
+
+
+@spane.node_type("cc_slice")
+def cc_slice(ctx: spane.NodeContext) -> Any:
+    """Output part ``config.index`` of ``config.parts`` of the input list."""
+    index, parts, items = int(ctx.config["index"]), int(ctx.config["parts"]), ctx.input
+    return items[index * len(items) // parts : (index + 1) * len(items) // parts]
+
+
+@spane.node_type("cc_concat")
+def cc_concat(ctx: spane.NodeContext) -> Any:
+    """Concatenate the parents' lists in the order ``config.order`` names them."""
+    return [item for parent in ctx.config["order"] for item in ctx.input[parent]]

@@ -545,3 +545,169 @@ def test_cancelling_a_parent_cancels_its_running_children(backend: Runtime) -> N
     assert spane.list_executions(status="paused") == []
     with pytest.raises(spane.InvalidTransition):
         spane.cancel(child_id)
+
+
+def test_cancelling_a_child_fails_the_parent_node(backend: Runtime) -> None:
+    spane.register_workflow(
+        {"id": "sleeper", "nodes": [{"id": "nap", "type": "delay", "config": {"duration": "1h"}}]}
+    )
+    spane.register_workflow(
+        {
+            "id": "calls-sleeper",
+            "nodes": [
+                {"id": "call", "type": "subworkflow", "config": {"workflow": "sleeper"}},
+                {"id": "next", "type": "echo", "after": ["call"]},
+            ],
+        }
+    )
+    parent_id = spane.enqueue_workflow("calls-sleeper", 1)
+    child_id = wait_for(lambda: only_child(parent_id), "the child execution")
+    wait_for(lambda: node_status(child_id, "nap") == "waiting", "the child's delay to park")
+
+    spane.cancel(child_id)
+
+    # The parent is not cancelled by its child, but it does not hang either: the
+    # parked node is woken (by the sweep) and fails at once (a cancelled child is final).
+    parent = spane.wait(parent_id, timeout=60)
+    assert parent.status == "failed"
+    assert parent.nodes["call"].status == "failed"
+    assert parent.nodes["call"].attempts == 1
+    assert f"child execution {child_id} cancelled" in (parent.nodes["call"].error or "")
+    assert parent.nodes["next"].status == "cancelled"
+    assert spane.get_execution(child_id).status == "cancelled"
+    assert parent.children == [child_id]
+
+
+def test_pinned_child_version_and_refused_child_input(backend: Runtime) -> None:
+    spane.register_workflow(
+        {
+            "id": "strict",
+            "input_schema": {"type": "integer"},
+            "nodes": [{"id": "work", "type": "add_one"}],
+        }
+    )
+    spane.register_workflow(
+        {
+            "id": "strict",
+            "input_schema": {"type": "integer"},
+            "nodes": [{"id": "work", "type": "echo"}],
+        }
+    )
+    spane.register_workflow(
+        {
+            "id": "calls-strict",
+            "nodes": [
+                {"id": "v1", "type": "subworkflow", "config": {"workflow": "strict", "version": 1}},
+                {"id": "latest", "type": "subworkflow", "config": {"workflow": "strict"}},
+            ],
+        }
+    )
+    ex = spane.run("calls-strict", 5, timeout=60)
+    assert ex.status == "completed"
+    assert ex.output == {"v1": 6, "latest": 5}
+    versions = sorted(spane.get_execution(c).version for c in ex.children)
+    assert versions == [1, 2]
+
+    # A child input the child's schema refuses fails the node with a clear error.
+    spane.register_workflow(
+        {
+            "id": "feeds-strict-badly",
+            "nodes": [
+                {
+                    "id": "call",
+                    "type": "subworkflow",
+                    "config": {"workflow": "strict", "input": "'not a number'"},
+                },
+            ],
+        }
+    )
+    bad = spane.run("feeds-strict-badly", 5, timeout=60)
+    assert bad.status == "failed"
+    assert "could not start sub-workflow" in (bad.nodes["call"].error or "")
+    assert bad.children == []
+    assert bad.nodes["call"].attempts == 1
+
+
+# -- engine bugs (white-box repros of races) -------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="a subworkflow node claimed before its execution was cancelled still starts "
+    "its child afterwards (create_execution/_park_on_child ignore the parent's status)",
+)
+def test_a_spawn_racing_a_cancel_starts_no_child(rt: Runtime) -> None:
+    from spane import api, executor
+    from spane.context import Spawn
+
+    spane.register_workflow(
+        {"id": "sleeper", "nodes": [{"id": "nap", "type": "delay", "config": {"duration": "1h"}}]}
+    )
+    spane.register_workflow(
+        {
+            "id": "mom",
+            "nodes": [{"id": "call", "type": "subworkflow", "config": {"workflow": "sleeper"}}],
+        }
+    )
+    # Create the execution without sending its messages, so this test owns the attempt.
+    mom_id, _ = api._create(rt, "mom", 1, version=None, tenant="default", lane=None)
+    claim = rt.store.claim_node(mom_id, "call", 1)
+    assert claim is not None
+    spane.cancel(mom_id)  # lands while the node's code is running
+    executor._spawn(rt, claim, Spawn("sleeper", None, 1, None))
+
+    mom = spane.get_execution(mom_id)
+    assert mom.status == "cancelled"
+    assert mom.children == []  # bug: a running child of a cancelled parent
+    assert mom.nodes["call"].status in ENDED  # bug: stays "waiting" forever
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=spane.InvalidTransition,
+    reason="spane.cancel stops half-way with InvalidTransition when a child ends between "
+    "the parent's cancel and its own, leaving later children running",
+)
+def test_cancel_tolerates_a_child_ending_concurrently(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import update
+
+    from spane.store.schema import executions
+
+    spane.register_workflow(
+        {"id": "sleeper", "nodes": [{"id": "nap", "type": "delay", "config": {"duration": "1h"}}]}
+    )
+    spane.register_workflow(
+        {
+            "id": "twins",
+            "nodes": [
+                {"id": "a", "type": "subworkflow", "config": {"workflow": "sleeper"}},
+                {"id": "b", "type": "subworkflow", "config": {"workflow": "sleeper"}},
+            ],
+        }
+    )
+    parent_id = spane.enqueue_workflow("twins", 1)
+    wait_for(lambda: len(spane.get_execution(parent_id).children) == 2, "both children")
+    original = rt.store.cancel_execution
+
+    def cancel_then_a_child_completes(execution_id: str) -> list[str]:
+        children = original(execution_id)
+        if execution_id == parent_id:
+            # The child cancelled first completes on its own just now.
+            with rt.engine.begin() as conn:
+                conn.execute(
+                    update(executions)
+                    .where(executions.c.id == children[-1])
+                    .values(status="completed")
+                )
+        return children
+
+    monkeypatch.setattr(rt.store, "cancel_execution", cancel_then_a_child_completes)
+    spane.cancel(parent_id)  # bug: raises InvalidTransition for the ended child
+
+    statuses = sorted(
+        spane.get_execution(c).status for c in spane.get_execution(parent_id).children
+    )
+    assert statuses == ["cancelled", "completed"]

@@ -31,6 +31,10 @@ class Streams:
     err: Console
 
 
+class UsageError(spane.SpaneError):
+    """What the command names does not exist or cannot be used (exit code 2)."""
+
+
 def exit_code(execution: Execution) -> int:
     """0 for a completed execution, 1 for a failed or cancelled one."""
     return 0 if execution.status == "completed" else 1
@@ -76,7 +80,8 @@ def print_problems(console: Console, error: spane.DefinitionError) -> None:
         console.print(Text(hint, style="dim"), soft_wrap=True)
 
 
-def _report(io: Streams, execution: Execution, as_json: bool) -> int:
+def report(io: Streams, execution: Execution, as_json: bool) -> int:
+    """Print an execution that ended (JSON or summary); return its exit code."""
     if as_json:
         sys.stdout.write(render.to_json(execution) + "\n")
     else:
@@ -84,12 +89,26 @@ def _report(io: Streams, execution: Execution, as_json: bool) -> int:
     return exit_code(execution)
 
 
-def _follow(io: Streams, execution_id: str, timeout: float | None, as_json: bool) -> int:
+def follow(io: Streams, execution_id: str, timeout: float | None, as_json: bool) -> int:
+    """Wait for an execution to end (live on a terminal), then report it."""
     if as_json:
         execution = spane.wait(execution_id, timeout=timeout)
     else:
         execution = watch.follow(io.out, execution_id, timeout=timeout)
-    return _report(io, execution, as_json)
+    return report(io, execution, as_json)
+
+
+def embedded_note(io: Streams, execution_id: str) -> None:
+    """Warn that the embedded worker of this command stops when the command ends."""
+    if runtime.get().settings.embedded:
+        io.err.print(
+            "note: SPANE_BROKER_URL is unset, so this process is the only worker and it stops "
+            f"when the command ends; add --wait, or run `spane wait {execution_id}`, to see "
+            "it through.",
+            style="yellow",
+            soft_wrap=True,
+            highlight=False,
+        )
 
 
 def demo(args: argparse.Namespace, io: Streams) -> int:
@@ -115,7 +134,7 @@ def demo(args: argparse.Namespace, io: Streams) -> int:
             soft_wrap=True,
         )
     execution_id = spane.enqueue_workflow(workflow_id, demo_types.SAMPLE_INPUT)
-    return _follow(io, execution_id, None, as_json=False)
+    return follow(io, execution_id, None, as_json=False)
 
 
 def run(args: argparse.Namespace, io: Streams) -> int:
@@ -125,7 +144,7 @@ def run(args: argparse.Namespace, io: Streams) -> int:
     execution_id = spane.enqueue_workflow(
         workflow_id, value, tenant=args.tenant, priority=args.priority
     )
-    return _follow(io, execution_id, args.timeout, args.json)
+    return follow(io, execution_id, args.timeout, args.json)
 
 
 def validate(args: argparse.Namespace, io: Streams) -> int:
@@ -204,7 +223,7 @@ def list_(args: argparse.Namespace, io: Streams) -> int:
 
 def wait(args: argparse.Namespace, io: Streams) -> int:
     """Wait for an execution to end; the exit code tells how it ended."""
-    return _follow(io, args.execution_id, args.timeout, args.json)
+    return follow(io, args.execution_id, args.timeout, args.json)
 
 
 def cancel(args: argparse.Namespace, io: Streams) -> int:

@@ -8,7 +8,7 @@ from .. import __version__
 from ..durations import parse_duration
 from ..registry import LANES
 from ..store.records import EXECUTION_ACTIVE, EXECUTION_TERMINAL
-from . import commands
+from . import commands, control, deadletters
 
 _INPUT_HELP = "execution input as JSON, or @FILE to read it from a JSON file"
 
@@ -48,6 +48,82 @@ def _timeout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=_seconds, metavar="S", help="give up after S seconds (or 30s, 5m, ...)"
     )
+
+
+def _wait(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait", action="store_true", help="follow the execution to its end; exit code as `wait`"
+    )
+    parser.add_argument(
+        "--timeout", type=_seconds, metavar="S", help="wait at most S seconds (implies --wait)"
+    )
+    _json(parser)
+
+
+def _controls(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    pause = sub.add_parser("pause", help="pause an execution: no new node starts")
+    pause.add_argument("execution_id", metavar="ID")
+    pause.set_defaults(handler=control.pause)
+
+    resume = sub.add_parser("resume", help="resume a paused execution where it stopped")
+    resume.add_argument("execution_id", metavar="ID")
+    _wait(resume)
+    resume.set_defaults(handler=control.resume)
+
+    replay = sub.add_parser(
+        "replay", help="run failed/cancelled nodes (or --from NODE) and what follows again"
+    )
+    replay.add_argument("execution_id", metavar="ID")
+    replay.add_argument(
+        "--from", dest="from_node", metavar="NODE", help="replay from this node (kept: upstream)"
+    )
+    _wait(replay)
+    replay.set_defaults(handler=control.replay)
+
+    rerun = sub.add_parser("rerun", help="start a new execution with the same input; print its id")
+    rerun.add_argument("execution_id", metavar="ID")
+    _wait(rerun)
+    rerun.set_defaults(handler=control.rerun)
+
+    history = sub.add_parser("history", help="list the recorded events of an execution")
+    history.add_argument("execution_id", metavar="ID")
+    history.add_argument("--full", action="store_true", help="show whole details (errors)")
+    _json(history)
+    history.set_defaults(handler=control.history)
+
+    dlq = sub.add_parser("dlq", help="dead letters: failed nodes and rejected messages")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", metavar="COMMAND", required=True)
+    listing = dlq_sub.add_parser("list", help="list dead letters, newest first")
+    listing.add_argument("--all", action="store_true", help="include retried ones")
+    listing.add_argument("--limit", type=_positive, default=20, metavar="N")
+    _json(listing)
+    listing.set_defaults(handler=deadletters.list_)
+    show = dlq_sub.add_parser("show", help="show a dead letter with its original message")
+    show.add_argument("dead_letter_id", type=_positive, metavar="ID")
+    _json(show)
+    show.set_defaults(handler=deadletters.show)
+    retry = dlq_sub.add_parser("retry", help="replay a dead node, or send a message again")
+    retry.add_argument("dead_letter_id", type=_positive, metavar="ID")
+    _wait(retry)
+    retry.set_defaults(handler=deadletters.retry)
+
+    gc = sub.add_parser("gc", help="delete old finished executions and unreferenced blobs")
+    gc.add_argument(
+        "--older-than",
+        type=_seconds,
+        required=True,
+        metavar="AGE",
+        help="delete executions that ended more than AGE ago (e.g. 30d, 12h)",
+    )
+    gc.add_argument(
+        "--grace",
+        type=_seconds,
+        default=3600.0,
+        metavar="AGE",
+        help="keep unreferenced blobs written less than AGE ago (default: 1h)",
+    )
+    _json(gc)
+    gc.set_defaults(handler=control.gc)
 
 
 def build() -> argparse.ArgumentParser:
@@ -116,6 +192,8 @@ def build() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel an execution and its children")
     cancel.add_argument("execution_id", metavar="ID")
     cancel.set_defaults(handler=commands.cancel)
+
+    _controls(sub)
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)

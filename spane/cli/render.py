@@ -80,13 +80,31 @@ def _node_time(node: NodeState, now: float) -> str:
     return duration(end - node.started_at)
 
 
+def size(count: int) -> str:
+    """Format a number of bytes: ``512 B``, ``1.5 KiB``, ``12.0 MiB``."""
+    if count < 1024:
+        return f"{count} B"
+    value = float(count)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1024:.1f} TiB"
+
+
 def _node_status(node: NodeState) -> Text:
     if node.status == "queued" and node.attempts > 1:
         return Text(f"retry {node.attempts - 1}", style="yellow")
-    return Text(node.status, style=STATUS.get(node.status, ("", ""))[1])
+    style = STATUS.get(node.status, ("", ""))[1]
+    if node.status == "waiting":
+        # Parked: on a sub-workflow's child execution, or else on a durable timer.
+        what = f"child {node.child_id}" if node.child_id else "timer"
+        return Text(f"waiting for {what}", style=style)
+    return Text(node.status, style=style)
 
 
-def _one_line(error: str | None, width: int) -> str:
+def one_line(error: str | None, width: int) -> str:
+    """The last line of ``error`` (where a traceback says what happened), cut to ``width``."""
     if not error:
         return ""
     line = error.strip().splitlines()[-1] if error.strip() else ""
@@ -122,7 +140,7 @@ def node_table(
         mark: RenderableType = Text(symbol, style=style)
         if spinners is not None and node.status in _ACTIVE_NODE:
             mark = spinners.setdefault(node_id, Spinner("dots", style=style))
-        error = node.error if full_errors else _one_line(node.error, 60)
+        error = node.error if full_errors else one_line(node.error, 60)
         table.add_row(
             mark,
             Text(node_id, style="bold" if node.status in _ACTIVE_NODE else ""),
@@ -169,7 +187,8 @@ def summary(execution: Execution, *, now: float | None = None) -> Group:
     """The final view of an execution: header, nodes, then its output or error."""
     parts: list[RenderableType] = [header(execution, now=now), Text(), node_table(execution)]
     if execution.parent_id:
-        parts.insert(1, Text(f"parent {execution.parent_id}", style="dim"))
+        of = f" (node {execution.parent_node_id})" if execution.parent_node_id else ""
+        parts.insert(1, Text(f"parent {execution.parent_id}{of}", style="dim"))
     if execution.children:
         parts.append(Text(f"children: {', '.join(execution.children)}", style="dim"))
     parts.append(Text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -21,3 +22,4 @@ class StoreBase:
     payloads: Payloads
     lease_seconds: float
     graph: Callable[[str, int], Graph]
+    _meta_cache: dict[str, Any]

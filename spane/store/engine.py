@@ -47,9 +47,7 @@ def make_engine(url: str) -> Engine:
             event.listen(engine, "begin", _sqlite_begin)
             return engine
         if backend == "postgresql":
-            return create_engine(
-                parsed, pool_size=12, max_overflow=24, pool_pre_ping=True, pool_recycle=3600
-            )
+            return create_engine(parsed, pool_size=12, max_overflow=24, pool_recycle=3600)
     except NoSuchModuleError:
         raise ConfigurationError(f"no database driver for {url!r}") from None
     except ModuleNotFoundError as exc:

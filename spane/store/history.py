@@ -10,6 +10,7 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import errors
+from . import hot
 from .base import StoreBase
 from .schema import dead_letters as D
 from .schema import events as V
@@ -77,18 +78,8 @@ class History(StoreBase):
         if rows:
             now = time.time()
             conn.execute(
-                insert(V),
-                [
-                    {
-                        "execution_id": e,
-                        "node_id": n,
-                        "kind": k,
-                        "attempt": a,
-                        "detail": None,
-                        "at": now,
-                    }
-                    for e, n, k, a in rows
-                ],
+                hot.EVENT,
+                [{"e": e, "n": n, "k": k, "a": a, "d": None, "at": now} for e, n, k, a in rows],
             )
 
     def history(self, execution_id: str) -> list[Event]:

@@ -257,7 +257,18 @@ class Recovery(Transitions):
             self.record_event(
                 conn, execution_id, None, "revived", None, ",".join(sorted(reset)) or None
             )
-            return self._settle(conn, execution_id, graph, ready_run, ready_skip, now, ex)
+            dispatches = self._queue(conn, execution_id, ready_run, now) if ready_run else []
+            if ready_skip:
+                conn.execute(
+                    update(N)
+                    .where(N.c.execution_id == execution_id, N.c.node_id.in_(ready_skip))
+                    .values(status="skipped", finished_at=now)
+                )
+                self.record_events(conn, [(execution_id, n, "skipped", None) for n in ready_skip])
+            work: list[tuple[str, set[str] | None]] = [(n, set()) for n in ready_skip]
+            outcome = self._settle(conn, execution_id, graph, now, work, len(ready_skip))
+            outcome.dispatches[:0] = dispatches
+            return outcome
 
     @staticmethod
     def _live_edge(parent: Any, child: str) -> bool:

@@ -42,6 +42,7 @@ class Store(Recovery):
         self.payloads = payloads
         self.lease_seconds = lease_seconds
         self.graph = functools.lru_cache(maxsize=512)(self._load_graph)
+        self._meta_cache: dict[str, Any] = {}
 
     # -- workflows -------------------------------------------------------------------
 

@@ -1,8 +1,11 @@
-"""The hot path: node transitions, each guarded so a duplicate cannot apply twice.
+"""Node transitions, each guarded so a duplicate or stale message cannot apply twice.
 
-Every transition that advances the DAG first takes the execution row's write lock
-(an UPDATE of ``updated_at``), so concurrent completions of sibling nodes serialize
-and exactly one of them sees the join become ready or the execution finish.
+Concurrency rests on row locks taken by guarded UPDATEs: a node's own row (status and
+attempt guard), each child's row (its countdown of unfinished parents, decremented with
+RETURNING, so exactly one finishing parent sees it reach zero), and last the execution
+row (its countdown of unfinished nodes, so exactly one transition sees it reach zero
+and completes the execution). The execution row is taken last and held only until the
+commit, so siblings of a wide fan-out do not queue behind each other for long.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, and_, bindparam, select, update
 
 from .. import codec
+from . import hot
 from .history import History
 from .records import EXECUTION_ACTIVE, Claim, Dispatch, Outcome
 from .schema import executions as E
@@ -41,47 +45,48 @@ class Transitions(History):
         """
         now = time.time()
         with self.engine.begin() as conn:
-            active = select(E.c.id).where(E.c.id == execution_id, E.c.status == "running")
             row = conn.execute(
-                update(N)
-                .where(
-                    _node(execution_id, node_id),
-                    N.c.status == "queued",
-                    N.c.attempt == attempt,
-                    active.exists(),
-                )
-                .values(
-                    status="running",
-                    started_at=now,
-                    lease_until=now + self.lease_seconds,
-                )
-                .returning(N.c.type, N.c.attempt_base)
+                hot.CLAIM,
+                {
+                    "e": execution_id,
+                    "n": node_id,
+                    "a": attempt,
+                    "now": now,
+                    "lease": now + self.lease_seconds,
+                },
             ).first()
             if row is None:
                 return None
             self.record_events(conn, [(execution_id, node_id, "started", attempt)])
-            ex = conn.execute(
-                select(E.c.workflow_id, E.c.version, E.c.tenant, E.c.depth, E.c.input).where(
-                    E.c.id == execution_id
-                )
-            ).one()
-            graph = self.graph(ex.workflow_id, ex.version)
-            parents = graph.parents[node_id]
-            packed: Any = (
-                ex.input if not parents else self._parent_outputs(conn, execution_id, parents)
-            )
+            meta = self.execution_meta(conn, execution_id)
+            parents = self.graph(meta.workflow_id, meta.version).parents[node_id]
+            packed: Any
+            if parents:
+                packed = self._parent_outputs(conn, execution_id, parents)
+            else:
+                packed = conn.execute(hot.EXECUTION_INPUT, {"e": execution_id}).scalar_one()
         return Claim(
             execution_id=execution_id,
             node_id=node_id,
             attempt=attempt,
             type=row.type,
-            workflow_id=ex.workflow_id,
-            version=ex.version,
-            tenant=ex.tenant,
-            depth=ex.depth,
+            workflow_id=meta.workflow_id,
+            version=meta.version,
+            tenant=meta.tenant,
+            depth=meta.depth,
             input=packed,
             tries=attempt - row.attempt_base,
         )
+
+    def execution_meta(self, conn: Connection, execution_id: str) -> Any:
+        """The fields of an execution that never change, cached per process."""
+        meta = self._meta_cache.get(execution_id)
+        if meta is None:
+            meta = conn.execute(hot.EXECUTION_META, {"e": execution_id}).one()
+            if len(self._meta_cache) > 50_000:
+                self._meta_cache.clear()
+            self._meta_cache[execution_id] = meta
+        return meta
 
     def node_input(self, claim: Claim) -> Any:
         """Resolve a claim's packed input (blobs are fetched here, outside transactions).
@@ -105,14 +110,7 @@ class Transitions(History):
     def _parent_outputs(
         self, conn: Connection, execution_id: str, parents: Iterable[str]
     ) -> dict[str, str]:
-        rows = conn.execute(
-            select(N.c.node_id, N.c.output).where(
-                N.c.execution_id == execution_id,
-                N.c.node_id.in_(list(parents)),
-                N.c.status.in_(("completed", "failed")),
-                N.c.output.is_not(None),
-            )
-        )
+        rows = conn.execute(hot.PARENT_OUTPUTS, {"e": execution_id, "ids": list(parents)})
         return {r.node_id: r.output for r in rows}
 
     def complete_node(
@@ -124,44 +122,40 @@ class Transitions(History):
     ) -> Outcome:
         """Record a node's output and queue the successors that became ready."""
         packed = self.payloads.pack(claim.tenant, output, what=f"output of node {claim.node_id}")
-        values = {"status": "completed", "output": packed, "error": None}
-        if route is not None:
-            values["route"] = codec.dumps(route)
+        params = {
+            "output": packed,
+            "route": None if route is None else codec.dumps(route),
+            "from_status": claim.status,
+        }
+        event = "completed" if claim.status == "running" else "woken"
+        chosen = None if route is None else set(route)
         return self._finish(
-            claim.execution_id,
-            claim.node_id,
-            claim.attempt,
-            from_status=claim.status,
-            values=values,
-            route=route,
-            event="completed" if claim.status == "running" else "woken",
+            hot.COMPLETE, params, claim.execution_id, claim.node_id, claim.attempt, event, chosen
         )
 
     def fire_timer(self, execution_id: str, node_id: str, attempt: int) -> Outcome:
-        """Complete a ``waiting`` node whose timer fell due (the output was stored at park)."""
-        return self._finish(
-            execution_id,
-            node_id,
-            attempt,
-            from_status="waiting",
-            values={"status": "completed"},
-            route=None,
-            due_before=time.time(),
-            event="timer_fired",
-        )
+        """Complete a ``waiting`` node whose timer fell due (the output was stored at park).
+
+        A paused execution's timers do not fire: they fire on resume.
+        """
+        return self._finish(hot.FIRE_TIMER, {}, execution_id, node_id, attempt, "timer_fired", None)
 
     def fail_node(self, claim: Claim, error: str, *, continue_on_fail: bool) -> Outcome:
         """Fail a node for good; the execution fails too unless ``continue_on_fail``."""
         if continue_on_fail:
-            packed = self.payloads.pack(claim.tenant, {"error": error})
+            params = {
+                "output": self.payloads.pack(claim.tenant, {"error": error}),
+                "error": error,
+                "from_status": claim.status,
+            }
             outcome = self._finish(
+                hot.FAIL_AND_CONTINUE,
+                params,
                 claim.execution_id,
                 claim.node_id,
                 claim.attempt,
-                from_status=claim.status,
-                values={"status": "failed", "error": error, "output": packed},
-                route=None,
-                event="failed",
+                "failed",
+                None,
             )
             if outcome.applied:
                 self._dead_node(None, claim, error)
@@ -288,86 +282,70 @@ class Transitions(History):
 
     def _finish(
         self,
+        statement: Any,
+        params: dict[str, Any],
         execution_id: str,
         node_id: str,
         attempt: int,
-        *,
-        from_status: str,
-        values: dict[str, Any],
-        route: list[str] | None,
-        due_before: float | None = None,
-        event: str = "completed",
+        event: str,
+        chosen: set[str] | None,
     ) -> Outcome:
         now = time.time()
         with self.engine.begin() as conn:
-            ex = self._lock_execution(conn, execution_id, now)
-            if due_before is not None and ex.status != "running":
-                return Outcome(applied=False)  # a paused execution fires its timers on resume
-            guard = [
-                _node(execution_id, node_id),
-                N.c.status == from_status,
-                N.c.attempt == attempt,
-            ]
-            if due_before is not None:
-                guard += [N.c.wake_at <= due_before, N.c.child_id.is_(None)]
-            done = conn.execute(
-                update(N).where(*guard).values(finished_at=now, lease_until=None, **values)
-            )
-            if done.rowcount == 0:
+            row = conn.execute(
+                statement, {"e": execution_id, "n": node_id, "a": attempt, "now": now, **params}
+            ).first()
+            if row is None:
                 return Outcome(applied=False)
             self.record_events(conn, [(execution_id, node_id, event, attempt)])
-            if ex.status not in EXECUTION_ACTIVE:
+            if row.execution_status not in EXECUTION_ACTIVE:
                 return Outcome()
-            graph = self.graph(ex.workflow_id, ex.version)
-            chosen = None if route is None else set(route)
-            return self._settle(
-                conn, execution_id, graph, [], [], now, ex, work=[(node_id, chosen)], finished=1
-            )
+            meta = self.execution_meta(conn, execution_id)
+            graph = self.graph(meta.workflow_id, meta.version)
+            return self._settle(conn, execution_id, graph, now, [(node_id, chosen)], 1)
 
     def _settle(
         self,
         conn: Connection,
         execution_id: str,
         graph: Graph,
-        ready_run: list[str],
-        ready_skip: list[str],
         now: float,
-        ex: Any,
-        *,
-        work: list[tuple[str, set[str] | None]] | None = None,
-        finished: int = 0,
+        work: list[tuple[str, set[str] | None]],
+        finished: int,
     ) -> Outcome:
-        """Queue or skip ready nodes, propagate, and complete the execution if nothing is left.
+        """Tell the children of finished nodes, queue or skip those that became ready,
+        and complete the execution when no node is left unfinished.
 
         ``work`` holds nodes that just finished with the successors they chose (None: all).
         """
-        work = list(work or [])
         dispatches: list[Dispatch] = []
-        while True:
-            while work:
-                parent, picked = work.pop()
-                self._propagate(conn, execution_id, graph, parent, picked, ready_run, ready_skip)
-            if ready_run:
-                dispatches += self._queue(conn, execution_id, ready_run, now)
-                ready_run = []
-            if not ready_skip:
-                break
-            conn.execute(
-                update(N)
-                .where(N.c.execution_id == execution_id, N.c.node_id.in_(ready_skip))
-                .values(status="skipped", finished_at=now)
-            )
-            self.record_events(conn, [(execution_id, n, "skipped", None) for n in ready_skip])
-            finished += len(ready_skip)
-            work = [(s, set()) for s in ready_skip]
-            ready_skip = []
-        left = conn.execute(
-            update(E)
-            .where(E.c.id == execution_id)
-            .values(remaining=E.c.remaining - finished)
-            .returning(E.c.remaining)
-        ).scalar_one()
-        if left > 0:
+        events: list[tuple[str, str | None, str, int | None]] = []
+        lease = now + self.lease_seconds
+        while work:
+            parent, picked = work.pop()
+            kids = graph.children[parent]
+            live = [k for k in kids if picked is None or k in picked]
+            dead = [k for k in kids if not (picked is None or k in picked)]
+            for group, inc in ((live, 1), (dead, 0)):
+                if not group:
+                    continue
+                rows = conn.execute(
+                    hot.PROPAGATE,
+                    {"e": execution_id, "ids": group, "inc": inc, "now": now, "lease": lease},
+                )
+                for r in rows:
+                    if r.status == "queued":
+                        dispatches.append(
+                            Dispatch(execution_id, r.node_id, r.attempt, r.type, r.lane)
+                        )
+                        events.append((execution_id, r.node_id, "queued", r.attempt))
+                    elif r.status == "skipped":
+                        events.append((execution_id, r.node_id, "skipped", None))
+                        finished += 1
+                        work.append((r.node_id, set()))
+        self.record_events(conn, events)
+        ex = conn.execute(hot.COUNT_FINISHED, {"e": execution_id, "k": finished, "now": now}).one()
+        if ex.remaining > 0 or ex.status not in EXECUTION_ACTIVE:
             return Outcome(dispatches=dispatches)
         output = self._execution_output(conn, execution_id, graph, ex.tenant)
         self._end_execution(conn, execution_id, "completed", now, output=output)
@@ -377,37 +355,6 @@ class Transitions(History):
             parent_node_id=ex.parent_node_id,
             child_id=execution_id,
         )
-
-    def _propagate(
-        self,
-        conn: Connection,
-        execution_id: str,
-        graph: Graph,
-        parent: str,
-        picked: set[str] | None,
-        ready_run: list[str],
-        ready_skip: list[str],
-    ) -> None:
-        """Tell a finished node's children; collect those that became ready."""
-        kids = graph.children[parent]
-        live = [k for k in kids if picked is None or k in picked]
-        dead = [k for k in kids if not (picked is None or k in picked)]
-        for group, inc in ((live, 1), (dead, 0)):
-            if not group:
-                continue
-            rows = conn.execute(
-                update(N)
-                .where(
-                    N.c.execution_id == execution_id,
-                    N.c.node_id.in_(group),
-                    N.c.status == "pending",
-                )
-                .values(waiting_on=N.c.waiting_on - 1, live_parents=N.c.live_parents + inc)
-                .returning(N.c.node_id, N.c.waiting_on, N.c.live_parents)
-            )
-            for r in rows:
-                if r.waiting_on == 0:
-                    (ready_run if r.live_parents > 0 else ready_skip).append(r.node_id)
 
     def _queue(
         self, conn: Connection, execution_id: str, ready: list[str], now: float

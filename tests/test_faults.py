@@ -1,0 +1,300 @@
+"""Faults on real workers: the broker is only transport, the database is the source of truth.
+
+Each test starts its own workers (``dramatiq spane.actors`` subprocesses) and, where the
+fault needs it, its own private Redis or PostgreSQL; it stops exactly what it started, by
+process id. After the fault, every execution must complete, every node must finish
+exactly once (one completion event per node in ``spane_events``), and nothing may be
+left queued, running or waiting.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+import spane
+import tests.nodes  # noqa: F401  (registers the test node types)
+from spane.runtime import Runtime
+from spane.settings import Settings
+from spane.store.history import DeadLetter
+from tests import faults
+from tests.workers import WorkerPool
+
+pytestmark = pytest.mark.integration
+
+#: Short leases and sweeps, so recovery happens within seconds.
+FAST: dict[str, Any] = {"lease_seconds": 3.0, "sweep_interval": 0.5, "drain_seconds": 3.0}
+RUNS = 50
+
+
+def chain(workflow_id: str, length: int = 4, seconds: float = 0.3) -> dict[str, Any]:
+    """``length`` nodes of ``slow_add`` in a row: the output is the input plus ``length``."""
+    nodes: list[dict[str, Any]] = []
+    for i in range(length):
+        node: dict[str, Any] = {"id": f"n{i}", "type": "slow_add", "config": {"seconds": seconds}}
+        if i:
+            node["after"] = [f"n{i - 1}"]
+        nodes.append(node)
+    return {"id": workflow_id, "nodes": nodes}
+
+
+def outputs(ids: list[str]) -> list[Any]:
+    return [spane.get_execution(execution_id).output for execution_id in ids]
+
+
+def assert_clean(rt: Runtime, count: int) -> None:
+    found = faults.problems(rt.engine, count)
+    assert not found, "\n".join(found[:20])
+
+
+@pytest.fixture
+def client(prod: Runtime) -> Iterator[Runtime]:
+    """A client runtime on ``prod``'s services with short leases (see ``client_runtime``)."""
+    with faults.client_runtime(prod.settings.with_(**FAST)) as rt:
+        yield rt
+
+
+def test_worker_killed_mid_run(client: Runtime, workers: WorkerPool) -> None:
+    """SIGKILL a worker holding running attempts: the lease runs out, a new attempt runs."""
+    spane.register_workflow(chain("killed"))
+    doomed = workers.start(client.settings, threads=8)
+    workers.start(client.settings, threads=8)
+    ids = [spane.enqueue_workflow("killed", i) for i in range(RUNS)]
+    # More nodes running than the survivor has threads: the doomed worker holds some.
+    faults.wait_until(
+        lambda: (
+            faults.event_count(client.engine, "completed") >= RUNS // 2
+            and faults.node_count(client.engine, "running") > 8
+        ),
+        60,
+        "the run to be under way on both workers",
+    )
+    workers.signal(doomed, signal.SIGKILL)
+    doomed.proc.wait(timeout=10)
+
+    faults.wait_all_ended(client.engine, RUNS)
+    assert_clean(client, RUNS)
+    assert outputs(ids) == [i + 4 for i in range(RUNS)]
+    assert faults.event_count(client.engine, "lease_expired") >= 1
+
+
+def test_redis_flushall_mid_run(
+    tmp_path: Path, pg_url: str, namespace: str, workers: WorkerPool
+) -> None:
+    """Every message and timer in the broker vanishes; the database sends them again."""
+    workflow = {
+        "id": "flushed",
+        "nodes": [
+            {"id": "a", "type": "slow_add", "config": {"seconds": 0.3}},
+            {"id": "wait", "type": "delay", "after": ["a"], "config": {"duration": "1s"}},
+            {"id": "b", "type": "slow_add", "after": ["wait"], "config": {"seconds": 0.3}},
+            {"id": "c", "type": "slow_add", "after": ["b"], "config": {"seconds": 0.3}},
+        ],
+    }
+    with faults.private_redis(tmp_path) as redis_url:
+        settings = Settings(
+            broker_url=redis_url,
+            database_url=pg_url,
+            blob_url=str(tmp_path / "blobs"),
+            namespace=namespace,
+            **FAST,
+        )
+        with faults.client_runtime(settings) as rt:
+            try:
+                spane.register_workflow(workflow)
+                workers.start(settings, threads=8)
+                workers.start(settings, threads=8)
+                ids = [spane.enqueue_workflow("flushed", i) for i in range(RUNS)]
+                faults.wait_until(
+                    lambda: (
+                        faults.node_count(rt.engine, "waiting") >= 5
+                        and faults.node_count(rt.engine, "queued") >= 5
+                    ),
+                    60,
+                    "timers parked and node messages queued",
+                )
+                faults.flushall(redis_url)
+
+                faults.wait_all_ended(rt.engine, RUNS)
+                assert_clean(rt, RUNS)
+                assert outputs(ids) == [i + 3 for i in range(RUNS)]
+                assert faults.event_count(rt.engine, "timer_fired") == RUNS
+            finally:
+                workers.stop_all()  # while their private Redis still runs
+
+
+def test_postgres_restart_mid_run(
+    tmp_path: Path, redis_url: str, namespace: str, workers: WorkerPool
+) -> None:
+    """The database goes away and comes back: workers reconnect, messages are retried."""
+    with faults.private_postgres() as pg:
+        settings = Settings(
+            broker_url=redis_url,
+            database_url=pg.url,
+            blob_url=str(tmp_path / "blobs"),
+            namespace=namespace,
+            **FAST,
+        )
+        with faults.client_runtime(settings) as rt:
+            try:
+                spane.register_workflow(chain("restarted"))
+                first = workers.start(settings, threads=8)
+                second = workers.start(settings, threads=8)
+                ids = [spane.enqueue_workflow("restarted", i) for i in range(RUNS)]
+                faults.wait_until(
+                    lambda: faults.event_count(rt.engine, "completed") >= RUNS // 2,
+                    60,
+                    "the run to be under way",
+                )
+                pg.restart(down_seconds=1.0)
+
+                faults.wait_all_ended(rt.engine, RUNS)
+                assert_clean(rt, RUNS)
+                assert outputs(ids) == [i + 4 for i in range(RUNS)]
+                assert first.proc.poll() is None and second.proc.poll() is None
+            finally:
+                workers.stop_all()  # while their private PostgreSQL still runs
+
+
+DUPLICATED = {
+    "id": "duplicated",
+    "nodes": [
+        {"id": "start", "type": "add_one"},
+        {
+            "id": "route",
+            "type": "branch",
+            "after": ["start"],
+            "config": {"cases": [{"when": "@ > `10`", "next": ["big"]}], "default": ["small"]},
+        },
+        {"id": "big", "type": "slow_add", "after": ["route"], "config": {"seconds": 0.1}},
+        {"id": "small", "type": "delay", "after": ["route"], "config": {"duration": "300ms"}},
+        {"id": "flaky", "type": "fail", "after": ["start"], "config": {"times": 1}},
+        {"id": "sub", "type": "subworkflow", "after": ["start"], "config": {"workflow": "child"}},
+        {
+            "id": "join",
+            "type": "transform",
+            "after": ["big", "small", "flaky", "sub"],
+            "config": {"expression": "@"},
+        },
+    ],
+}
+CHILD = {
+    "id": "child",
+    "nodes": [
+        {"id": "x", "type": "slow_add", "config": {"seconds": 0.1}},
+        {"id": "y", "type": "add_one", "after": ["x"]},
+    ],
+}
+
+
+def test_every_message_delivered_twice(client: Runtime, workers: WorkerPool) -> None:
+    """With every message sent twice, results equal a clean run's; no node runs twice."""
+    spane.register_workflow(CHILD)
+    spane.register_workflow(DUPLICATED)
+    inputs = list(range(20))
+
+    clean_worker = workers.start(client.settings, threads=8)
+    clean_ids = [spane.enqueue_workflow("duplicated", i) for i in inputs]
+    faults.wait_all_ended(client.engine, len(inputs) * 2)  # each has one child execution
+    clean = outputs(clean_ids)
+    workers.stop(clean_worker)
+
+    faults.install_duplication(client.broker)
+    workers.start(
+        client.settings,
+        modules=("tests.nodes", "tests.faults"),
+        threads=8,
+        SPANE_TEST_DUPLICATE="1",
+    )
+    ids = [spane.enqueue_workflow("duplicated", i) for i in inputs]
+    faults.wait_all_ended(client.engine, len(inputs) * 4)
+
+    assert outputs(ids) == clean
+    assert clean[0] == {"small": 1, "flaky": {"attempt": 2, "input": 1}, "sub": 3}
+    assert_clean(client, len(inputs) * 2)
+    # Every node attempt started once: duplicates were dropped, not run.
+    retried = faults.event_count(client.engine, "retrying")
+    assert faults.repeated_attempts(client.engine) == retried == len(inputs) * 2
+
+
+def test_sigterm_hands_back_long_nodes(client: Runtime, workers: WorkerPool) -> None:
+    """A draining worker hands back what it cannot finish in its grace; another runs it."""
+    spane.register_workflow(
+        {
+            "id": "drained",
+            "nodes": [
+                {"id": "long", "type": "slow_add", "config": {"seconds": 4.0}},
+                {"id": "short", "type": "slow_add", "after": ["long"], "config": {"seconds": 0.05}},
+            ],
+        }
+    )
+    settings = client.settings.with_(drain_seconds=1.0)
+    # Prefetch no more than the threads: each worker holds only what it runs.
+    draining = workers.start(settings, threads=4, dramatiq_queue_prefetch="4")
+    workers.start(settings, threads=4, dramatiq_queue_prefetch="4")
+    ids = [spane.enqueue_workflow("drained", i) for i in range(8)]
+    faults.wait_until(
+        lambda: faults.node_count(client.engine, "running") == 8,
+        60,
+        "both workers to run four long nodes each",
+    )
+    workers.signal(draining, signal.SIGTERM)
+
+    faults.wait_all_ended(client.engine, 8)
+    draining.proc.wait(timeout=30)
+    assert_clean(client, 8)
+    assert outputs(ids) == [i + 2 for i in range(8)]
+    assert faults.event_count(client.engine, "handed_back") == 4
+    assert faults.node_count(client.engine, "running") == 0
+
+
+def _well_formed(queue: str, actor: str, redis_message_id: str | None = None) -> bytes:
+    options = {"redis_message_id": redis_message_id} if redis_message_id else {}
+    return msgspec.json.encode(
+        {
+            "queue_name": queue,
+            "actor_name": actor,
+            "args": [],
+            "kwargs": {"anything": 1},
+            "options": options,
+            "message_id": "m-" + (redis_message_id or "none"),
+            "message_timestamp": 0,
+        }
+    )
+
+
+def _letters(kind: str = "message") -> list[DeadLetter]:
+    return [d for d in spane.dead_letters(status=None) if d.kind == kind]
+
+
+def test_garbage_and_unknown_actor_messages_are_dead_lettered(
+    client: Runtime, workers: WorkerPool
+) -> None:
+    """A message that cannot be decoded, or names no actor, becomes a dead letter."""
+    settings = client.settings
+    redis_url, namespace = settings.broker_url, settings.namespace
+    workers.start(settings, threads=4)
+    queue = f"{namespace}.default"
+
+    faults.push_raw(redis_url, namespace, queue, b"\x00\xffthis is not a message{")
+    faults.wait_until(lambda: len(_letters()) == 1, 60, "a dead letter for the garbage")
+    (garbage,) = _letters()
+    assert "could not be decoded" in garbage.reason
+
+    unknown = "spane.no_such_actor"
+    redis_id = "well-formed-unknown-actor"
+    faults.push_raw(redis_url, namespace, queue, _well_formed(queue, unknown, redis_id))
+    faults.wait_until(lambda: len(_letters()) == 2, 60, "a dead letter for the unknown actor")
+    letter = next(d for d in _letters() if d.actor == unknown)
+    assert letter.queue == queue
+
+    # The worker still serves.
+    spane.register_workflow(chain("after-garbage", length=2, seconds=0.05))
+    ex = spane.run("after-garbage", 1, timeout=60)
+    assert ex.status == "completed" and ex.output == 3
+    assert_clean(client, 1)

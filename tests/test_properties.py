@@ -1,0 +1,602 @@
+"""Property-based tests (hypothesis) of SPEC §5 on random workflows, every message sent twice.
+
+Random DAGs (routers choosing random successors, nodes failing as their config says, some
+with ``continue_on_fail``) run on the embedded engine while the broker delivers every
+message twice. A pure-Python reference model of SPEC §5 says what each workflow must do;
+the final statuses, outputs and execution output must match it, and the recorded history
+must show each transition once and in dependency order. A second family nests
+sub-workflows and throws random pause/resume/cancel commands at the parent while it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import spane
+from spane import runtime as runtime_module
+from spane.runtime import Runtime
+from spane.store.history import Event
+from tests import nodes as test_nodes
+from tests.conftest import embedded_settings
+
+PROPERTY = settings(
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+NODE_TERMINAL = ("completed", "failed", "skipped", "cancelled")
+EXECUTION_TERMINAL = ("completed", "failed", "cancelled")
+# Node events that finish a node (a sub-workflow node finishes with ``woken``).
+FINISHING = ("completed", "failed", "skipped", "woken", "timer_fired")
+# Node events that must happen at most once per attempt.
+ONCE_PER_ATTEMPT = ("queued", "started", "retrying", "waiting_on_child", "woken")
+
+
+def exact(value: Any) -> bytes:
+    """JSON text of a value, keys sorted, so ``0``, ``False`` and ``0.0`` stay distinct."""
+    return msgspec.json.encode(value, order="sorted")
+
+
+# -- runtimes whose broker sends every message twice -----------------------------------
+
+
+@contextlib.contextmanager
+def duplicating_runtime(tmp_path: Path, **changes: Any) -> Iterator[Runtime]:
+    """An embedded runtime whose broker enqueues every message (node, timer, wake-up) twice.
+
+    Delayed messages are duplicated again when their delay runs out, so a retry message
+    arrives four times.
+    """
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    runtime = Runtime(embedded_settings(tmp_path, **changes))
+    send = runtime.broker.enqueue
+    sent = Counter[str]()
+
+    def twice(message: Any, *, delay: int | None = None) -> Any:
+        sent[message.actor_name] += 1
+        send(message, delay=delay)
+        return send(message, delay=delay)
+
+    runtime.broker.enqueue = twice  # type: ignore[method-assign]
+    runtime.sent = sent  # type: ignore[attr-defined]
+    old = runtime_module.install(runtime)
+    try:
+        yield runtime
+    finally:
+        runtime_module.install(old)
+        runtime.close()
+
+
+@pytest.fixture
+def dup_rt(tmp_path: Path) -> Iterator[Runtime]:
+    """One duplicating SQLite runtime shared by every example of a property."""
+    with duplicating_runtime(tmp_path) as runtime:
+        yield runtime
+
+
+@pytest.fixture
+def twin_rts(tmp_path: Path, pg_url: str) -> Iterator[tuple[Runtime, Runtime]]:
+    """Duplicating runtimes on SQLite and on PostgreSQL (both with the embedded broker)."""
+    with (
+        duplicating_runtime(tmp_path / "sqlite") as lite,
+        duplicating_runtime(tmp_path / "pg", database_url=pg_url) as pg,
+    ):
+        yield lite, pg
+
+
+# -- workflow specs and the reference model ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One generated node; its behaviour is fully determined by these fields."""
+
+    id: str
+    after: tuple[str, ...] = ()
+    kind: str = "step"  # step (prop_step) | router | sleep | sub (subworkflow)
+    fail: int = 0  # step: fail the first ``fail`` attempts (-1: all)
+    retryable: bool = True
+    max_attempts: int = 1
+    continue_on_fail: bool = False
+    next: tuple[str, ...] = ()  # router: the successors it chooses
+    seconds: float = 0.0  # sleep
+    target: str = ""  # sub: symbolic name of the child workflow
+
+    def definition(self, prefix: str) -> dict[str, Any]:
+        node: dict[str, Any] = {"id": self.id, "after": list(self.after)}
+        if self.kind == "router":
+            return node | {"type": "router", "config": {"next": list(self.next)}}
+        if self.kind == "sleep":
+            return node | {"type": "sleep", "config": {"seconds": self.seconds}}
+        if self.kind == "sub":
+            return node | {"type": "subworkflow", "config": {"workflow": f"{prefix}-{self.target}"}}
+        return node | {
+            "type": "prop_step",
+            "config": {"fail": self.fail, "retryable": self.retryable},
+            "retry": {"max_attempts": self.max_attempts, "backoff": "fixed", "delay": "1ms"},
+            "continue_on_fail": self.continue_on_fail,
+        }
+
+    def outcome(self) -> tuple[bool, int]:
+        """``(fails for good, attempts it takes)`` of a ``step``."""
+        if self.fail == 0:
+            return False, 1
+        if not self.retryable:
+            return True, 1
+        if self.fail < 0 or self.fail >= self.max_attempts:
+            return True, self.max_attempts
+        return False, self.fail + 1
+
+
+def workflow(workflow_id: str, specs: Sequence[Spec], prefix: str) -> dict[str, Any]:
+    return {"id": workflow_id, "nodes": [s.definition(prefix) for s in specs]}
+
+
+def parents_of(specs: Sequence[Spec]) -> dict[str, tuple[str, ...]]:
+    return {s.id: s.after for s in specs}
+
+
+@dataclass
+class Expected:
+    """What SPEC §5 says an execution of a workflow does."""
+
+    status: dict[str, str]  # completed | failed | skipped | cancelled (after a fatal failure)
+    output: dict[str, Any]  # of completed nodes and failed continue_on_fail nodes
+    attempts: dict[str, int]  # of nodes that ran
+    fatal: set[str]  # nodes that fail for good without continue_on_fail
+    result: Any  # the execution output, if it completes
+
+
+def expect(
+    specs: Sequence[Spec], value: Any, library: dict[str, list[Spec]] | None = None
+) -> Expected:
+    """The reference model: run ``specs`` on ``value`` in topological (definition) order."""
+    status: dict[str, str] = {}
+    output: dict[str, Any] = {}
+    attempts: dict[str, int] = {}
+    routes: dict[str, set[str] | None] = {}
+    fatal: set[str] = set()
+    children: dict[str, list[str]] = {s.id: [] for s in specs}
+    for s in specs:
+        for p in s.after:
+            children[p].append(s.id)
+    for s in specs:
+        if s.after:
+            if any(status[p] == "cancelled" or p in fatal for p in s.after):
+                status[s.id] = "cancelled"  # the execution failed before this could start
+                continue
+            # A node runs once every parent finished and at least one edge into it is live:
+            # the parent completed (or failed with continue_on_fail) and did not route away.
+            live = any(
+                status[p] in ("completed", "failed") and (routes[p] is None or s.id in routes[p])
+                for p in s.after
+            )
+            if not live:
+                status[s.id] = "skipped"
+                continue
+            done = {p: output[p] for p in s.after if status[p] in ("completed", "failed")}
+            value_in = done[s.after[0]] if len(s.after) == 1 else done
+        else:
+            value_in = value
+        routes[s.id] = None
+        attempts[s.id] = 1
+        if s.kind == "router":
+            routes[s.id] = set(s.next)
+            out = value_in
+        elif s.kind == "sleep":
+            out = value_in
+        elif s.kind == "sub":
+            assert library is not None
+            out = expect(library[s.target], value_in, library).result
+        else:
+            fails, attempts[s.id] = s.outcome()
+            if fails:
+                status[s.id] = "failed"
+                if s.continue_on_fail:
+                    output[s.id] = {"error": f"planned failure of {s.id}"}
+                else:
+                    fatal.add(s.id)
+                continue
+            out = {"id": s.id, "h": test_nodes.prop_digest(value_in)}
+        status[s.id] = "completed"
+        output[s.id] = out
+    sinks = [s.id for s in specs if not children[s.id]]
+    ended = {n: output[n] for n in sinks if status[n] in ("completed", "failed") and n in output}
+    result = ended.get(sinks[0]) if len(sinks) == 1 else ended
+    return Expected(status, output, attempts, fatal, result)
+
+
+# -- strategies --------------------------------------------------------------------------
+
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.sampled_from(["", "x", [], {}]),
+    st.dictionaries(st.sampled_from(["a", "b"]), st.integers(0, 2), max_size=2),
+)
+
+
+@st.composite
+def dags(
+    draw: st.DrawFn,
+    kinds: Sequence[str],
+    *,
+    max_parents: int = 4,
+    failures: bool = True,
+    targets: Sequence[str] = (),
+) -> list[Spec]:
+    """A DAG of ``len(kinds)`` nodes; node i depends on a random subset of earlier nodes."""
+    afters: list[tuple[str, ...]] = []
+    for i in range(len(kinds)):
+        picked = (
+            draw(st.lists(st.integers(0, i - 1), max_size=min(i, max_parents), unique=True))
+            if i
+            else []
+        )
+        afters.append(tuple(f"n{p}" for p in picked))
+    children: dict[str, list[str]] = defaultdict(list)
+    for i, after in enumerate(afters):
+        for p in after:
+            children[p].append(f"n{i}")
+    specs = []
+    for i, (kind, after) in enumerate(zip(kinds, afters, strict=True)):
+        node_id = f"n{i}"
+        if kind == "router":
+            kids = children[node_id]
+            chosen = draw(st.lists(st.sampled_from(kids), unique=True)) if kids else []
+            specs.append(Spec(node_id, after, "router", next=tuple(chosen)))
+        elif kind == "sleep":
+            seconds = draw(st.sampled_from([0.0, 0.01, 0.03, 0.06]))
+            specs.append(Spec(node_id, after, "sleep", seconds=seconds))
+        elif kind == "sub":
+            specs.append(Spec(node_id, after, "sub", target=draw(st.sampled_from(targets))))
+        elif not failures:
+            specs.append(Spec(node_id, after))
+        else:
+            specs.append(
+                Spec(
+                    node_id,
+                    after,
+                    fail=draw(st.sampled_from([0, 0, 0, 0, 0, 0, 1, 2, -1])),
+                    retryable=draw(st.sampled_from([True, True, True, False])),
+                    max_attempts=draw(st.integers(1, 3)),
+                    continue_on_fail=draw(st.sampled_from([True, True, True, False])),
+                )
+            )
+    return specs
+
+
+def random_dags(max_nodes: int) -> st.SearchStrategy[list[Spec]]:
+    kind = st.sampled_from(["step"] * 4 + ["router"])
+    kinds = st.integers(1, max_nodes).flatmap(lambda n: st.lists(kind, min_size=n, max_size=n))
+    return kinds.flatmap(lambda ks: dags(ks))
+
+
+# -- running and checking ----------------------------------------------------------------
+
+
+def settled(execution_id: str, timeout: float = 10.0) -> spane.Execution:
+    """Wait for the execution to end and for its in-flight nodes to finish too."""
+    ex = spane.wait(execution_id, timeout=60)
+    deadline = time.monotonic() + timeout
+    while any(n.status not in NODE_TERMINAL for n in ex.nodes.values()):
+        assert time.monotonic() < deadline, f"nodes never settled: {statuses(ex)}"
+        time.sleep(0.01)
+        ex = spane.get_execution(execution_id)
+    return ex
+
+
+def statuses(ex: spane.Execution) -> dict[str, str]:
+    return {node_id: state.status for node_id, state in ex.nodes.items()}
+
+
+def run_workflow(specs: Sequence[Spec], value: Any) -> tuple[spane.Execution, list[Event]]:
+    prefix = f"prop-{uuid.uuid4().hex[:12]}"
+    workflow_id, _ = spane.register_workflow(workflow(prefix, specs, prefix))
+    execution_id = spane.enqueue_workflow(workflow_id, value)
+    ex = settled(execution_id)
+    return ex, spane.history(execution_id)
+
+
+def check_history(
+    ex: spane.Execution, events: list[Event], parents: dict[str, tuple[str, ...]]
+) -> dict[str, list[Event]]:
+    """Each transition once per node and attempt; no node starts before its parents finished."""
+    by_node: dict[str, list[Event]] = defaultdict(list)
+    for event in events:
+        if event.node_id is not None:
+            by_node[event.node_id].append(event)
+    per_attempt = Counter(
+        (e.node_id, e.kind, e.attempt) for e in events if e.kind in ONCE_PER_ATTEMPT
+    )
+    twice = sorted(key for key, count in per_attempt.items() if count > 1)
+    assert not twice, f"transitions recorded more than once: {twice}"
+    finished: dict[str, int] = {}
+    for node_id, node_events in by_node.items():
+        ends = [e.kind for e in node_events if e.kind in FINISHING]
+        assert len(ends) <= 1, f"node {node_id} finished more than once: {ends}"
+        if ends:
+            finished[node_id] = next(e.id for e in node_events if e.kind in FINISHING)
+        started = sum(e.kind == "started" for e in node_events)
+        assert started <= ex.nodes[node_id].attempts, (
+            f"node {node_id} started {started} times in {ex.nodes[node_id].attempts} attempts"
+        )
+    for node_id, node_events in by_node.items():
+        first = next((e.id for e in node_events if e.kind == "started"), None)
+        if first is None:
+            continue
+        for parent in parents[node_id]:
+            assert parent in finished and finished[parent] < first, (
+                f"node {node_id} started (event {first}) before its parent {parent} finished "
+                f"(event {finished.get(parent)})"
+            )
+    ends = [
+        e.kind
+        for e in events
+        if e.node_id is None
+        and e.kind in ("execution_completed", "execution_failed", "execution_cancelled")
+    ]
+    assert ends == [f"execution_{ex.status}"], f"execution ended {ends}, status {ex.status}"
+    return by_node
+
+
+def check_against_model(
+    specs: Sequence[Spec], value: Any, ex: spane.Execution, events: list[Event]
+) -> Expected:
+    """Compare a settled execution with the reference model."""
+    model = expect(specs, value)
+    by_node = check_history(ex, events, parents_of(specs))
+    started = {n: sum(e.kind == "started" for e in evs) for n, evs in by_node.items()}
+    if not model.fatal:
+        assert ex.status == "completed", f"execution {ex.status}: {ex.error}"
+        assert statuses(ex) == model.status
+        for node_id, state in ex.nodes.items():
+            if node_id in model.output:
+                assert exact(state.output) == exact(model.output[node_id]), node_id
+                assert started.get(node_id, 0) == model.attempts[node_id], node_id
+            else:
+                assert state.output is None and started.get(node_id, 0) == 0, node_id
+        assert exact(ex.output) == exact(model.result)
+        return model
+    # A node failed for good without continue_on_fail: the execution fails; what had
+    # finished before agrees with the model; nothing new is queued or started after.
+    assert ex.status == "failed", f"execution {ex.status}, expected failed ({model.fatal})"
+    assert ex.output is None
+    culprits = [n for n in model.fatal if ex.nodes[n].status == "failed"]
+    assert culprits, f"no fatal node failed: {statuses(ex)}"
+    assert any((ex.error or "").startswith(f"node {n!r} failed") for n in culprits), ex.error
+    for node_id, state in ex.nodes.items():
+        assert state.status in NODE_TERMINAL, (node_id, state.status)
+        if state.status == "cancelled":
+            continue
+        assert state.status == model.status[node_id], (node_id, state.status)
+        if node_id in model.output:
+            assert exact(state.output) == exact(model.output[node_id]), node_id
+        if state.status != "skipped":
+            assert started.get(node_id, 0) == model.attempts[node_id], node_id
+    end = next(e.id for e in events if e.kind == "execution_failed")
+    queued_before = {
+        (e.node_id, e.attempt if e.kind == "queued" else (e.attempt or 0) + 1)
+        for e in events
+        if e.id < end and e.kind in ("queued", "retrying", "handed_back", "lease_expired")
+    }
+    for e in events:
+        if e.id > end:
+            assert e.kind not in ("queued", "retrying", "skipped"), f"{e.kind} after failure"
+            if e.kind == "started":
+                assert (e.node_id, e.attempt) in queued_before, f"{e.node_id} started after failure"
+    return model
+
+
+# -- 1-5: random DAGs under duplicated messages ----------------------------------------------
+
+
+@settings(PROPERTY, max_examples=40)
+@given(specs=random_dags(30), value=VALUES)
+def test_random_dags_match_the_model_under_duplicated_messages(
+    dup_rt: Runtime, specs: list[Spec], value: Any
+) -> None:
+    ex, events = run_workflow(specs, value)
+    model = check_against_model(specs, value, ex, events)
+    from hypothesis import event
+    event(f"nodes {len(specs) // 10 * 10}+")
+    event(f"status {ex.status}")
+    event(f"skipped {sum(s == 'skipped' for s in model.status.values()) > 0}")
+    assert dup_rt.sent["spane.node.prop_step"] or dup_rt.sent["spane.node.router"]  # type: ignore[attr-defined]
+
+
+# -- 6: SQLite and PostgreSQL agree ------------------------------------------------------------
+
+
+def outcome(ex: spane.Execution) -> tuple[str, dict[str, str], bytes, bytes]:
+    outputs = {n: s.output for n, s in ex.nodes.items()}
+    return ex.status, statuses(ex), exact(outputs), exact(ex.output)
+
+
+@settings(PROPERTY, max_examples=15)
+@given(specs=random_dags(12), value=VALUES)
+def test_sqlite_and_postgresql_agree(
+    twin_rts: tuple[Runtime, Runtime], specs: list[Spec], value: Any
+) -> None:
+    results = []
+    for runtime in twin_rts:
+        runtime_module.install(runtime)
+        ex, events = run_workflow(specs, value)
+        model = check_against_model(specs, value, ex, events)
+        results.append(outcome(ex))
+    lite, pg = results
+    if model.fatal:
+        assert lite[0] == pg[0] == "failed"  # which fatal node fails first is a race
+    else:
+        assert lite == pg
+
+
+# -- nested sub-workflows under random pause / resume / cancel -------------------------------
+
+
+@dataclass(frozen=True)
+class Family:
+    """A parent workflow, the workflows it runs (by symbolic name), and commands to send."""
+
+    library: dict[str, list[Spec]]
+    root: list[Spec]
+    commands: list[tuple[float, str]]
+
+
+@st.composite
+def families(draw: st.DrawFn) -> Family:
+    child_kinds = st.lists(st.sampled_from(["sleep", "step"]), min_size=1, max_size=3)
+    library: dict[str, list[Spec]] = {}
+    for i in range(draw(st.integers(1, 2))):
+        library[f"leaf{i}"] = draw(dags(draw(child_kinds), failures=False))
+    if draw(st.booleans()):  # a second level: a child that itself runs a sub-workflow
+        kinds = ["sub", *draw(st.lists(st.sampled_from(["sleep", "step"]), max_size=2))]
+        library["mid"] = draw(dags(kinds, failures=False, targets=sorted(library)))
+    subs = draw(st.integers(1, 3))
+    kinds = ["sub"] * subs + draw(st.lists(st.sampled_from(["sleep", "step"]), max_size=2))
+    root = draw(dags(draw(st.permutations(kinds)), failures=False, targets=sorted(library)))
+    commands = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from([0.0, 0.005, 0.02, 0.05, 0.1]),
+                st.sampled_from(["pause", "resume", "cancel"]),
+            ),
+            max_size=4,
+        )
+    )
+    return Family(library, root, commands)
+
+
+def tree(execution_id: str) -> list[spane.Execution]:
+    """The execution and all its descendants."""
+    found, stack = [], [execution_id]
+    while stack:
+        ex = spane.get_execution(stack.pop())
+        found.append(ex)
+        stack.extend(ex.children)
+    return found
+
+
+def settled_tree(execution_id: str, timeout: float = 10.0) -> list[spane.Execution]:
+    """Wait until the execution and every descendant have ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = tree(execution_id)
+        open_ = [(ex.id, ex.status) for ex in found if ex.status not in EXECUTION_TERMINAL]
+        if not open_:
+            return found
+        assert time.monotonic() < deadline, f"executions left open: {open_}"
+        time.sleep(0.01)
+
+
+def send(command: str, execution_id: str) -> bool:
+    """Send a control command; True if it applied, False if the state ruled it out."""
+    try:
+        {"pause": spane.pause, "resume": spane.resume, "cancel": spane.cancel}[command](
+            execution_id
+        )
+    except spane.InvalidTransition as exc:
+        status = spane.get_execution(execution_id).status
+        if command == "pause":
+            assert status != "running", f"pause refused on a running execution: {exc}"
+        elif command == "resume":
+            assert status != "paused", f"resume refused on a paused execution: {exc}"
+        else:
+            # Only the root being over already may refuse a cancel; a child that ended
+            # while its parent was being cancelled must not make cancel fail half-way.
+            assert execution_id in str(exc), f"cancel of {execution_id} raised: {exc}"
+            assert status in EXECUTION_TERMINAL
+        return False
+    return True
+
+
+def no_start_while_paused(events: list[Event]) -> None:
+    paused = False
+    for e in events:
+        if e.node_id is None and e.kind in ("paused", "resumed"):
+            paused = e.kind == "paused"
+        assert not (paused and e.kind == "started"), (
+            f"node {e.node_id} started while the execution was paused"
+        )
+
+
+@settings(PROPERTY, max_examples=20)
+@given(family=families(), value=VALUES)
+def test_nested_subworkflows_under_random_pause_resume_cancel(
+    dup_rt: Runtime, family: Family, value: Any
+) -> None:
+    prefix = f"fam-{uuid.uuid4().hex[:12]}"
+    specs_of = {f"{prefix}-{name}": specs for name, specs in family.library.items()}
+    for name in sorted(family.library, key=lambda n: n == "mid"):  # leaves first
+        spane.register_workflow(workflow(f"{prefix}-{name}", family.library[name], prefix))
+    root_id = f"{prefix}-root"
+    specs_of[root_id] = family.root
+    spane.register_workflow(workflow(root_id, family.root, prefix))
+    execution_id = spane.enqueue_workflow(root_id, value)
+
+    cancelled = paused = False
+    for pause_s, command in family.commands:
+        time.sleep(pause_s)
+        if send(command, execution_id):
+            cancelled = cancelled or command == "cancel"
+            paused = command == "pause"
+    if cancelled:
+        assert spane.wait(execution_id, timeout=10).status == "cancelled"
+    else:
+        if paused:
+            time.sleep(0.2)
+            status = spane.get_execution(execution_id).status
+            # Pausing stops new nodes; work in flight at the pause may still finish it.
+            assert status in ("paused", "completed"), status
+            no_start_while_paused(spane.history(execution_id))
+            if status == "paused":
+                spane.resume(execution_id)
+        assert spane.wait(execution_id, timeout=60).status == "completed"
+
+    executions = settled_tree(execution_id)
+    by_id = {ex.id: ex for ex in executions}
+    for ex in executions:
+        events = spane.history(ex.id)
+        specs = specs_of[ex.workflow_id]
+        by_node = check_history(ex, events, parents_of(specs))
+        no_start_while_paused(events)
+        if ex.parent_id is not None:
+            parent = by_id[ex.parent_id]
+            assert parent.finished_at is None or ex.created_at <= parent.finished_at, (
+                f"child {ex.id} was started after its parent {parent.id} ended ({parent.status})"
+            )
+        if cancelled:
+            assert ex.status in ("completed", "cancelled"), (ex.id, ex.status, ex.error)
+        else:
+            assert ex.status == "completed", (ex.id, ex.status, ex.error)
+        for spec in specs:
+            if spec.kind != "sub":
+                continue
+            kinds = Counter(e.kind for e in by_node.get(spec.id, []))
+            kids = [c for c in ex.children if by_id[c].parent_node_id == spec.id]
+            assert kinds["waiting_on_child"] <= 1 and len(kids) == kinds["waiting_on_child"], (
+                f"{spec.id}: {kinds}, children {kids}"
+            )
+            assert kinds["woken"] <= 1 and kinds["failed"] == 0, f"{spec.id} woken: {kinds}"
+            if ex.nodes[spec.id].status == "completed":
+                assert kinds["woken"] == 1, f"{spec.id} completed without a wake-up: {kinds}"
+    root = by_id[execution_id]
+    if root.status == "completed":
+        model = expect(family.root, value, family.library)
+        assert statuses(root) == model.status
+        for node_id, state in root.nodes.items():
+            assert exact(state.output) == exact(model.output[node_id]), node_id
+        assert exact(root.output) == exact(model.result)
