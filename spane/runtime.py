@@ -52,6 +52,7 @@ class Runtime:
         dramatiq.set_encoder(MsgspecEncoder())
         self.broker = make_broker(settings)
         self.last_heartbeat = 0.0
+        self.drain: Drain | None = None
         for middleware in self.broker.middleware:
             if isinstance(middleware, Sweeper):
                 middleware.sweep = lambda: recovery.sweep(self)
@@ -123,8 +124,14 @@ class Runtime:
     # -- sending ---------------------------------------------------------------------
 
     def dispatch(self, dispatches: Iterable[Dispatch]) -> None:
-        """Send node messages (after the transaction that queued them committed)."""
+        """Send node messages (after the transaction that queued them committed).
+
+        One ready successor may be kept by the calling worker thread to run inline.
+        """
+        draining = self.drain is not None and self.drain.draining.is_set()
         for d in dispatches:
+            if not draining and executor.continuation.take(d):
+                continue
             message: dramatiq.Message[Any] = dramatiq.Message(
                 queue_name=queue_name(self.settings, d.lane),
                 actor_name=actor_name(d.type),

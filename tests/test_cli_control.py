@@ -349,7 +349,10 @@ def test_gc_bad_duration_exits_2(
 def test_status_shows_parent_children_and_what_parked_nodes_wait_for(
     rt: Runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    inner = {"id": "cli_inner", "nodes": [{"id": "hold", "type": "delay", "config": {"duration": "30s"}}]}
+    inner = {
+        "id": "cli_inner",
+        "nodes": [{"id": "hold", "type": "delay", "config": {"duration": "30s"}}],
+    }
     outer = {
         "id": "cli_outer",
         "nodes": [{"id": "call", "type": "subworkflow", "config": {"workflow": "cli_inner"}}],

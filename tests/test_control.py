@@ -436,3 +436,75 @@ def test_history_records_every_transition_in_order(backend: Runtime) -> None:
     ]
     with pytest.raises(spane.UnknownExecution):
         spane.history("no-such-execution")
+
+
+def test_replay_of_a_parent_whose_child_failed_starts_a_new_child(
+    backend: Runtime, tmp_path: Path
+) -> None:
+    blocker = _fixable(tmp_path)
+    spane.register_workflow(
+        {
+            "id": "calls-fixable",
+            "nodes": [
+                {"id": "prep", "type": "add_one"},
+                {
+                    "id": "call",
+                    "type": "subworkflow",
+                    "after": ["prep"],
+                    "config": {"workflow": "fixable"},
+                    "retry": {"max_attempts": 1},
+                },
+                {"id": "done", "type": "add_one", "after": ["call"]},
+            ],
+        }
+    )
+    ex = spane.run("calls-fixable", 0, timeout=60)
+    assert ex.status == "failed"
+    assert len(ex.children) == 1
+    first_child = ex.children[0]
+    assert spane.get_execution(first_child).status == "failed"
+
+    blocker.unlink()
+    spane.replay(ex.id)
+    ex = spane.wait(ex.id, timeout=60)
+
+    # 0 -> prep 1 -> fixable(1) = 3 -> done 4
+    assert ex.status == "completed" and ex.output == 4
+    assert started(ex.id, "prep") == 1
+    assert len(ex.children) == 2 and ex.children[0] == first_child
+    assert ex.nodes["call"].child_id == ex.children[1]
+    assert spane.get_execution(first_child).status == "failed"  # history is kept
+    assert spane.get_execution(ex.children[1]).status == "completed"
+    assert [e.kind for e in events(ex.id, "call") if e.kind != "queued"] == [
+        "started",
+        "waiting_on_child",
+        "failed",
+        "started",
+        "waiting_on_child",
+        "woken",
+    ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="replay(from_node=) below a node that failed (without continue_on_fail) skips "
+    "from_node and ends the execution 'completed' while that node is still failed",
+)
+def test_replay_from_below_a_failed_node_does_not_complete_the_execution(
+    backend: Runtime, tmp_path: Path
+) -> None:
+    _fixable(tmp_path)  # the blocker stays: b fails again if it runs
+    ex = spane.run("fixable", 1, timeout=60)
+    assert ex.status == "failed"
+    try:
+        spane.replay(ex.id, from_node="c")
+    except spane.InvalidTransition:
+        return  # refusing is a fine answer too
+    ex = spane.wait(ex.id, timeout=60)
+    # Either b is re-run (and fails again), or the execution stays failed; what must
+    # not happen is an execution "completed" with a failed node and a null output.
+    assert not (ex.status == "completed" and ex.nodes["b"].status == "failed"), (
+        ex.status,
+        {n: s.status for n, s in ex.nodes.items()},
+    )

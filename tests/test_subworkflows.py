@@ -711,3 +711,36 @@ def test_cancel_tolerates_a_child_ending_concurrently(
         spane.get_execution(c).status for c in spane.get_execution(parent_id).children
     )
     assert statuses == ["cancelled", "completed"]
+
+
+def test_pausing_a_parent_holds_it_while_the_child_finishes(backend: Runtime) -> None:
+    spane.register_workflow(
+        {"id": "short-nap", "nodes": [{"id": "nap", "type": "delay", "config": {"duration": "1s"}}]}
+    )
+    spane.register_workflow(
+        {
+            "id": "holds",
+            "nodes": [
+                {"id": "call", "type": "subworkflow", "config": {"workflow": "short-nap"}},
+                {"id": "next", "type": "add_one", "after": ["call"]},
+            ],
+        }
+    )
+    parent_id = spane.enqueue_workflow("holds", 1)
+    child_id = wait_for(lambda: only_child(parent_id), "the child execution")
+    spane.pause(parent_id)
+
+    # Pausing a parent does not pause its child; the child's end still wakes the
+    # parked node, but the parent's next node waits for resume.
+    assert spane.wait(child_id, timeout=60).status == "completed"
+    wait_for(lambda: node_status(parent_id, "call") == "completed", "the parent node to wake")
+    time.sleep(0.5)
+    parent = spane.get_execution(parent_id)
+    assert parent.status == "paused"
+    assert parent.nodes["next"].status == "queued"
+
+    spane.resume(parent_id)
+    parent = spane.wait(parent_id, timeout=60)
+    assert parent.status == "completed" and parent.output == 2
+    resumed = events(parent_id, kind="resumed")[0]
+    assert events(parent_id, "next", "started")[0].id > resumed.id

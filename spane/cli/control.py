@@ -75,13 +75,13 @@ def resume(args: argparse.Namespace, io: Streams) -> int:
 
 def replay(args: argparse.Namespace, io: Streams) -> int:
     """Run failed or cancelled nodes (or one node) and everything downstream again."""
-    if args.from_node is not None:
-        if args.from_node not in runtime.get().store.node_statuses(args.execution_id):
-            nodes = spane.get_execution(args.execution_id).nodes  # in graph order
-            raise UsageError(
-                f"execution {args.execution_id} has no node {args.from_node!r} "
-                f"(nodes: {', '.join(nodes)})"
-            )
+    store = runtime.get().store
+    if args.from_node is not None and args.from_node not in store.node_statuses(args.execution_id):
+        nodes = spane.get_execution(args.execution_id).nodes  # in graph order
+        raise UsageError(
+            f"execution {args.execution_id} has no node {args.from_node!r} "
+            f"(nodes: {', '.join(nodes)})"
+        )
     spane.replay(args.execution_id, from_node=args.from_node)
     what = f"from node {args.from_node}" if args.from_node else "its failed and cancelled nodes"
     return _then(args, io, args.execution_id, f"replaying {args.execution_id}: {what}")

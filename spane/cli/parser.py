@@ -71,16 +71,19 @@ def _controls(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     resume.set_defaults(handler=control.resume)
 
     replay = sub.add_parser(
-        "replay", help="run failed/cancelled nodes (or --from NODE) and what follows again"
+        "replay", help="re-run failed nodes (or --from NODE) and all after them"
     )
     replay.add_argument("execution_id", metavar="ID")
     replay.add_argument(
-        "--from", dest="from_node", metavar="NODE", help="replay from this node (kept: upstream)"
+        "--from",
+        dest="from_node",
+        metavar="NODE",
+        help="re-run this node and all after it (upstream outputs are kept)",
     )
     _wait(replay)
     replay.set_defaults(handler=control.replay)
 
-    rerun = sub.add_parser("rerun", help="start a new execution with the same input; print its id")
+    rerun = sub.add_parser("rerun", help="start a copy of an execution (same input); print its id")
     rerun.add_argument("execution_id", metavar="ID")
     _wait(rerun)
     rerun.set_defaults(handler=control.rerun)

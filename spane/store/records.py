@@ -43,6 +43,7 @@ class Claim:
     input: Any
     tries: int = 1
     status: str = "running"
+    lane: str = "default"
 
 
 @dataclass

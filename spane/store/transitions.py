@@ -76,6 +76,7 @@ class Transitions(History):
             depth=meta.depth,
             input=packed,
             tries=attempt - row.attempt_base,
+            lane=row.lane,
         )
 
     def execution_meta(self, conn: Connection, execution_id: str) -> Any:
