@@ -155,10 +155,7 @@ def _create(
     parent: Claim | None = None,
 ) -> tuple[str, list[Dispatch]]:
     """Check the input and write the execution; return its id and first messages."""
-    workflow = rt.store.load_workflow(workflow_id, version)
-    if version is None:
-        version = rt.store.latest_version(workflow_id)
-    assert version is not None
+    version, workflow = rt.store.workflow_version(workflow_id, version)
     codec.check_json(input)
     validation.validate_input(workflow, input)
     packed = rt.payloads.pack(tenant, input, what="input")

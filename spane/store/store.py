@@ -43,6 +43,7 @@ class Store(Recovery):
         self.lease_seconds = lease_seconds
         self.graph = functools.lru_cache(maxsize=512)(self._load_graph)
         self._meta_cache: dict[str, Any] = {}
+        self._definitions: dict[tuple[str, int], Workflow] = {}
 
     # -- workflows -------------------------------------------------------------------
 
@@ -76,6 +77,17 @@ class Store(Recovery):
 
     def load_workflow(self, workflow_id: str, version: int | None = None) -> Workflow:
         """Return a stored definition (latest version unless ``version`` is given)."""
+        return self.workflow_version(workflow_id, version)[1]
+
+    def workflow_version(
+        self, workflow_id: str, version: int | None = None
+    ) -> tuple[int, Workflow]:
+        """Return ``(version, definition)``, the latest unless ``version`` is given.
+
+        Versions never change once stored, so decoded definitions are cached.
+        """
+        if version is not None and (workflow_id, version) in self._definitions:
+            return version, self._definitions[(workflow_id, version)]
         query = select(W.c.version, W.c.definition).where(W.c.workflow_id == workflow_id)
         if version is not None:
             query = query.where(W.c.version == version)
@@ -87,7 +99,10 @@ class Store(Recovery):
                 f"no {which}workflow {workflow_id!r} is registered; register it first "
                 "(spane.register_workflow or `spane register FILE`)"
             )
-        return msgspec.json.decode(row.definition, type=Workflow)
+        key = (workflow_id, row.version)
+        if key not in self._definitions:
+            self._definitions[key] = msgspec.json.decode(row.definition, type=Workflow)
+        return row.version, self._definitions[key]
 
     def latest_version(self, workflow_id: str) -> int | None:
         """Return the latest version of a workflow, or None if it is not registered."""
