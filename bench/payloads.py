@@ -4,23 +4,29 @@
                              [--processes 1] [--threads 4] [--blobs local|s3]
 
 For each payload size, sequential executions of a ``--chain``-node ``noop`` chain run on
-Redis + PostgreSQL, first with the claim check on (``SPANE_CLAIM_CHECK_BYTES=51200``: values
-rest in the blob store, the database holds ``@``-references), then off (the threshold and
-``SPANE_MAX_PAYLOAD_BYTES`` raised to 2**31-1: values rest inline in the database). Every
-execution gets a fresh random value (a JSON list of hex strings), so each blob is written
-for real, not found already stored. Reported per mode and size:
+Redis + PostgreSQL in two modes side by side, each with its own workers, queue namespace and
+blob location: claim check on (``SPANE_CLAIM_CHECK_BYTES=51200``: values rest in the blob
+store, the database holds ``@``-references) and off (threshold and ``SPANE_MAX_PAYLOAD_BYTES``
+raised to 2**31-1: values rest inline in the database). Executions of the two modes
+alternate, so load from elsewhere on the machine weighs on both alike. Every run uses a
+fresh random value (a JSON list of hex strings), so each blob is really written, not found
+already stored; the last output of each mode is read back and compared byte for byte.
+Reported per mode and size:
 
-  node ms        median over executions of (finished_at - created_at) / chain length:
-                 the whole per-node overhead, as the nodes themselves do nothing
+  node ms        median over executions of (execution finished_at - first node started_at)
+                 / chain length: the whole per-node overhead (the nodes themselves do nothing)
+  entry ms       median of execution created -> first node claimed; mostly Dramatiq's idle
+                 Redis polling (it backs off up to the worker timeout while queues are empty)
   run ms         median of a node's claim -> completion (reading its input, writing its output)
+  wait ms        median of a node's queued -> claimed (transport and scheduling)
   enqueue ms     median client-side ``enqueue_workflow`` (packing the input included)
-  redis peak     Redis ``used_memory`` peak during the runs minus the level before them
-                 (polled every 2 ms)
+  redis peak     largest rise of Redis ``used_memory`` during one execution over its level
+                 just before (polled every 5 ms; Redis is shared, so other clients add noise)
   db max         longest stored text: execution input, execution output, node output
-  blobs          bytes the blob store holds at the end of the size's runs
+  blobs          bytes the mode's blob store holds after the size's runs (cumulative)
 
 Self-contained: its own PostgreSQL database (``spane_payloads_<random>``, dropped at the
-end), its own Redis namespace (keys removed at the end), its own temporary blob folder (or
+end), its own Redis namespaces (keys removed at the end), its own temporary blob folders (or
 an in-process moto S3 server with ``--blobs s3``) and its own ``dramatiq spane.actors``
 workers, stopped by process id (SIGTERM to their own process group, SIGKILL after 30 s), also
 on Ctrl-C or error. Only 127.0.0.1 is touched; every wait is bounded.
@@ -82,7 +88,7 @@ def make_value(size: int, seed: int) -> list[str]:
     """A random JSON list of hex strings about ``size`` bytes encoded."""
     rng = random.Random(seed)
     width = min(4000, max(16, size // 8))
-    count = max(1, size // (width + 3))
+    count = max(1, round(size / (width + 3)))
     return [rng.randbytes(width // 2).hex() for _ in range(count)]
 
 
@@ -111,7 +117,7 @@ class PeakMemory:
     def _poll(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, self._used())
-            self._stop.wait(0.002)
+            self._stop.wait(0.005)
 
     def __enter__(self) -> PeakMemory:
         self._thread.start()
@@ -429,8 +435,10 @@ def run_size(bench: Bench, label: str, size: int, runs: int, seed: int) -> list[
         if codec.encode(out) != sent:
             raise BenchError(f"{mode.name} {label}: the output differs from the input")
         executions = bench.sql(
-            "SELECT created_at, finished_at, length(input) AS li, length(output) AS lo "
-            "FROM spane_executions WHERE id IN :ids",
+            "SELECT e.created_at, e.finished_at, n.started_at AS entry_started, "
+            "length(e.input) AS li, length(e.output) AS lo "
+            "FROM spane_executions e JOIN spane_nodes n "
+            "ON n.execution_id = e.id AND n.node_id = 'n0' WHERE e.id IN :ids",
             ids=ids[mode.name],
         )
         nodes = bench.sql(
@@ -445,7 +453,10 @@ def run_size(bench: Bench, label: str, size: int, runs: int, seed: int) -> list[
                 "bytes": len(sent),
                 "runs": runs,
                 "node_ms": statistics.median(
-                    (r.finished_at - r.created_at) * 1000 / bench.args.chain for r in executions
+                    (r.finished_at - r.entry_started) * 1000 / bench.args.chain for r in executions
+                ),
+                "entry_ms": statistics.median(
+                    (r.entry_started - r.created_at) * 1000 for r in executions
                 ),
                 "run_ms": statistics.median(n.run * 1000 for n in nodes),
                 "wait_ms": statistics.median(n.wait * 1000 for n in nodes),
@@ -462,7 +473,7 @@ def run_size(bench: Bench, label: str, size: int, runs: int, seed: int) -> list[
 
 def print_results(rows: list[dict[str, Any]]) -> None:
     header = (
-        f"{'claim check':<11} {'size':>5} {'runs':>4} {'node ms':>8} {'run ms':>7} "
+        f"{'claim check':<11} {'size':>5} {'runs':>4} {'node ms':>8} {'entry ms':>8} {'run ms':>7} "
         f"{'wait ms':>7} {'enqueue ms':>10} {'redis peak':>10} {'db max input':>12} "
         f"{'db max ex out':>13} {'db max node out':>15} {'blobs':>9}"
     )
@@ -472,6 +483,7 @@ def print_results(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         print(
             f"{r['claim_check']:<11} {r['size']:>5} {r['runs']:>4} {r['node_ms']:>8.2f} "
+            f"{r['entry_ms']:>8.1f} "
             f"{r['run_ms']:>7.2f} {r['wait_ms']:>7.2f} {r['enqueue_ms']:>10.2f} "
             f"{human(r['redis_peak_delta']):>10} {r['db_max_execution_input']:>12,} "
             f"{r['db_max_execution_output']:>13,} {r['db_max_node_output']:>15,} "

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import spane
+from spane import codec as spane_codec
 
 SAMPLE_INPUT: dict[str, Any] = {"order_id": "A-1042", "customer": "Ada Lovelace"}
 
@@ -69,3 +70,25 @@ def book_courier(ctx: spane.NodeContext) -> Any:
     # The idempotency key is the same on every attempt, so a retried booking is not doubled.
     reference = hashlib.sha256(ctx.idempotency_key.encode()).hexdigest()[:8].upper()
     return {**ctx.input, "courier": {"carrier": "Spane Express", "tracking": f"SPX-{reference}"}}
+
+
+@spane.node_type("demo_render_invoice")
+def render_invoice(ctx: spane.NodeContext) -> Any:
+    """Render the invoice: ~80 KB, over the 50 KB claim-check threshold, so it is
+    stored once in the blob store and travels as a reference."""
+    time.sleep(0.1)
+    order = ctx.input
+    lines = [
+        f"{i:05d} {order['order']} {order['currency']} {order['total']:>10.2f} "
+        + hashlib.sha256(f"{order['order']}:{i}".encode()).hexdigest()
+        for i in range(800)
+    ]
+    return {"number": f"INV-{order['order']}", "pages": 1 + len(lines) // 50, "lines": lines}
+
+
+@spane.node_type("demo_file_invoice")
+def file_invoice(ctx: spane.NodeContext) -> Any:
+    """File the rendered invoice; it arrives resolved, never as a reference."""
+    invoice = ctx.input
+    size = len(spane_codec.encode(invoice))
+    return {"number": invoice["number"], "pages": invoice["pages"], "bytes": size}

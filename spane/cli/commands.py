@@ -21,6 +21,7 @@ from ..store import Execution, make_engine
 from . import render, watch
 
 DEMO_DEFINITION = "examples/demo.yaml"
+DEMO_CHILD = "demo-invoice.yaml"
 
 
 @dataclass(frozen=True)
@@ -115,12 +116,15 @@ def demo(args: argparse.Namespace, io: Streams) -> int:
     """Register the bundled demo workflow and run it with a sample order."""
     from .. import demo as demo_types  # registers the demo's node types
 
+    examples = resources.files("spane").joinpath("examples")
+    spane.register_workflow(examples.joinpath(DEMO_CHILD).read_text(encoding="utf-8"))
     definition = resources.files("spane").joinpath(DEMO_DEFINITION).read_text(encoding="utf-8")
     workflow_id, _ = spane.register_workflow(definition)
     io.out.print(
         Text.assemble(
             ("Spane demo", "bold"),
-            ": an order pipeline with a branch, a join, a durable 1s timer and a retry.\n",
+            ": an order pipeline with a branch, a join, a durable 1s timer, a retry and a\n"
+            "sub-workflow whose ~80 KB invoice travels through the blob store (claim check).\n",
             ("input ", "dim"),
             (msgspec.json.encode(demo_types.SAMPLE_INPUT).decode(), "dim"),
         ),
