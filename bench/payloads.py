@@ -20,8 +20,9 @@ Reported per mode and size:
   run ms         median of a node's claim -> completion (reading its input, writing its output)
   wait ms        median of a node's queued -> claimed (transport and scheduling)
   enqueue ms     median client-side ``enqueue_workflow`` (packing the input included)
-  redis peak     largest rise of Redis ``used_memory`` during one execution over its level
-                 just before (polled every 5 ms; Redis is shared, so other clients add noise)
+  redis p50/max  rise of Redis ``used_memory`` at its peak during one execution over its
+                 level just before (polled every 5 ms), median and largest over executions;
+                 Redis is shared, so other clients on it add noise
   db max         longest stored text: execution input, execution output, node output
   blobs          bytes the mode's blob store holds after the size's runs (cumulative)
 
@@ -411,7 +412,7 @@ def run_size(bench: Bench, label: str, size: int, runs: int, seed: int) -> list[
 
     ids: dict[str, list[str]] = {m.name: [] for m in bench.modes}
     enqueue_ms: dict[str, list[float]] = {m.name: [] for m in bench.modes}
-    redis_peak: dict[str, int] = {m.name: 0 for m in bench.modes}
+    redis_peaks: dict[str, list[int]] = {m.name: [] for m in bench.modes}
     value: list[str] = []
     for i in range(runs):
         value = make_value(size, seed + i)
@@ -426,7 +427,7 @@ def run_size(bench: Bench, label: str, size: int, runs: int, seed: int) -> list[
             if status != "completed":
                 raise BenchError(f"{mode.name} {label}: execution {execution_id} ended {status}")
             ids[mode.name].append(execution_id)
-            redis_peak[mode.name] = max(redis_peak[mode.name], redis_memory.delta)
+            redis_peaks[mode.name].append(redis_memory.delta)
     sent = codec.encode(value)
     rows = []
     for mode in bench.modes:
@@ -461,7 +462,8 @@ def run_size(bench: Bench, label: str, size: int, runs: int, seed: int) -> list[
                 "run_ms": statistics.median(n.run * 1000 for n in nodes),
                 "wait_ms": statistics.median(n.wait * 1000 for n in nodes),
                 "enqueue_ms": statistics.median(enqueue_ms[mode.name]),
-                "redis_peak_delta": redis_peak[mode.name],
+                "redis_peak_delta_median": int(statistics.median(redis_peaks[mode.name])),
+                "redis_peak_delta_max": max(redis_peaks[mode.name]),
                 "db_max_execution_input": max(r.li for r in executions),
                 "db_max_execution_output": max(r.lo for r in executions),
                 "db_max_node_output": max(n.lo for n in nodes),
@@ -474,7 +476,7 @@ def run_size(bench: Bench, label: str, size: int, runs: int, seed: int) -> list[
 def print_results(rows: list[dict[str, Any]]) -> None:
     header = (
         f"{'claim check':<11} {'size':>5} {'runs':>4} {'node ms':>8} {'entry ms':>8} {'run ms':>7} "
-        f"{'wait ms':>7} {'enqueue ms':>10} {'redis peak':>10} {'db max input':>12} "
+        f"{'wait ms':>7} {'enqueue ms':>10} {'redis p50':>9} {'redis max':>9} {'db max input':>12} "
         f"{'db max ex out':>13} {'db max node out':>15} {'blobs':>9}"
     )
     print()
@@ -485,7 +487,8 @@ def print_results(rows: list[dict[str, Any]]) -> None:
             f"{r['claim_check']:<11} {r['size']:>5} {r['runs']:>4} {r['node_ms']:>8.2f} "
             f"{r['entry_ms']:>8.1f} "
             f"{r['run_ms']:>7.2f} {r['wait_ms']:>7.2f} {r['enqueue_ms']:>10.2f} "
-            f"{human(r['redis_peak_delta']):>10} {r['db_max_execution_input']:>12,} "
+            f"{human(r['redis_peak_delta_median']):>9} {human(r['redis_peak_delta_max']):>9} "
+            f"{r['db_max_execution_input']:>12,} "
             f"{r['db_max_execution_output']:>13,} {r['db_max_node_output']:>15,} "
             f"{human(r['blob_bytes']):>9}"
         )

@@ -134,12 +134,13 @@ def test_resume_before_the_timer_is_due_never_fires_it_early(backend: Runtime) -
 
 
 def test_a_timer_due_while_paused_fires_on_resume(backend: Runtime) -> None:
-    duration = 0.5
+    duration = 1.0
     _nap(duration)
     ex_id = spane.enqueue_workflow("nap", "x")
     wait_for(lambda: node_status(ex_id, "wait") == "waiting", "the delay to park")
     spane.pause(ex_id)
     due = one(ex_id, "wait", "started").at + duration
+    assert one(ex_id, None, "paused").at < due  # paused before the timer fell due
     # Stay paused well past the due time (the broker's timer message and several
     # sweeps come and go), then check nothing moved.
     time.sleep(max(0.0, due - time.time()) + 1.5)
@@ -165,7 +166,7 @@ def test_a_paused_execution_starts_no_new_node(backend: Runtime) -> None:
         {
             "id": "fork",
             "nodes": [
-                {"id": "slow", "type": "sleep", "config": {"seconds": 0.8}},
+                {"id": "slow", "type": "sleep", "config": {"seconds": 1.5}},
                 {"id": "b", "type": "add_one", "after": ["slow"]},
                 {"id": "c", "type": "add_one", "after": ["slow"]},
                 {"id": "d", "type": "add_one", "after": ["b"]},
@@ -283,7 +284,9 @@ def test_replay_after_a_fixed_failure_keeps_completed_work(
     assert (started(ex.id, "a"), started(ex.id, "b"), started(ex.id, "c")) == (1, 3, 2)
 
 
-def test_replay_of_a_running_execution_is_refused(backend: Runtime) -> None:
+def test_replay_is_refused_while_running_and_revives_a_cancelled_execution(
+    backend: Runtime,
+) -> None:
     _nap(3600)
     ex_id = spane.enqueue_workflow("nap", "x")
     with pytest.raises(spane.InvalidTransition, match="running"):
@@ -389,7 +392,7 @@ def test_history_records_every_transition_in_order(backend: Runtime) -> None:
                     "after": ["flaky"],
                     "config": {"workflow": "tiny"},
                 },
-                {"id": "nap", "type": "delay", "after": ["sub"], "config": {"duration": "1s"}},
+                {"id": "nap", "type": "delay", "after": ["sub"], "config": {"duration": "1500ms"}},
                 {"id": "forever", "type": "delay", "after": ["nap"], "config": {"duration": "1h"}},
             ],
         }

@@ -114,7 +114,7 @@ def assert_nothing_open(execution_ids: list[str]) -> None:
 INNER = {
     "id": "inner",
     "nodes": [
-        {"id": "hold", "type": "delay", "config": {"duration": "1s"}},
+        {"id": "hold", "type": "delay", "config": {"duration": "1500ms"}},
         {"id": "plus", "type": "add_one", "after": ["hold"]},
     ],
 }
@@ -715,7 +715,10 @@ def test_cancel_tolerates_a_child_ending_concurrently(
 
 def test_pausing_a_parent_holds_it_while_the_child_finishes(backend: Runtime) -> None:
     spane.register_workflow(
-        {"id": "short-nap", "nodes": [{"id": "nap", "type": "delay", "config": {"duration": "1s"}}]}
+        {
+            "id": "short-nap",
+            "nodes": [{"id": "nap", "type": "delay", "config": {"duration": "1500ms"}}],
+        }
     )
     spane.register_workflow(
         {
