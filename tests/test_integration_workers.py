@@ -97,3 +97,62 @@ def test_rabbitmq_broker(
             for suffix in ("", ".DQ", ".XQ", ".DQ.XQ"):
                 channel.queue_delete(queue=f"{namespace}.{lane}{suffix}")
         connection.close()
+
+
+FULL = {
+    "id": "full",
+    "nodes": [
+        {"id": "start", "type": "add_one"},
+        {
+            "id": "route",
+            "type": "branch",
+            "after": ["start"],
+            "config": {"cases": [{"when": "@ > `5`", "next": ["big"]}], "default": ["small"]},
+        },
+        {"id": "big", "type": "echo", "after": ["route"]},
+        {"id": "small", "type": "delay", "after": ["route"], "config": {"duration": "200ms"}},
+        {"id": "flaky", "type": "fail", "after": ["start"], "config": {"times": 2}},
+        {
+            "id": "broken",
+            "type": "fail",
+            "after": ["start"],
+            "continue_on_fail": True,
+            "retry": {"max_attempts": 2, "delay": "10ms"},
+        },
+        {
+            "id": "join",
+            "type": "transform",
+            "after": ["big", "small", "flaky", "broken"],
+            "config": {"expression": "@"},
+        },
+    ],
+}
+
+
+def _shape(ex: spane.Execution) -> tuple[object, ...]:
+    nodes = {k: (v.status, v.attempts, v.output, v.error) for k, v in ex.nodes.items()}
+    return ex.status, ex.output, nodes
+
+
+def test_embedded_and_workers_agree(tmp_path: Path, prod: Runtime, workers: WorkerPool) -> None:
+    """Branch, join, delay, retries and a failing node: the same result both ways."""
+    from spane import runtime as runtime_module
+    from tests.conftest import embedded_settings
+
+    workers.start(prod.settings, threads=4)
+    spane.register_workflow(FULL)
+    on_workers = [_shape(spane.run("full", n, timeout=60)) for n in (1, 10)]
+    embedded = Runtime(embedded_settings(tmp_path / "embedded"))
+    previous = runtime_module.install(embedded)
+    try:
+        spane.register_workflow(FULL)
+        in_process = [_shape(spane.run("full", n, timeout=60)) for n in (1, 10)]
+    finally:
+        runtime_module.install(previous)
+        embedded.close()
+    assert on_workers == in_process
+    status, output, nodes = on_workers[0]
+    assert status == "completed"
+    assert nodes["broken"][0] == "failed"
+    assert nodes["flaky"][1] == 3
+    assert output["broken"] == {"error": "planned failure"}
