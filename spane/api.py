@@ -14,12 +14,20 @@ from . import codec, registry, runtime, validation
 from .context import Spawn
 from .definitions import Workflow, definition_hash, to_dict
 from .durations import parse_duration
-from .errors import ConfigurationError, DefinitionError, InputError, Problem, WaitTimeout
+from .errors import (
+    ConfigurationError,
+    DefinitionError,
+    InputError,
+    InvalidTransition,
+    Problem,
+    WaitTimeout,
+)
 from .registry import LANES, NodeType, RetryPolicy
 from .store import Claim, Dispatch, Execution, ExecutionSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
 _WORKFLOW_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_TENANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def node_type(
@@ -123,8 +131,10 @@ def enqueue_workflow(
     rt = runtime.get()
     if priority is not None and priority not in LANES:
         raise InputError(f"priority must be one of {', '.join(LANES)}, got {priority!r}")
-    if not tenant or len(tenant) > 64:
-        raise InputError("tenant must be a non-empty string of at most 64 characters")
+    if not _TENANT.fullmatch(tenant) or tenant in (".", ".."):
+        raise InputError(
+            f"tenant {tenant!r} is not valid: use 1-64 characters of A-Z a-z 0-9 _ . -"
+        )
     if idempotency_key is not None:
         existing = rt.store.find_by_idempotency_key(tenant, idempotency_key)
         if existing is not None:
@@ -262,10 +272,13 @@ def list_executions(
 def cancel(execution_id: str) -> None:
     """Cancel an execution: nodes not started are cancelled, running ones not retried."""
     rt = runtime.get()
-    pending = [execution_id]
+    pending = rt.store.cancel_execution(execution_id)
     while pending:
-        children = rt.store.cancel_execution(pending.pop())
-        pending.extend(children)
+        child = pending.pop()
+        try:
+            pending.extend(rt.store.cancel_execution(child))
+        except InvalidTransition:
+            continue  # the child ended on its own meanwhile
 
 
 def configure(**settings: Any) -> runtime.Runtime:

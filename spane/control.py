@@ -41,7 +41,13 @@ def replay(execution_id: str, from_node: str | None = None) -> None:
             raise InvalidTransition(
                 f"execution {execution_id} is {ex.status}; replay it once it has ended"
             )
-        seeds = {from_node} | {n for n, s in ex.nodes.items() if s.status == "cancelled"}
+        # Nodes that failed for good (no continue_on_fail: no output) are re-run too, or
+        # a node below one of them could never run.
+        seeds = {from_node} | {
+            n
+            for n, s in ex.nodes.items()
+            if s.status == "cancelled" or (s.status == "failed" and s.output is None)
+        }
     else:
         if ex.status not in ("failed", "cancelled"):
             raise InvalidTransition(

@@ -9,7 +9,9 @@ Every error derives from one root, and each says what to fix::
     ├── UnknownExecution          no execution has that id
     ├── InputError                an execution input is refused (schema, JSON, size)
     ├── PayloadTooLarge           a value exceeds SPANE_MAX_PAYLOAD_BYTES
+    │   └── ArgumentTooLarge      ... a message argument (middleware/claim_check.py)
     ├── BlobError                 a stored payload is missing or corrupted
+    │   └── ArgumentUnreadable    ... an offloaded message argument
     ├── InvalidTransition         a control (cancel, pause, ...) does not apply to that state
     ├── WaitTimeout               ``wait`` gave up before the execution ended
     └── NodeFailed                raised by node code to fail the current attempt

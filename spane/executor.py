@@ -133,7 +133,7 @@ def _attempt(runtime: Runtime, claim: Claim, node: Node) -> None:
         value = store.node_input(claim)
     except SpaneError as exc:
         log.error("node input could not be read", error=str(exc))
-        runtime.apply(store.fail_node(claim, str(exc), continue_on_fail=False))
+        runtime.apply(store.fail_node(claim, str(exc), continue_on_fail=node.continue_on_fail))
         return
     try:
         config = msgspec.convert(node.config, node_type.config) if node_type.config else node.config
@@ -200,7 +200,7 @@ def _succeeded(runtime: Runtime, claim: Claim, node: Node, result: Any) -> None:
                 f"Route names {unknown} which are not direct successors of {claim.node_id!r} "
                 f"(successors: {list(successors)})"
             )
-            runtime.apply(store.fail_node(claim, message, continue_on_fail=False))
+            runtime.apply(store.fail_node(claim, message, continue_on_fail=node.continue_on_fail))
             return
         route, result = list(result.next), result.output
     if isinstance(result, Spawn):
@@ -211,7 +211,7 @@ def _succeeded(runtime: Runtime, claim: Claim, node: Node, result: Any) -> None:
             codec.check_json(result.output, f"output of node {claim.node_id}")
             parked = store.park_node(claim, result.until, result.output)
         except (InputError, TypeError, SpaneError) as exc:
-            runtime.apply(store.fail_node(claim, str(exc), continue_on_fail=False))
+            runtime.apply(store.fail_node(claim, str(exc), continue_on_fail=node.continue_on_fail))
             return
         if parked:
             runtime.send_timer(claim.execution_id, claim.node_id, claim.attempt, result.until)
@@ -220,7 +220,7 @@ def _succeeded(runtime: Runtime, claim: Claim, node: Node, result: Any) -> None:
         codec.check_json(result, f"output of node {claim.node_id}")
         outcome = store.complete_node(claim, result, route=route)
     except (InputError, SpaneError) as exc:
-        outcome = store.fail_node(claim, str(exc), continue_on_fail=False)
+        outcome = store.fail_node(claim, str(exc), continue_on_fail=node.continue_on_fail)
     log.debug("node completed", applied=outcome.applied)
     runtime.apply(outcome)
 

@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -263,7 +264,9 @@ def install_duplication(broker: Any) -> None:
 # -- raw broker messages -----------------------------------------------------------------
 
 
-def push_raw(redis_url: str, namespace: str, queue: str, data: bytes) -> str:
+def push_raw(
+    redis_url: str, namespace: str, queue: str, data: bytes, message_id: str | None = None
+) -> str:
     """Put raw bytes on a Dramatiq Redis queue exactly as its ``enqueue`` script does.
 
     Dramatiq keeps a queue's messages in the hash ``{namespace}:{queue}.msgs`` keyed by a
@@ -271,7 +274,7 @@ def push_raw(redis_url: str, namespace: str, queue: str, data: bytes) -> str:
     """
     import redis
 
-    message_id = str(uuid.uuid4())
+    message_id = message_id or str(uuid.uuid4())
     client = redis.Redis.from_url(redis_url)
     try:
         client.hset(f"{namespace}:{queue}.msgs", message_id, data)
@@ -279,6 +282,29 @@ def push_raw(redis_url: str, namespace: str, queue: str, data: bytes) -> str:
     finally:
         client.close()
     return message_id
+
+
+def drop_queues(redis_url: str, namespace: str) -> int:
+    """Delete every Redis key of one queue namespace (the broker "loses" its messages)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(f"{namespace}:*", count=1000))
+        return int(client.delete(*keys)) if keys else 0
+    finally:
+        client.close()
+
+
+def stored_messages(redis_url: str, namespace: str, queue: str) -> int:
+    """How many messages a Dramatiq Redis queue still holds (delivered or not, unacked)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.hlen(f"{namespace}:{queue}.msgs"))
+    finally:
+        client.close()
 
 
 # -- checks on the state of record -------------------------------------------------------
@@ -372,5 +398,19 @@ def problems(engine: Any, count: int) -> list[str]:
     return found
 
 
+def sweep_lock_holders(engine: Any) -> set[int]:
+    """Backend pids of the sessions holding the sweeper's advisory lock (PostgreSQL)."""
+    from spane.store.recovery import _SWEEP_LOCK_KEY
+
+    rows = sql(
+        engine,
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND objid = :key AND objsubid = 1",
+        key=_SWEEP_LOCK_KEY,
+    )
+    return {row[0] for row in rows}
+
+
 if os.environ.get("SPANE_TEST_DUPLICATE") == "1":
     install_duplication(runtime_module.get().broker)
+    print("tests.faults: this worker sends every message twice", file=sys.stderr, flush=True)

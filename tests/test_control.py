@@ -488,12 +488,6 @@ def test_replay_of_a_parent_whose_child_failed_starts_a_new_child(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="replay(from_node=) below a node that failed (without continue_on_fail) skips "
-    "from_node and ends the execution 'completed' while that node is still failed",
-)
 def test_replay_from_below_a_failed_node_does_not_complete_the_execution(
     backend: Runtime, tmp_path: Path
 ) -> None:

@@ -631,12 +631,6 @@ def test_pinned_child_version_and_refused_child_input(backend: Runtime) -> None:
 # -- engine bugs (white-box repros of races) -------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a subworkflow node claimed before its execution was cancelled still starts "
-    "its child afterwards (create_execution/_park_on_child ignore the parent's status)",
-)
 def test_a_spawn_racing_a_cancel_starts_no_child(rt: Runtime) -> None:
     from spane import api, executor
     from spane.context import Spawn
@@ -663,12 +657,6 @@ def test_a_spawn_racing_a_cancel_starts_no_child(rt: Runtime) -> None:
     assert mom.nodes["call"].status in ENDED  # bug: stays "waiting" forever
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=spane.InvalidTransition,
-    reason="spane.cancel stops half-way with InvalidTransition when a child ends between "
-    "the parent's cancel and its own, leaving later children running",
-)
 def test_cancel_tolerates_a_child_ending_concurrently(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:

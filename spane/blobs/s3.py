@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,6 +49,9 @@ class S3BlobStore(base.BlobStore):
         self.prefix = prefix.strip("/")
         self._base = f"{self.prefix}/" if self.prefix else ""
         self._s3 = client if client is not None else _client()
+        #: Seconds after which re-using a blob refreshes its timestamp (keep it well under
+        #: the retention grace period, default one hour).
+        self.touch_after = 600.0
 
     def __repr__(self) -> str:
         return f"S3BlobStore('s3://{self.bucket}/{self.prefix}')"
@@ -95,6 +99,21 @@ class S3BlobStore(base.BlobStore):
                 raise self._missing(tenant, digest) from None
             raise
         return float(reply["LastModified"].timestamp())
+
+    def _touch(self, tenant: str, digest: str) -> None:
+        # A re-used blob counts as new for garbage collection's grace period: copying an
+        # object onto itself with replaced metadata refreshes its LastModified. Only blobs
+        # older than ``touch_after`` are copied, so a hot value is not copied on every use.
+        key = self._key(tenant, digest)
+        reply = self._s3.head_object(Bucket=self.bucket, Key=key)
+        if time.time() - reply["LastModified"].timestamp() < self.touch_after:
+            return
+        self._s3.copy_object(
+            Bucket=self.bucket,
+            Key=key,
+            CopySource={"Bucket": self.bucket, "Key": key},
+            MetadataDirective="REPLACE",
+        )
 
     def _delete(self, tenant: str, digest: str) -> None:
         # S3 deletes are idempotent: a missing key is not an error.

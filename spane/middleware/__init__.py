@@ -25,7 +25,7 @@ def default_middleware(settings: Settings) -> list[Middleware]:
     return [
         Drain(grace=settings.drain_seconds),
         LogContext(),
-        ClaimCheck(threshold=settings.claim_check_bytes),
+        ClaimCheck(threshold=settings.claim_check_bytes, max_bytes=settings.max_payload_bytes),
         DeadLetters(),
         Sweeper(interval=settings.sweep_interval),
     ]

@@ -5,14 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from dramatiq import Broker, Middleware
+from dramatiq.middleware import MiddlewareError
 
 from .. import codec
 from ..blobs import BlobStore
+from ..errors import BlobError, PayloadTooLarge
 
 #: The key of the small object that replaces an offloaded argument.
 CLAIM = "$spane_blob"
+_RESOLVED = "spane_resolved_claims"
 #: The tenant that message-argument blobs are scoped to unless the message names one.
 MESSAGE_TENANT = "_messages"
+
+
+class ArgumentTooLarge(PayloadTooLarge, MiddlewareError):
+    """A message argument exceeds SPANE_MAX_PAYLOAD_BYTES; nothing was sent."""
+
+
+class ArgumentUnreadable(BlobError, MiddlewareError):
+    """An offloaded message argument is missing or corrupted; the message is not run."""
 
 
 class ClaimCheck(Middleware):
@@ -23,8 +34,9 @@ class ClaimCheck(Middleware):
         threshold: Encoded size above which an argument is offloaded.
     """
 
-    def __init__(self, threshold: int = 51200) -> None:
+    def __init__(self, threshold: int = 51200, max_bytes: int = 256 << 20) -> None:
         self.threshold = threshold
+        self.max_bytes = max_bytes
         self.blobs: BlobStore | None = None
 
     @property
@@ -39,6 +51,11 @@ class ClaimCheck(Middleware):
             if isinstance(value, dict) and CLAIM in value:
                 continue
             data = codec.encode(value)
+            if len(data) > self.max_bytes:
+                raise ArgumentTooLarge(
+                    f"argument {key!r} of a message to {message.actor_name!r} is {len(data)} "
+                    f"bytes encoded, over SPANE_MAX_PAYLOAD_BYTES={self.max_bytes}"
+                )
             if len(data) > self.threshold:
                 message.kwargs[key] = {CLAIM: self.blobs.put(tenant, data)}
 
@@ -46,6 +63,31 @@ class ClaimCheck(Middleware):
         if self.blobs is None or not message.kwargs:
             return
         tenant = message.options.get("spane_tenant", MESSAGE_TENANT)
+        claims = {}
         for key, value in list(message.kwargs.items()):
             if isinstance(value, dict) and set(value) == {CLAIM}:
-                message.kwargs[key] = codec.loads(self.blobs.get(value[CLAIM], tenant=tenant))
+                try:
+                    data = self.blobs.get(value[CLAIM], tenant=tenant)
+                except BlobError as exc:
+                    raise ArgumentUnreadable(
+                        f"argument {key!r} of message {message.message_id}: {exc}"
+                    ) from None
+                message.kwargs[key] = codec.loads(data)
+                claims[key] = value
+        if claims:
+            message.options[_RESOLVED] = claims
+
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        # Put the references back, so that a retried or dead-lettered message stays small.
+        claims = message.options.pop(_RESOLVED, None)
+        if claims:
+            message.kwargs.update(claims)
+
+    after_skip_message = after_process_message

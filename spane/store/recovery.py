@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select, text, tuple_, update
 
 from .records import EXECUTION_ACTIVE, EXECUTION_TERMINAL, Claim, Dispatch, Outcome
+from .schema import dead_letters as D
 from .schema import executions as E
 from .schema import nodes as N
 from .transitions import Transitions
@@ -257,6 +258,17 @@ class Recovery(Transitions):
             self.record_event(
                 conn, execution_id, None, "revived", None, ",".join(sorted(reset)) or None
             )
+            if reset:
+                # The dead letters of nodes that run again are settled by this revival.
+                conn.execute(
+                    update(D)
+                    .where(
+                        D.c.execution_id == execution_id,
+                        D.c.node_id.in_(sorted(reset)),
+                        D.c.status == "open",
+                    )
+                    .values(status="retried", retried_at=now)
+                )
             dispatches = self._queue(conn, execution_id, ready_run, now) if ready_run else []
             if ready_skip:
                 conn.execute(

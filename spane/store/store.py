@@ -204,6 +204,8 @@ class Store(Recovery):
         return execution_id, dispatches
 
     def _park_on_child(self, conn: Connection, parent: Claim, child_id: str) -> bool:
+        if not self._may_park(conn, parent):
+            return False
         parked = conn.execute(
             update(N)
             .where(
@@ -251,7 +253,9 @@ class Store(Recovery):
                 status=r.status,
                 type=r.type,
                 attempts=r.attempt,
-                output=unpack(ex.tenant, r.output),
+                output=unpack(
+                    ex.tenant, r.output, what=f"output of node {r.node_id!r} of execution {ex.id}"
+                ),
                 error=r.error,
                 queued_at=r.queued_at,
                 started_at=r.started_at,
@@ -266,8 +270,8 @@ class Store(Recovery):
             version=ex.version,
             tenant=ex.tenant,
             status=ex.status,
-            input=unpack(ex.tenant, ex.input),
-            output=unpack(ex.tenant, ex.output),
+            input=unpack(ex.tenant, ex.input, what=f"input of execution {ex.id}"),
+            output=unpack(ex.tenant, ex.output, what=f"output of execution {ex.id}"),
             error=ex.error,
             created_at=ex.created_at,
             started_at=ex.started_at,

@@ -233,6 +233,8 @@ class Transitions(History):
         """Park a running node in ``waiting`` until ``until``; False if stale."""
         packed = self.payloads.pack(claim.tenant, output, what=f"output of node {claim.node_id}")
         with self.engine.begin() as conn:
+            if not self._may_park(conn, claim):
+                return False
             done = conn.execute(
                 update(N)
                 .where(
@@ -247,6 +249,31 @@ class Transitions(History):
                     conn, [(claim.execution_id, claim.node_id, "waiting", claim.attempt)]
                 )
             return bool(done.rowcount)
+
+    def _may_park(self, conn: Connection, claim: Claim) -> bool:
+        """Lock the execution; if it ended meanwhile, cancel the node instead of parking."""
+        ex = self._lock_execution(conn, claim.execution_id, time.time())
+        if ex.status in EXECUTION_ACTIVE:
+            return True
+        done = conn.execute(
+            update(N)
+            .where(
+                _node(claim.execution_id, claim.node_id),
+                N.c.status == claim.status,
+                N.c.attempt == claim.attempt,
+            )
+            .values(status="cancelled", finished_at=time.time(), lease_until=None)
+        )
+        if done.rowcount:
+            self.record_event(
+                conn,
+                claim.execution_id,
+                claim.node_id,
+                "cancelled",
+                claim.attempt,
+                f"execution {ex.status} before the node parked",
+            )
+        return False
 
     def due_timers(self, now: float, limit: int = 100) -> list[tuple[str, str, int]]:
         """Return ``(execution_id, node_id, attempt)`` of waiting timers that fell due."""

@@ -1,0 +1,329 @@
+"""Spane fault-recovery benchmark (run by hand, never in CI).
+
+    python bench/faults.py [kill|flush|all] [--executions 50] [--length 4] [--seconds 0.3]
+                           [--threads 8] [--lease 3] [--sweep 0.5]
+
+Scenarios (each on two ``python -m dramatiq spane.actors tests.nodes`` workers):
+  kill   N executions of a chain of ``slow_add`` nodes; once half the nodes ran and the
+         first worker certainly holds running attempts, it gets SIGKILL (its whole process
+         group). Its attempts are recovered when their lease runs out.
+  flush  N executions of ``slow_add -> delay 1s -> slow_add -> slow_add`` on a private
+         ``redis-server``; while timers are parked and node messages queued, the private
+         Redis is flushed (FLUSHALL). Lost messages are sent again after their lease,
+         timers fire from the database.
+
+For each it prints the time from the fault until every execution completed (from the
+database: the latest ``finished_at`` minus the moment of the fault), how many node
+attempts ran more than once (``started`` events per node, minus one, summed), and the
+result of the same checks the tests make (every execution completed, every node
+finished exactly once, nothing left queued, running or waiting). Before each, a
+baseline run without the fault measures from the same moment (``--no-baseline`` skips
+it): the difference is what the fault cost. The last line of the output is the results
+as one JSON object.
+
+Self-contained: its own PostgreSQL database on 127.0.0.1:5432 (``spane_bench_faults_*``,
+dropped at the end), its own queue namespace (its Redis keys removed at the end), a
+private ``redis-server`` for the flush scenario, its own worker processes; everything
+it started is stopped by process id at the end, also on Ctrl-C or error. Every wait is
+bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import spane  # noqa: E402
+import tests.nodes  # noqa: E402, F401  (registers slow_add in this client)
+from spane.runtime import Runtime  # noqa: E402
+from spane.settings import Settings  # noqa: E402
+from tests import faults  # noqa: E402
+from tests.workers import WorkerPool, WorkerProcess  # noqa: E402
+
+HOST = "127.0.0.1"
+PG_USER = os.environ.get("SPANE_BENCH_PG_USER", "postgres")
+REDIS_URL = f"redis://{HOST}:6379/0"
+
+
+@dataclass
+class Options:
+    executions: int
+    length: int
+    seconds: float
+    threads: int
+    lease: float
+    sweep: float
+
+
+@dataclass
+class Result:
+    scenario: str
+    executions: int
+    recovery_s: float
+    run_s: float
+    repeated_attempts: int
+    lease_expired: int
+    problems: list[str]
+
+    def rows(self) -> list[tuple[str, str]]:
+        return [
+            ("executions", str(self.executions)),
+            ("fault (or same moment) -> all completed", f"{self.recovery_s:.2f} s"),
+            ("whole run (enqueue -> all completed)", f"{self.run_s:.2f} s"),
+            ("node attempts that ran more than once", str(self.repeated_attempts)),
+            ("attempts superseded by lease expiry", str(self.lease_expired)),
+            ("checks", "ok" if not self.problems else f"{len(self.problems)} problem(s)"),
+        ]
+
+
+@contextlib.contextmanager
+def database() -> Iterator[str]:
+    """A fresh database on the shared PostgreSQL, dropped afterwards."""
+    import psycopg
+
+    name = f"spane_bench_faults_{uuid.uuid4().hex[:10]}"
+    admin = f"host={HOST} port=5432 user={PG_USER} dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://{PG_USER}@{HOST}:5432/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def namespace(redis_url: str) -> Iterator[str]:
+    """A queue namespace of our own; its Redis keys are removed afterwards."""
+    name = f"spanebenchf{uuid.uuid4().hex[:8]}"
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(Exception):
+            faults.drop_queues(redis_url, name)
+
+
+@contextlib.contextmanager
+def stopping(pool: WorkerPool) -> Iterator[WorkerPool]:
+    try:
+        yield pool
+    finally:
+        pool.stop_all()
+
+
+def chain(length: int, seconds: float) -> dict[str, Any]:
+    nodes: list[dict[str, Any]] = []
+    for i in range(length):
+        node: dict[str, Any] = {"id": f"n{i}", "type": "slow_add", "config": {"seconds": seconds}}
+        if i:
+            node["after"] = [f"n{i - 1}"]
+        nodes.append(node)
+    return {"id": "bench-kill", "nodes": nodes}
+
+
+def with_timer(seconds: float) -> dict[str, Any]:
+    step = {"type": "slow_add", "config": {"seconds": seconds}}
+    return {
+        "id": "bench-flush",
+        "nodes": [
+            {"id": "a", **step},
+            {"id": "wait", "type": "delay", "after": ["a"], "config": {"duration": "1s"}},
+            {"id": "b", "after": ["wait"], **step},
+            {"id": "c", "after": ["b"], **step},
+        ],
+    }
+
+
+def measure(
+    scenario: str,
+    rt: Runtime,
+    pool: WorkerPool,
+    options: Options,
+    workflow: dict[str, Any],
+    ready: Callable[[], bool],
+    fault: Callable[[WorkerProcess], None] | None,
+) -> Result:
+    """Start two workers, enqueue, wait for ``ready``, inject ``fault``, wait for the end.
+
+    Without a fault (the baseline) the same moment is taken as the reference.
+    """
+    spane.register_workflow(workflow)
+    first = pool.start(rt.settings, threads=options.threads)
+    pool.start(rt.settings, threads=options.threads)
+    started = time.time()
+    for i in range(options.executions):
+        spane.enqueue_workflow(workflow["id"], i)
+    faults.wait_until(ready, 120, "the moment to inject the fault", interval=0.05)
+    fault_at = time.time()
+    if fault is not None:
+        fault(first)
+    faults.wait_all_ended(rt.engine, options.executions, timeout=300)
+    last = float(faults.scalar(rt.engine, "SELECT max(finished_at) FROM spane_executions"))
+    return Result(
+        scenario=scenario if fault is not None else f"{scenario} (baseline, no fault)",
+        executions=options.executions,
+        recovery_s=last - fault_at,
+        run_s=last - started,
+        repeated_attempts=faults.repeated_attempts(rt.engine),
+        lease_expired=faults.event_count(rt.engine, "lease_expired"),
+        problems=faults.problems(rt.engine, options.executions),
+    )
+
+
+def run_kill(options: Options, folder: Path, inject: bool) -> Result:
+    with database() as db, namespace(REDIS_URL) as ns:
+        settings = Settings(
+            broker_url=REDIS_URL,
+            database_url=db,
+            blob_url=str(folder / "blobs-kill"),
+            namespace=ns,
+            lease_seconds=options.lease,
+            sweep_interval=options.sweep,
+        )
+        with faults.client_runtime(settings) as rt, stopping(WorkerPool(folder)) as pool:
+            total = options.executions * options.length
+
+            def ready() -> bool:
+                return (
+                    faults.event_count(rt.engine, "completed") >= total // 2
+                    and faults.node_count(rt.engine, "running") > options.threads
+                )
+
+            def kill(worker: WorkerProcess) -> None:
+                pool.signal(worker, signal.SIGKILL)
+                worker.proc.wait(timeout=10)
+
+            workflow = chain(options.length, options.seconds)
+            return measure("kill", rt, pool, options, workflow, ready, kill if inject else None)
+
+
+def run_flush(options: Options, folder: Path, inject: bool) -> Result:
+    with database() as db, faults.private_redis(folder) as redis_url, namespace(redis_url) as ns:
+        settings = Settings(
+            broker_url=redis_url,
+            database_url=db,
+            blob_url=str(folder / "blobs-flush"),
+            namespace=ns,
+            lease_seconds=options.lease,
+            sweep_interval=options.sweep,
+        )
+        with faults.client_runtime(settings) as rt, stopping(WorkerPool(folder)) as pool:
+
+            def ready() -> bool:
+                return (
+                    faults.node_count(rt.engine, "waiting") >= 5
+                    and faults.node_count(rt.engine, "queued") >= 5
+                )
+
+            def flush(_: WorkerProcess) -> None:
+                faults.flushall(redis_url)
+
+            workflow = with_timer(options.seconds)
+            return measure("flush", rt, pool, options, workflow, ready, flush if inject else None)
+
+
+SCENARIOS: dict[str, Callable[[Options, Path, bool], Result]] = {
+    "kill": run_kill,
+    "flush": run_flush,
+}
+
+
+def print_result(result: Result) -> None:
+    rows = result.rows()
+    width = max(len(label) for label, _ in rows)
+    print()
+    print(f"== {result.scenario} " + "=" * (66 - len(result.scenario)))
+    for label, value in rows:
+        print(f"  {label.ljust(width)}  {value}")
+    for line in result.problems[:10]:
+        print(f"    ! {line}")
+    sys.stdout.flush()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenario", nargs="?", default="all", choices=[*SCENARIOS, "all"])
+    parser.add_argument("--executions", type=int, default=50)
+    parser.add_argument("--length", type=int, default=4, help="nodes per chain (kill)")
+    parser.add_argument("--seconds", type=float, default=0.3, help="sleep of each node")
+    parser.add_argument("--threads", type=int, default=8, help="threads per worker")
+    parser.add_argument("--lease", type=float, default=3.0, help="SPANE_LEASE_SECONDS")
+    parser.add_argument("--sweep", type=float, default=0.5, help="SPANE_SWEEP_INTERVAL")
+    parser.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the run without a fault (measured from the same moment) before each",
+    )
+    return parser.parse_args(argv)
+
+
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    options = Options(
+        executions=args.executions,
+        length=args.length,
+        seconds=args.seconds,
+        threads=args.threads,
+        lease=args.lease,
+        sweep=args.sweep,
+    )
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    print(
+        f"fault benchmark: {options.executions} executions, 2 workers x {options.threads} "
+        f"threads, nodes sleep {options.seconds:g} s, lease {options.lease:g} s, "
+        f"sweep every {options.sweep:g} s"
+    )
+    folder = Path(tempfile.mkdtemp(prefix="spane-bench-faults-"))
+    results: list[Result] = []
+    try:
+        for name in names:
+            for inject in (False, True) if args.baseline else (True,):
+                where = folder / f"{name}-{'fault' if inject else 'baseline'}"
+                where.mkdir()
+                result = SCENARIOS[name](options, where, inject)
+                print_result(result)
+                results.append(result)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(
+        json.dumps(
+            {
+                r.scenario: {
+                    "executions": r.executions,
+                    "recovery_s": round(r.recovery_s, 3),
+                    "run_s": round(r.run_s, 3),
+                    "repeated_attempts": r.repeated_attempts,
+                    "lease_expired": r.lease_expired,
+                    "problems": len(r.problems),
+                }
+                for r in results
+            }
+        )
+    )
+    return 1 if any(r.problems for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
