@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dramatiq import Broker, Middleware
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import Retries
+from dramatiq.middleware import CurrentMessage, Retries
 
 from .errors import ConfigurationError
 from .middleware import default_middleware
@@ -21,7 +21,10 @@ def make_broker(settings: Settings) -> Broker:
     """Create the broker for ``settings`` with Spane's middleware, lane queues declared."""
     # Node failures are retried by Spane itself (per node policy, state in the database);
     # Dramatiq's Retries only covers infrastructure errors such as a database outage.
-    middleware: list[Middleware] = [Retries(max_retries=20, min_backoff=500, max_backoff=30_000)]
+    middleware: list[Middleware] = [
+        Retries(max_retries=20, min_backoff=500, max_backoff=30_000),
+        CurrentMessage(),
+    ]
     middleware += default_middleware(settings)
     url = settings.broker_url
     broker: Broker

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
 from typing import TYPE_CHECKING, Any
@@ -15,27 +16,29 @@ if TYPE_CHECKING:
     from .runtime import Runtime
 
 log = structlog.get_logger("spane.recovery")
+SWEEPER = "sweeper"
 
 
 def sweep(runtime: Runtime) -> int:
-    """One pass: renew our leases, then (if no other worker is sweeping) fire due
-    timers and send again what the broker lost or a dead worker held."""
+    """One pass: renew our leases, then (if this worker holds the sweeper lease) fire
+    due timers, wake parents, and send again what the broker lost or a dead worker held."""
     now = time.time()
     claims = [entry.claim for entry in inflight.entries()]
     if claims and now - runtime.last_heartbeat >= runtime.settings.lease_seconds / 3:
         runtime.store.renew_leases(claims)
         runtime.last_heartbeat = now
-    with runtime.store.sweep_lock() as mine:
-        if not mine:
-            return 0
-        fired = runtime.sweep_timers()
-        for parent_id, node_id, child_id in runtime.store.unwoken_parents():
-            executor.wake_parent(runtime, parent_id, node_id, child_id)
-        lost = runtime.store.recover_lost(now)
-        if lost:
-            log.info("recovered lost node messages", count=len(lost))
-            runtime.dispatch(lost)
-        return fired + len(lost)
+    # The lease outlives a few missed sweeps, so a stalled holder is replaced quickly.
+    ttl = max(10.0, 5 * runtime.settings.sweep_interval)
+    if not runtime.store.take_lease(SWEEPER, runtime.identity, ttl):
+        return 0
+    fired = runtime.sweep_timers()
+    for parent_id, node_id, child_id in runtime.store.unwoken_parents():
+        executor.wake_parent(runtime, parent_id, node_id, child_id)
+    lost = runtime.store.recover_lost(now)
+    if lost:
+        log.info("recovered lost node messages", count=len(lost))
+        runtime.dispatch(lost)
+    return fired + len(lost)
 
 
 def hand_back_all(runtime: Runtime) -> int:
@@ -76,12 +79,20 @@ def record_rejected(runtime: Runtime, message: Any, reason: str) -> None:
     )
 
 
-def record_undecodable(runtime: Runtime, raw: str, error: str) -> None:
-    """Dead-letter a message whose bytes could not be decoded, once per content."""
+def record_undecodable(runtime: Runtime, raw: str, error: str, queue: str = "") -> None:
+    """Dead-letter a message whose bytes (``raw``, base64) could not be decoded, once per
+    content. Text is kept as it is; bytes that are not text (or hold NUL, which
+    PostgreSQL text refuses) are kept as ``base64:...``."""
+    data = base64.b64decode(raw)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = "\x00"
     recorded = runtime.store.add_dead_letter(
         kind="message",
-        digest=hashlib.sha256(raw.encode()).hexdigest(),
+        digest=hashlib.sha256(data).hexdigest(),
+        queue=queue or None,
         reason=f"message could not be decoded: {error}",
-        message=raw,
+        message=text if "\x00" not in text else "base64:" + raw,
     )
     log.warning("undecodable message dead-lettered", new=recorded, error=error)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
 import dramatiq
 from dramatiq import Worker
+from dramatiq.middleware import CurrentMessage
 
 from . import executor, logs, migrations, recovery, registry
 from .blobs import CachingBlobStore, open_blob_store
 from .broker import make_broker, queue_name
+from .consumer import guard_consumers
 from .encoder import UNDECODABLE, MsgspecEncoder
 from .middleware import ClaimCheck, DeadLetters, Drain, Sweeper
 from .payloads import Payloads
@@ -51,7 +56,9 @@ class Runtime:
         self.store = Store(self.engine, self.payloads, lease_seconds=settings.lease_seconds)
         dramatiq.set_encoder(MsgspecEncoder())
         self.broker = make_broker(settings)
+        guard_consumers(self.broker)
         self.last_heartbeat = 0.0
+        self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.drain: Drain | None = None
         for middleware in self.broker.middleware:
             if isinstance(middleware, Sweeper):
@@ -76,7 +83,7 @@ class Runtime:
             options={},
         )
         dramatiq.Actor(
-            lambda raw, error: recovery.record_undecodable(self, raw, error),
+            self._undecodable,
             broker=self.broker,
             actor_name=UNDECODABLE,
             queue_name=queue_name(settings, "high"),
@@ -120,6 +127,12 @@ class Runtime:
             self.apply(self.store.fire_timer(execution_id, node_id, attempt))
         elif event == "child_ended":
             executor.wake_parent(self, execution_id, node_id, child_id)
+
+    def _undecodable(self, raw: str, error: str) -> None:
+        """The actor of messages that could not be decoded: record a dead letter."""
+        message = CurrentMessage.get_current_message()
+        queue = message.queue_name if message is not None else ""
+        recovery.record_undecodable(self, raw, error, queue)
 
     # -- sending ---------------------------------------------------------------------
 

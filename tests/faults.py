@@ -398,19 +398,6 @@ def problems(engine: Any, count: int) -> list[str]:
     return found
 
 
-def sweep_lock_holders(engine: Any) -> set[int]:
-    """Backend pids of the sessions holding the sweeper's advisory lock (PostgreSQL)."""
-    from spane.store.recovery import _SWEEP_LOCK_KEY
-
-    rows = sql(
-        engine,
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-        "AND objid = :key AND objsubid = 1",
-        key=_SWEEP_LOCK_KEY,
-    )
-    return {row[0] for row in rows}
-
-
 if os.environ.get("SPANE_TEST_DUPLICATE") == "1":
     install_duplication(runtime_module.get().broker)
     print("tests.faults: this worker sends every message twice", file=sys.stderr, flush=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import time
 import uuid
@@ -27,6 +28,7 @@ from spane.runtime import Runtime
 from spane.settings import Settings
 from spane.store.history import DeadLetter
 from tests import faults
+from tests.conftest import CI
 from tests.workers import WorkerPool, WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -49,6 +51,15 @@ def chain(workflow_id: str, length: int = 4, seconds: float = 0.3) -> dict[str, 
 
 def outputs(ids: list[str]) -> list[Any]:
     return [spane.get_execution(execution_id).output for execution_id in ids]
+
+
+def require_binary(present: bool, what: str) -> None:
+    """Skip when a server binary is missing (fail under ``CI=true``), like the fixtures."""
+    if not present:
+        message = f"{what} is not installed"
+        if CI:
+            pytest.fail(message + " (CI=true: services are required)")
+        pytest.skip(message)
 
 
 def assert_clean(rt: Runtime, count: int) -> None:
@@ -88,16 +99,9 @@ def test_worker_killed_mid_run(client: Runtime, workers: WorkerPool) -> None:
 
 
 def _freeze_outside_sweep(workers: WorkerPool, worker: WorkerProcess, rt: Runtime) -> None:
-    """SIGSTOP a worker, but not while it holds the sweeper lock (see the xfail below)."""
-    for _ in range(5):
-        workers.signal(worker, signal.SIGSTOP)
-        before = faults.sweep_lock_holders(rt.engine)
-        time.sleep(1.0)  # other workers sweep in milliseconds; a frozen holder keeps it
-        if not before & faults.sweep_lock_holders(rt.engine):
-            return
-        workers.signal(worker, signal.SIGCONT)
-        time.sleep(0.5)
-    raise AssertionError("the worker always froze while holding the sweeper lock")
+    """SIGSTOP a worker. If it held the sweeper lease, another worker takes the lease over
+    once it expires (test_recovery_goes_on_while_the_sweep_lease_holder_is_stalled)."""
+    workers.signal(worker, signal.SIGSTOP)
 
 
 def test_stalled_worker_late_results_are_fenced(client: Runtime, workers: WorkerPool) -> None:
@@ -106,7 +110,7 @@ def test_stalled_worker_late_results_are_fenced(client: Runtime, workers: Worker
         {
             "id": "stalled",
             "nodes": [
-                {"id": "long", "type": "slow_add", "config": {"seconds": 2.0}},
+                {"id": "long", "type": "slow_add", "config": {"seconds": 3.0}},
                 {"id": "short", "type": "slow_add", "after": ["long"], "config": {"seconds": 0.05}},
             ],
         }
@@ -138,6 +142,7 @@ def test_redis_flushall_mid_run(
     tmp_path: Path, pg_url: str, namespace: str, workers: WorkerPool
 ) -> None:
     """Every message and timer in the broker vanishes; the database sends them again."""
+    require_binary(shutil.which("redis-server") is not None, "redis-server")
     workflow = {
         "id": "flushed",
         "nodes": [
@@ -183,6 +188,7 @@ def test_postgres_restart_mid_run(
     tmp_path: Path, redis_url: str, namespace: str, workers: WorkerPool
 ) -> None:
     """The database goes away and comes back: workers reconnect, messages are retried."""
+    require_binary((faults.PG_BIN / "initdb").exists(), f"PostgreSQL ({faults.PG_BIN})")
     with faults.private_postgres() as pg:
         settings = Settings(
             broker_url=redis_url,
@@ -326,15 +332,6 @@ def test_sigterm_hands_back_long_nodes(client: Runtime, workers: WorkerPool) -> 
     _drain(client, workers, whole_group=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine bug: a SIGTERM sent to the whole process group (honcho, which runs the "
-        "Procfile; systemd's default KillMode) reaches each Dramatiq worker process twice, "
-        "directly and forwarded by the main process; Dramatiq takes the second as 'kill' "
-        "and exits at once: nothing is handed back, the nodes wait for their lease"
-    ),
-)
 def test_sigterm_to_process_group_hands_back_long_nodes(
     client: Runtime, workers: WorkerPool
 ) -> None:
@@ -390,46 +387,24 @@ def test_garbage_and_unknown_actor_messages_are_dead_lettered(
     assert_clean(client, 1)
 
 
-# -- engine bugs found by these faults (strict xfail: they pass once the bug is fixed) ----
+# -- faults that once broke the engine -------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine bug: the sweeper lock is a session-level PostgreSQL advisory lock; a worker "
-        "that stops responding while holding it (frozen, or cut off by a network partition "
-        "whose TCP connection PostgreSQL keeps until keepalive gives up, ~2 h by default) "
-        "keeps it, and no other worker fires timers or re-sends lost messages meanwhile"
-    ),
-)
-def test_recovery_goes_on_while_the_sweep_lock_holder_is_stalled(
+def test_recovery_goes_on_while_the_sweep_lease_holder_is_stalled(
     client: Runtime, workers: WorkerPool
 ) -> None:
-    from sqlalchemy import text
-
-    from spane.store.recovery import _SWEEP_LOCK_KEY
-
     spane.register_workflow(chain("orphaned", length=2, seconds=0.05))
-    # A session that took the sweeper lock and then stopped responding.
-    with client.engine.connect() as stalled:
-        stalled.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _SWEEP_LOCK_KEY})
-        stalled.commit()
-        execution_id = spane.enqueue_workflow("orphaned", 1)
-        # The broker loses the entry node's message (our own namespace's keys only).
-        faults.drop_queues(client.settings.broker_url, client.settings.namespace)
-        workers.start(client.settings, threads=2)
-        assert spane.wait(execution_id, timeout=15).status == "completed"
+    # A worker that took the sweeper lease and then stopped responding.
+    assert client.store.take_lease("sweeper", "stalled-worker", 5.0)
+    execution_id = spane.enqueue_workflow("orphaned", 1)
+    # The broker loses the entry node's message (our own namespace's keys only).
+    faults.drop_queues(client.settings.broker_url, client.settings.namespace)
+    workers.start(client.settings, threads=2)
+    assert spane.wait(execution_id, timeout=30).status == "completed"
+    holders = faults.sql(client.engine, "SELECT holder FROM spane_locks WHERE name = 'sweeper'")
+    assert [row[0] for row in holders] != ["stalled-worker"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine bug: an undecodable message is decoded with queue_name 'undecodable'; after "
-        "the spane.undecodable actor ran, Dramatiq's WorkerThread looks up "
-        "self.consumers['undecodable'] -> KeyError, and the worker thread dies. Each "
-        "garbage message kills one thread; with --threads 1 the worker serves nothing more"
-    ),
-)
 def test_garbage_message_does_not_kill_a_worker_thread(
     client: Runtime, workers: WorkerPool
 ) -> None:
@@ -440,14 +415,6 @@ def test_garbage_message_does_not_kill_a_worker_thread(
     _run_small_workflow(timeout=15)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine bug: the raw bytes of an undecodable message are stored as text; a NUL byte "
-        "makes PostgreSQL refuse the insert (DataError), so no dead letter is ever recorded "
-        "(the message is retried by Dramatiq's Retries instead)"
-    ),
-)
 def test_garbage_with_nul_bytes_is_dead_lettered(client: Runtime, workers: WorkerPool) -> None:
     redis_url, namespace = client.settings.broker_url, client.settings.namespace
     workers.start(client.settings, threads=4)
@@ -455,15 +422,6 @@ def test_garbage_with_nul_bytes_is_dead_lettered(client: Runtime, workers: Worke
     faults.wait_until(lambda: len(_letters()) == 1, 15, "a dead letter for the garbage")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine bug: MsgspecEncoder.decode accepts any JSON object with queue_name, "
-        "actor_name and message_id; Dramatiq's Message.decode then fails on a missing "
-        "'args' (or an unknown field), the DecodeError escapes the consumer, which crashes "
-        "and restarts (dropping its prefetched messages) and no dead letter is recorded"
-    ),
-)
 def test_message_missing_fields_is_dead_lettered(client: Runtime, workers: WorkerPool) -> None:
     redis_url, namespace = client.settings.broker_url, client.settings.namespace
     queue = f"{namespace}.default"
@@ -475,15 +433,6 @@ def test_message_missing_fields_is_dead_lettered(client: Runtime, workers: Worke
     faults.wait_until(lambda: len(_letters()) == 1, 15, "a dead letter for the bad message")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine bug: an undecodable message gets a random redis_message_id, so its ack "
-        "removes nothing: the raw message stays in Redis ({ns}:{queue}.msgs and the "
-        "worker's ack set) and is delivered again whenever that worker's heartbeat expires "
-        "(today the thread dies before the ack, see above; fixing that alone is not enough)"
-    ),
-)
 def test_garbage_message_is_removed_from_the_broker(client: Runtime, workers: WorkerPool) -> None:
     redis_url, namespace = client.settings.broker_url, client.settings.namespace
     queue = f"{namespace}.default"

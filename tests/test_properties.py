@@ -11,6 +11,7 @@ sub-workflows and throws random pause/resume/cancel commands at the parent while
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -21,10 +22,11 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
 import spane
+from spane import api as spane_api
 from spane import runtime as runtime_module
 from spane.runtime import Runtime
 from spane.store import Dispatch
@@ -37,6 +39,9 @@ PROPERTY = settings(
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+# Properties marked xfail for an engine bug skip shrinking (the explicit example is the
+# minimal one); give them back the default phases once the bug is fixed.
+NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
 WAIT = 60  # seconds an execution may take to end
 NODE_TERMINAL = ("completed", "failed", "skipped", "cancelled")
 EXECUTION_TERMINAL = ("completed", "failed", "cancelled")
@@ -103,6 +108,7 @@ def twin_rts(tmp_path: Path, pg_url: str) -> Iterator[tuple[Runtime, Runtime]]:
         duplicating_runtime(tmp_path / "sqlite") as lite,
         duplicating_runtime(tmp_path / "pg", database_url=pg_url) as pg,
     ):
+        pg.lock_step = LockStep(pg)  # type: ignore[attr-defined]
         yield lite, pg
 
 
@@ -290,7 +296,7 @@ def dags(
 
 
 def random_dags(max_nodes: int) -> st.SearchStrategy[list[Spec]]:
-    kind = st.sampled_from(["step"] * 4 + ["router"])
+    kind = st.sampled_from(["step"] * 3 + ["router"] * 2)
     kinds = st.integers(1, max_nodes).flatmap(lambda n: st.lists(kind, min_size=n, max_size=n))
     return kinds.flatmap(lambda ks: dags(ks))
 
@@ -298,7 +304,7 @@ def random_dags(max_nodes: int) -> st.SearchStrategy[list[Spec]]:
 # -- running and checking ----------------------------------------------------------------
 
 
-def settled(execution_id: str, timeout: float = 10.0) -> spane.Execution:
+def settled(execution_id: str, timeout: float = 5.0) -> spane.Execution:
     """Wait for the execution to end and for its in-flight nodes to finish too."""
     ex = spane.wait(execution_id, timeout=WAIT)
     deadline = time.monotonic() + timeout
@@ -313,8 +319,11 @@ def statuses(ex: spane.Execution) -> dict[str, str]:
     return {node_id: state.status for node_id, state in ex.nodes.items()}
 
 
-def run_workflow(specs: Sequence[Spec], value: Any) -> tuple[spane.Execution, list[Event]]:
-    prefix = f"prop-{uuid.uuid4().hex[:12]}"
+def run_workflow(
+    specs: Sequence[Spec], value: Any, prefix: str | None = None
+) -> tuple[spane.Execution, list[Event]]:
+    """Register the specs under a fresh id, run them on ``value``, return the settled result."""
+    prefix = prefix or f"prop-{uuid.uuid4().hex[:12]}"
     workflow_id, _ = spane.register_workflow(workflow(prefix, specs, prefix))
     execution_id = spane.enqueue_workflow(workflow_id, value)
     ex = settled(execution_id)
@@ -326,9 +335,9 @@ def check_history(
 ) -> dict[str, list[Event]]:
     """Each transition once per node and attempt; no node starts before its parents finished."""
     by_node: dict[str, list[Event]] = defaultdict(list)
-    for event in events:
-        if event.node_id is not None:
-            by_node[event.node_id].append(event)
+    for e in events:
+        if e.node_id is not None:
+            by_node[e.node_id].append(e)
     per_attempt = Counter(
         (e.node_id, e.kind, e.attempt) for e in events if e.kind in ONCE_PER_ATTEMPT
     )
@@ -414,22 +423,66 @@ def check_against_model(
 # -- 1-5: random DAGs under duplicated messages ----------------------------------------------
 
 
-@settings(PROPERTY, max_examples=40)
+@settings(PROPERTY, max_examples=60)
 @given(specs=random_dags(30), value=VALUES)
 def test_random_dags_match_the_model_under_duplicated_messages(
     dup_rt: Runtime, specs: list[Spec], value: Any
 ) -> None:
     ex, events = run_workflow(specs, value)
     model = check_against_model(specs, value, ex, events)
-    from hypothesis import event
-
-    event(f"nodes {len(specs) // 10 * 10}+")
-    event(f"status {ex.status}")
-    event(f"skipped {sum(s == 'skipped' for s in model.status.values()) > 0}")
-    assert dup_rt.sent["spane.node.prop_step"] or dup_rt.sent["spane.node.router"]  # type: ignore[attr-defined]
+    event(f"{len(specs) // 10 * 10}+ nodes, {ex.status}")
+    event(f"some skipped: {'skipped' in model.status.values()}")
+    assert sum(dup_rt.sent.values()) > 0  # type: ignore[attr-defined]
 
 
 # -- 6: SQLite and PostgreSQL agree ------------------------------------------------------------
+
+
+class LockStep:
+    """Holds PostgreSQL transactions of one execution at a legal but unlucky interleaving.
+
+    A node finishing has updated its children's rows (``_settle``, just before it records
+    their ``queued``/``skipped`` events) and has not yet touched the execution row, while
+    a sibling records a failure without ``continue_on_fail`` (``fail_node`` locks the
+    execution row first, then cancels the nodes not started). Each side waits at most
+    ``hold`` seconds for the other, so the hooks alone can never hang anything; they only
+    make the interleaving likely for workflows listed in ``workflows`` (those the model
+    says fail).
+    """
+
+    def __init__(self, runtime: Runtime, hold: float = 0.15) -> None:
+        self.hold = hold
+        self.workflows: set[str] = set()
+        self.failing: defaultdict[str, threading.Event] = defaultdict(threading.Event)
+        self.settling: defaultdict[str, threading.Event] = defaultdict(threading.Event)
+        self.locked: defaultdict[str, threading.Event] = defaultdict(threading.Event)
+        store = runtime.store
+        fail_node, record_events = store.fail_node, store.record_events
+        lock_execution = store._lock_execution
+
+        def held_fail_node(claim: Any, error: str, *, continue_on_fail: bool) -> Any:
+            if not continue_on_fail:
+                self.failing[claim.execution_id].set()
+                self.settling[claim.execution_id].wait(self.hold)
+            return fail_node(claim, error, continue_on_fail=continue_on_fail)
+
+        def held_record_events(conn: Any, rows: list[Any]) -> None:
+            settle = [r[0] for r in rows if r[2] in ("queued", "skipped")]
+            if settle and store.execution_meta(conn, settle[0]).workflow_id in self.workflows:
+                execution_id = settle[0]
+                self.settling[execution_id].set()
+                if self.failing[execution_id].wait(self.hold):
+                    self.locked[execution_id].wait(self.hold)
+            record_events(conn, rows)
+
+        def held_lock_execution(conn: Any, execution_id: str, now: float) -> Any:
+            row = lock_execution(conn, execution_id, now)
+            self.locked[execution_id].set()
+            return row
+
+        store.fail_node = held_fail_node  # type: ignore[method-assign]
+        store.record_events = held_record_events  # type: ignore[method-assign]
+        store._lock_execution = held_lock_execution  # type: ignore[method-assign]
 
 
 def outcome(ex: spane.Execution) -> tuple[str, dict[str, str], bytes, bytes]:
@@ -437,25 +490,71 @@ def outcome(ex: spane.Execution) -> tuple[str, dict[str, str], bytes, bytes]:
     return ex.status, statuses(ex), exact(outputs), exact(ex.output)
 
 
-@settings(PROPERTY, max_examples=15)
+# The smallest workflow that deadlocks on PostgreSQL: n0 completes and queues its child
+# n2 while n1 fails for good.
+PG_DEADLOCK = [Spec("n0"), Spec("n1", fail=-1, retryable=False), Spec("n2", ("n0",))]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="PostgreSQL deadlock: fail_node locks the execution row and then the node rows, "
+    "_finish the node rows and then the execution row; the losing transition is rolled back "
+    "and its node stays 'running' (the redelivered message can no longer claim it)",
+)
+@settings(PROPERTY, max_examples=15, phases=NO_SHRINK)
+@example(specs=PG_DEADLOCK, value=None)
 @given(specs=random_dags(12), value=VALUES)
 def test_sqlite_and_postgresql_agree(
     twin_rts: tuple[Runtime, Runtime], specs: list[Spec], value: Any
 ) -> None:
+    lite, pg = twin_rts
+    stepper: LockStep = pg.lock_step  # type: ignore[attr-defined]
     results = []
-    for runtime in twin_rts:
+    for runtime in (lite, pg):
         runtime_module.install(runtime)
-        ex, events = run_workflow(specs, value)
+        prefix = f"prop-{uuid.uuid4().hex[:12]}"
+        if expect(specs, value).fatal:
+            stepper.workflows.add(prefix)
+        ex, events = run_workflow(specs, value, prefix=prefix)
         model = check_against_model(specs, value, ex, events)
         results.append(outcome(ex))
-    lite, pg = results
     if model.fatal:
-        assert lite[0] == pg[0] == "failed"  # which fatal node fails first is a race
+        assert results[0][0] == results[1][0] == "failed"  # which fatal node fails first is a race
     else:
-        assert lite == pg
+        assert results[0] == results[1]
 
 
 # -- nested sub-workflows under random pause / resume / cancel -------------------------------
+
+SPAWN_LAG = 0.08  # a subworkflow attempt waits this long before it starts its child
+CANCEL_LAG = 0.25  # cancel waits this long between an execution and its children
+
+
+@pytest.fixture
+def racy_rt(dup_rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> Runtime:
+    """``dup_rt`` with two race windows held open (timing only; no semantics change).
+
+    A ``subworkflow`` attempt sleeps ``SPAWN_LAG`` between its claim and starting the
+    child, and ``cancel`` sleeps ``CANCEL_LAG`` after cancelling an execution before it
+    cancels that execution's children.
+    """
+    start_child = spane_api.start_child
+    cancel_execution = dup_rt.store.cancel_execution
+
+    def slow_start_child(runtime: Runtime, parent: Any, spawn: Any) -> Any:
+        time.sleep(SPAWN_LAG)
+        return start_child(runtime, parent, spawn)
+
+    def slow_cancel_execution(execution_id: str) -> list[str]:
+        children = cancel_execution(execution_id)
+        if children:
+            time.sleep(CANCEL_LAG)
+        return children
+
+    monkeypatch.setattr(spane_api, "start_child", slow_start_child)
+    monkeypatch.setattr(dup_rt.store, "cancel_execution", slow_cancel_execution)
+    spane.run({"id": "warm-up", "nodes": [{"id": "a", "type": "noop"}]}, None, timeout=WAIT)
+    return dup_rt
 
 
 @dataclass(frozen=True)
@@ -464,11 +563,11 @@ class Family:
 
     library: dict[str, list[Spec]]
     root: list[Spec]
-    commands: list[tuple[float, str]]
+    commands: list[tuple[float, str]]  # (seconds to sleep first, pause|resume|cancel)
 
 
 @st.composite
-def families(draw: st.DrawFn) -> Family:
+def families(draw: st.DrawFn, commands: Sequence[str]) -> Family:
     child_kinds = st.lists(st.sampled_from(["sleep", "step"]), min_size=1, max_size=3)
     library: dict[str, list[Spec]] = {}
     for i in range(draw(st.integers(1, 2))):
@@ -479,17 +578,8 @@ def families(draw: st.DrawFn) -> Family:
     subs = draw(st.integers(1, 3))
     kinds = ["sub"] * subs + draw(st.lists(st.sampled_from(["sleep", "step"]), max_size=2))
     root = draw(dags(draw(st.permutations(kinds)), failures=False, targets=sorted(library)))
-    commands = draw(
-        st.lists(
-            st.tuples(
-                st.sampled_from([0.0, 0.005, 0.02, 0.05]),
-                st.sampled_from(["pause", "resume", "cancel"]),
-            ),
-            min_size=1,
-            max_size=5,
-        )
-    )
-    return Family(library, root, commands)
+    sends = st.tuples(st.sampled_from([0.0, 0.01, 0.03, 0.06]), st.sampled_from(commands))
+    return Family(library, root, draw(st.lists(sends, min_size=1, max_size=5)))
 
 
 def tree(execution_id: str) -> list[spane.Execution]:
@@ -503,11 +593,17 @@ def tree(execution_id: str) -> list[spane.Execution]:
 
 
 def settled_tree(execution_id: str, timeout: float = 10.0) -> list[spane.Execution]:
-    """Wait until the execution and every descendant have ended."""
+    """Wait until the execution and every descendant have ended, their nodes too (a node
+    in flight when its execution ended may still finish, or start a child)."""
     deadline = time.monotonic() + timeout
     while True:
         found = tree(execution_id)
-        open_ = [(ex.id, ex.status) for ex in found if ex.status not in EXECUTION_TERMINAL]
+        open_ = [
+            (ex.id, ex.status, statuses(ex))
+            for ex in found
+            if ex.status not in EXECUTION_TERMINAL
+            or any(n.status not in NODE_TERMINAL for n in ex.nodes.values())
+        ]
         if not open_:
             return found
         assert time.monotonic() < deadline, f"executions left open: {open_}"
@@ -545,11 +641,13 @@ def no_start_while_paused(events: list[Event]) -> None:
         )
 
 
-@settings(PROPERTY, max_examples=40)
-@given(family=families(), value=VALUES)
-def test_nested_subworkflows_under_random_pause_resume_cancel(
-    dup_rt: Runtime, family: Family, value: Any
-) -> None:
+def run_family(family: Family, value: Any, *, paused_stays_paused: bool = False) -> None:
+    """Run a family, send its commands, and check every execution of the tree.
+
+    With ``paused_stays_paused``, an execution paused and not resumed must still be
+    ``paused`` a while later; otherwise it may also have completed, when the work in
+    flight at the pause was all it needed.
+    """
     prefix = f"fam-{uuid.uuid4().hex[:12]}"
     specs_of = {f"{prefix}-{name}": specs for name, specs in family.library.items()}
     for name in sorted(family.library, key=lambda n: n == "mid"):  # leaves first
@@ -571,18 +669,19 @@ def test_nested_subworkflows_under_random_pause_resume_cancel(
         if paused:
             time.sleep(0.2)
             status = spane.get_execution(execution_id).status
-            # Pausing stops new nodes; work in flight at the pause may still finish it.
+            event(f"paused until the end; then {status}")
+            if paused_stays_paused:
+                assert status == "paused", f"a paused execution became {status}"
+            # Pausing stops new nodes; the work in flight at the pause may still be the
+            # last the execution needed, and then it completes although paused.
             assert status in ("paused", "completed"), status
             no_start_while_paused(spane.history(execution_id))
             if status == "paused":
                 spane.resume(execution_id)
         assert spane.wait(execution_id, timeout=WAIT).status == "completed"
+    event(f"cancelled={cancelled} nested={'mid' in family.library}")
 
     executions = settled_tree(execution_id)
-    from hypothesis import event
-
-    event(f"cancelled={cancelled} paused={paused} levels={'mid' in family.library}")
-    event(f"root {spane.get_execution(execution_id).status}, {len(executions)} executions")
     by_id = {ex.id: ex for ex in executions}
     for ex in executions:
         events = spane.history(ex.id)
@@ -592,9 +691,11 @@ def test_nested_subworkflows_under_random_pause_resume_cancel(
         if ex.parent_id is not None:
             parent = by_id[ex.parent_id]
             assert parent.finished_at is None or ex.created_at <= parent.finished_at, (
-                f"child {ex.id} was started after its parent {parent.id} ended ({parent.status})"
+                f"child {ex.id} was started after its parent {parent.id} ended "
+                f"({parent.status}); it ended {ex.status}"
             )
         if cancelled:
+            # Children of a cancelled parent end cancelled, unless they had completed.
             assert ex.status in ("completed", "cancelled"), (ex.id, ex.status, ex.error)
         else:
             assert ex.status == "completed", (ex.id, ex.status, ex.error)
@@ -606,7 +707,8 @@ def test_nested_subworkflows_under_random_pause_resume_cancel(
             assert kinds["waiting_on_child"] <= 1 and len(kids) == kinds["waiting_on_child"], (
                 f"{spec.id}: {kinds}, children {kids}"
             )
-            assert kinds["woken"] <= 1 and kinds["failed"] == 0, f"{spec.id} woken: {kinds}"
+            # The parent resumes exactly once.
+            assert kinds["woken"] <= 1 and kinds["failed"] == 0, f"{spec.id}: {kinds}"
             if ex.nodes[spec.id].status == "completed":
                 assert kinds["woken"] == 1, f"{spec.id} completed without a wake-up: {kinds}"
     root = by_id[execution_id]
@@ -616,3 +718,45 @@ def test_nested_subworkflows_under_random_pause_resume_cancel(
         for node_id, state in root.nodes.items():
             assert exact(state.output) == exact(model.output[node_id]), node_id
         assert exact(root.output) == exact(model.result)
+
+
+@settings(PROPERTY, max_examples=30)
+@given(family=families(["pause", "resume"]), value=VALUES)
+def test_nested_subworkflows_under_random_pause_and_resume(
+    racy_rt: Runtime, family: Family, value: Any
+) -> None:
+    run_family(family, value)
+
+
+LEAF = {"leaf0": [Spec("n0")]}
+SLOW_LEAF = {"leaf0": [Spec("n0", kind="sleep", seconds=0.2)]}
+ONE_SUB = [Spec("n0", kind="sub", target="leaf0")]
+
+
+@settings(PROPERTY, max_examples=40)
+# Regression examples: the cancel lands while n0 is between its claim and starting its
+# child; the cancel lands while the child runs and the child completes before the cancel
+# reaches it (both left a child running or made cancel raise before d81c6b6).
+@example(family=Family(LEAF, ONE_SUB, [(0.02, "cancel")]), value=None)
+@example(family=Family(SLOW_LEAF, ONE_SUB, [(0.15, "cancel")]), value=None)
+@given(family=families(["pause", "resume", "cancel"]), value=VALUES)
+def test_nested_subworkflows_under_random_pause_resume_and_cancel(
+    racy_rt: Runtime, family: Family, value: Any
+) -> None:
+    run_family(family, value)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a paused execution completes without resume when the work in flight at the "
+    "pause finishes it: a parked subworkflow node woken by its child completes, and "
+    "_settle ends the execution (a delay timer, by contrast, does not fire while paused)",
+)
+@settings(PROPERTY, max_examples=15, phases=NO_SHRINK)
+# n0 is starting its child when the pause lands; the child completes and wakes n0.
+@example(family=Family(LEAF, ONE_SUB, [(0.02, "pause")]), value=None)
+@given(family=families(["pause"]).filter(lambda f: len(f.commands) == 1), value=VALUES)
+def test_a_paused_execution_stays_paused_until_resumed(
+    racy_rt: Runtime, family: Family, value: Any
+) -> None:
+    run_family(family, value, paused_stays_paused=True)

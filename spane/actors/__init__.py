@@ -9,6 +9,10 @@ declared as they register.
 from __future__ import annotations
 
 import importlib
+import signal
+import threading
+import time
+from types import FrameType
 
 from .. import builtins as _builtins  # noqa: F401  (registers the built-in node types)
 from .. import runtime as _runtime
@@ -18,3 +22,30 @@ broker = runtime.broker
 
 for _module in runtime.settings.modules:
     importlib.import_module(_module)
+
+
+def _drain_on_first_sigterm(grace: float) -> None:
+    """Let a repeated SIGTERM during the drain grace period pass without killing.
+
+    Supervisors such as honcho signal the whole process group, so a worker process gets
+    SIGTERM twice (directly and forwarded by Dramatiq's main process), and Dramatiq takes
+    the second as "kill now". Only a SIGTERM after the grace period does that here.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous):
+        return
+    first: list[float] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        now = time.monotonic()
+        if first and now - first[0] < grace + 5:
+            return
+        first.append(now)
+        previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+_drain_on_first_sigterm(runtime.settings.drain_seconds)

@@ -6,60 +6,67 @@ again. A superseded attempt (fenced by its attempt number) can no longer change 
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import select, text, tuple_, update
+from sqlalchemy import insert, or_, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
 
 from .records import EXECUTION_ACTIVE, EXECUTION_TERMINAL, Claim, Dispatch, Outcome
 from .schema import dead_letters as D
 from .schema import executions as E
+from .schema import locks as L
 from .schema import nodes as N
 from .transitions import Transitions
-
-_SWEEP_LOCK_KEY = 74172302
-_local_sweep_lock = threading.Lock()
 
 
 class Recovery(Transitions):
     """Mixin of ``Store`` holding lease and recovery operations."""
 
-    @contextlib.contextmanager
-    def sweep_lock(self) -> Iterator[bool]:
-        """Hold the cluster-wide sweeper lock if free; yield whether it was taken."""
-        if self.engine.dialect.name != "postgresql":
-            taken = _local_sweep_lock.acquire(blocking=False)
-            try:
-                yield taken
-            finally:
-                if taken:
-                    _local_sweep_lock.release()
-            return
-        with self.engine.connect() as conn:
-            taken = bool(
-                conn.execute(text(f"SELECT pg_try_advisory_lock({_SWEEP_LOCK_KEY})")).scalar()
+    def take_lease(self, name: str, holder: str, seconds: float) -> bool:
+        """Take or renew the named cluster-wide lease; False if another holder has it.
+
+        A lease, not a session lock: a holder that stalls or is cut off loses it after
+        ``seconds``, and another worker takes over.
+        """
+        now = time.time()
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(L)
+                .where(L.c.name == name, or_(L.c.until < now, L.c.holder == holder))
+                .values(holder=holder, until=now + seconds)
             )
-            conn.commit()
-            try:
-                yield taken
-            finally:
-                if taken:
-                    conn.execute(text(f"SELECT pg_advisory_unlock({_SWEEP_LOCK_KEY})"))
-                    conn.commit()
+            if done.rowcount:
+                return True
+            if conn.execute(select(L.c.name).where(L.c.name == name)).first() is not None:
+                return False
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(L).values(name=name, holder=holder, until=now + seconds))
+        except IntegrityError:
+            return False
+        return True
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the named lease up if ``holder`` has it."""
+        with self.engine.begin() as conn:
+            conn.execute(update(L).where(L.c.name == name, L.c.holder == holder).values(until=0.0))
 
     def renew_leases(self, claims: list[Claim]) -> None:
         """Extend the lease of attempts this process is still running (heartbeat)."""
         if not claims:
             return
-        keys = [(c.execution_id, c.node_id) for c in claims]
+        keys = [(c.execution_id, c.node_id, c.attempt) for c in claims]
         until = time.time() + self.lease_seconds
         with self.engine.begin() as conn:
+            # The attempt is part of the key: a superseded attempt's heartbeat must not
+            # extend the lease of the attempt that replaced it.
             conn.execute(
                 update(N)
-                .where(tuple_(N.c.execution_id, N.c.node_id).in_(keys), N.c.status == "running")
+                .where(
+                    tuple_(N.c.execution_id, N.c.node_id, N.c.attempt).in_(keys),
+                    N.c.status == "running",
+                )
                 .values(lease_until=until)
             )
 

@@ -112,3 +112,11 @@ dead_letters = Table(
     Column("retried_at", Float),
     Index("ix_spane_dead_letters_status", "status"),
 )
+
+locks = Table(
+    "spane_locks",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("until", Float, nullable=False),
+)

@@ -103,9 +103,16 @@ def upgrade() -> None:
         sa.Column("retried_at", sa.Float),
     )
     op.create_index("ix_spane_dead_letters_status", "spane_dead_letters", ["status"])
+    op.create_table(
+        "spane_locks",
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("holder", sa.String(200), nullable=False),
+        sa.Column("until", sa.Float, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("spane_locks")
     op.drop_table("spane_dead_letters")
     op.drop_table("spane_events")
     op.drop_table("spane_nodes")

@@ -1,0 +1,73 @@
+"""Consumers that keep a worker serving when a queue holds bytes that are not a message.
+
+The encoder turns such bytes into a message to ``spane.undecodable`` (which records a
+dead letter); this wrapper gives that message the queue it was read from, so Dramatiq
+acknowledges it on the right consumer, and on Redis the broker's own id for it, so the
+acknowledgement removes the bytes from the queue for good.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from dramatiq import Broker
+from dramatiq.broker import Consumer, MessageProxy
+
+from .encoder import UNDECODABLE
+
+
+class SafeConsumer(Consumer):
+    """Wraps a broker's consumer; everything but undecodable messages passes through."""
+
+    def __init__(self, inner: Consumer, broker: Broker, queue_name: str) -> None:
+        self._inner = inner
+        self._broker = broker
+        self._queue_name = queue_name
+
+    def __iter__(self) -> SafeConsumer:
+        return self
+
+    def __next__(self) -> MessageProxy | None:
+        proxy = next(self._inner)
+        if proxy is None or proxy.actor_name != UNDECODABLE:
+            return proxy
+        options = dict(proxy.options)
+        options["redis_message_id"] = self._redis_id(proxy.kwargs["raw"]) or ""
+        return MessageProxy(proxy._message.copy(queue_name=self._queue_name, options=options))
+
+    def _redis_id(self, raw: str) -> str | None:
+        client = getattr(self._broker, "client", None)
+        namespace = getattr(self._broker, "namespace", None)
+        if client is None or namespace is None:
+            return None
+        data = base64.b64decode(raw)
+        for key, value in client.hscan_iter(f"{namespace}:{self._queue_name}.msgs"):
+            if value == data:
+                return str(key.decode() if isinstance(key, bytes) else key)
+        return None
+
+    def ack(self, message: MessageProxy) -> None:
+        self._inner.ack(message)
+
+    def nack(self, message: MessageProxy) -> None:
+        self._inner.nack(message)
+
+    def requeue(self, messages: Any) -> None:
+        self._inner.requeue(messages)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def guard_consumers(broker: Broker) -> None:
+    """Make every consumer of ``broker`` a ``SafeConsumer``."""
+    original = broker.consume
+
+    def consume(queue_name: str, prefetch: int = 1, timeout: int = 30000) -> Consumer:
+        return SafeConsumer(original(queue_name, prefetch, timeout), broker, queue_name)
+
+    broker.consume = consume  # type: ignore[method-assign]
