@@ -275,7 +275,11 @@ class Workers:
 
 
 def start_workers(
-    settings: Any, folder: Path, processes: int, threads: int, extra_modules: list[str],
+    settings: Any,
+    folder: Path,
+    processes: int,
+    threads: int,
+    extra_modules: list[str],
     extra_env: dict[str, str],
 ) -> Workers:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPANE_")}
@@ -291,14 +295,26 @@ def start_workers(
     )
     env.update(extra_env)
     command = [
-        sys.executable, "-m", "dramatiq", "spane.actors", *extra_modules,
-        "--processes", str(processes), "--threads", str(threads),
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "spane.actors",
+        *extra_modules,
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
     ]
     log = folder / "workers.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_child_setup,
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_child_setup,
         )
     return Workers(proc, log, processes)
 
@@ -362,8 +378,13 @@ class Bench:
 
     def teardown(self) -> None:
         """Undo everything setup did, each step on its own (a failure does not stop the rest)."""
-        steps = [self._stop_workers, self._close_runtime, self._drop_database,
-                 self._clean_broker, self._remove_folder]
+        steps = [
+            self._stop_workers,
+            self._close_runtime,
+            self._drop_database,
+            self._clean_broker,
+            self._remove_folder,
+        ]
         for step in steps:
             try:
                 step()
@@ -463,8 +484,9 @@ class Bench:
 
     def check_workers(self) -> None:
         if self.workers is not None and self.workers.proc.poll() is not None:
-            raise BenchError(f"the workers exited (code {self.workers.proc.returncode}):\n"
-                             f"{self.workers.tail()}")
+            raise BenchError(
+                f"the workers exited (code {self.workers.proc.returncode}):\n{self.workers.tail()}"
+            )
 
     def cpu(self) -> dict[str, float]:
         return cpu_snapshot([self.workers.pid] if self.workers else [])
@@ -491,9 +513,10 @@ class Bench:
 
 
 def probe_diff(before: dict[str, list[float]], after: dict[str, list[float]]) -> dict[str, Any]:
-    nodes = after.get("executor.run_node (total)", [0])[0] - before.get(
-        "executor.run_node (total)", [0]
-    )[0]
+    nodes = (
+        after.get("executor.run_node (total)", [0])[0]
+        - before.get("executor.run_node (total)", [0])[0]
+    )
     rows = {}
     for name, (count, wall, cpu) in after.items():
         b = before.get(name, [0, 0.0, 0.0])
@@ -517,14 +540,20 @@ def probe_diff(before: dict[str, list[float]], after: dict[str, list[float]]) ->
 
 def print_probe(title: str, report: dict[str, Any]) -> None:
     print()
-    print(f"== {title}: per node message, summed over worker threads "
-          f"({report['nodes']} node messages) ==")
+    print(
+        f"== {title}: per node message, summed over worker threads "
+        f"({report['nodes']} node messages) =="
+    )
     print(f"  worker process CPU per node: {report['worker_process_cpu_ms_per_node']} ms")
-    print(f"  {'call':58} {'calls/node':>10} {'wall ms/node':>13} {'cpu ms/node':>12} "
-          f"{'wall ms/call':>13}")
+    print(
+        f"  {'call':58} {'calls/node':>10} {'wall ms/node':>13} {'cpu ms/node':>12} "
+        f"{'wall ms/call':>13}"
+    )
     for name, row in report["calls"].items():
-        print(f"  {name[:58]:58} {row['calls_per_node']:>10} {row['wall_ms_per_node']:>13} "
-              f"{row['cpu_ms_per_node']:>12} {row['wall_ms_per_call']:>13}")
+        print(
+            f"  {name[:58]:58} {row['calls_per_node']:>10} {row['wall_ms_per_node']:>13} "
+            f"{row['cpu_ms_per_node']:>12} {row['wall_ms_per_call']:>13}"
+        )
     sys.stdout.flush()
 
 
@@ -549,10 +578,23 @@ class Sampler:
         for pid in self.bench.workers.worker_children():
             out = self.folder / f"{self.label}-{pid}.txt"
             proc = subprocess.Popen(
-                [exe, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-                 "--nonblocking", "--output", str(out),
-                 *(["--gil"] if self.bench.args.py_spy_gil else [])],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                [
+                    exe,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--rate",
+                    "200",
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--output",
+                    str(out),
+                    *(["--gil"] if self.bench.args.py_spy_gil else []),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
             )
             self.procs.append((proc, out))
         time.sleep(1.0)  # let py-spy attach
@@ -587,17 +629,21 @@ class Sampler:
                 for name in {_short(f) for f in frames}:
                     inclusive[name] += count
         return {
-            "mode": "the GIL-holding worker thread (Python CPU)" if self.bench.args.py_spy_gil
+            "mode": "the GIL-holding worker thread (Python CPU)"
+            if self.bench.args.py_spy_gil
             else "non-idle worker threads (wall time, waits on sockets included)",
             "samples": total,
             "files": [str(p) for _, p in self.procs],
             "top_self": [(n, round(100 * c / total, 1)) for n, c in self_time.most_common(25)]
-            if total else [],
+            if total
+            else [],
             "top_inclusive_spane": [
                 (n, round(100 * c / total, 1))
                 for n, c in inclusive.most_common(400)
                 if "spane/" in n or "bench/" in n
-            ][:30] if total else [],
+            ][:30]
+            if total
+            else [],
         }
 
 
@@ -751,8 +797,10 @@ def run_fanout(bench: Bench) -> dict[str, Any]:
         [
             ("statuses", ", ".join(statuses)),
             ("wall times", ", ".join(f"{w:.3f} s" for w in walls)),
-            ("median wall start -> finish",
-             f"{median:.3f} s  ({result['nodes_per_s']:.0f} nodes/s)"),
+            (
+                "median wall start -> finish",
+                f"{median:.3f} s  ({result['nodes_per_s']:.0f} nodes/s)",
+            ),
             ("median DB created_at -> finished_at", f"{result['db_median_s']:.3f} s"),
             *cpu_rows(result["cpu"]),
         ],
@@ -831,8 +879,10 @@ def run_latency(bench: Bench) -> dict[str, Any]:
     }
 
     def line(s: dict[str, float]) -> str:
-        return (f"p50 {s['p50_ms']:7.2f} ms   p99 {s['p99_ms']:7.2f} ms   "
-                f"mean {s['mean_ms']:7.2f} ms   max {s['max_ms']:7.2f} ms")
+        return (
+            f"p50 {s['p50_ms']:7.2f} ms   p99 {s['p99_ms']:7.2f} ms   "
+            f"mean {s['mean_ms']:7.2f} ms   max {s['max_ms']:7.2f} ms"
+        )
 
     print_table(
         f"latency: {n} sequential 3-node noop chains on an idle system",
@@ -893,8 +943,11 @@ def environment(bench: Bench) -> dict[str, Any]:
     env["spane_source_sha256"] = digest.hexdigest()[:12]
     with contextlib.suppress(Exception):
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-            text=True, timeout=5,
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
         env["git_commit"] = commit or "-"
     return env
@@ -902,24 +955,43 @@ def environment(bench: Bench) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("scenario", nargs="?", default="all",
-                        choices=("chain", "fanout", "latency", "all"))
-    parser.add_argument("--executions", type=int, default=200,
-                        help="executions of the chain and latency scenarios (default 200)")
+    parser.add_argument(
+        "scenario", nargs="?", default="all", choices=("chain", "fanout", "latency", "all")
+    )
+    parser.add_argument(
+        "--executions",
+        type=int,
+        default=200,
+        help="executions of the chain and latency scenarios (default 200)",
+    )
     parser.add_argument("--processes", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--threads", type=int, default=8, help="threads per worker (default 8)")
     parser.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis")
     parser.add_argument("--fanout-width", type=int, default=500)
     parser.add_argument("--fanout-runs", type=int, default=3)
-    parser.add_argument("--timeout", type=float, default=300.0,
-                        help="seconds a chain or fan-out run may take before the bench gives up")
-    parser.add_argument("--probe", action="store_true",
-                        help="instrument the workers (bench/probe.py); print a per-node breakdown")
-    parser.add_argument("--py-spy", metavar="DIR", default="",
-                        help="sample the worker processes with py-spy during the chain run")
-    parser.add_argument("--py-spy-gil", action="store_true",
-                        help="with --py-spy: sample only the thread holding the GIL (Python CPU), "
-                             "instead of every non-idle thread (wall time incl. waiting on I/O)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds a chain or fan-out run may take before the bench gives up",
+    )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="instrument the workers (bench/probe.py); print a per-node breakdown",
+    )
+    parser.add_argument(
+        "--py-spy",
+        metavar="DIR",
+        default="",
+        help="sample the worker processes with py-spy during the chain run",
+    )
+    parser.add_argument(
+        "--py-spy-gil",
+        action="store_true",
+        help="with --py-spy: sample only the thread holding the GIL (Python CPU), "
+        "instead of every non-idle thread (wall time incl. waiting on I/O)",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the worker log folder")
     args = parser.parse_args(argv)
     for name in ("executions", "processes", "threads", "fanout_width", "fanout_runs"):
@@ -940,8 +1012,11 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     code = 0
     try:
-        print(f"setting up: database {bench.db_name}, namespace {bench.namespace}, "
-              f"{args.processes}x{args.threads} workers on {args.broker} ...", flush=True)
+        print(
+            f"setting up: database {bench.db_name}, namespace {bench.namespace}, "
+            f"{args.processes}x{args.threads} workers on {args.broker} ...",
+            flush=True,
+        )
         bench.setup()
         results["environment"] = env = environment(bench)
         print_table("environment", list(env.items()))

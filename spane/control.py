@@ -19,7 +19,7 @@ def pause(execution_id: str) -> None:
 def resume(execution_id: str) -> None:
     """Resume a paused execution exactly where it stopped."""
     rt = runtime.get()
-    rt.dispatch(rt.store.set_paused(execution_id, False))
+    rt.apply(rt.store.set_paused(execution_id, False))
     rt.ensure_worker()
 
 

@@ -721,17 +721,18 @@ def test_pausing_a_parent_holds_it_while_the_child_finishes(backend: Runtime) ->
     child_id = wait_for(lambda: only_child(parent_id), "the child execution")
     spane.pause(parent_id)
 
-    # Pausing a parent does not pause its child; the child's end still wakes the
-    # parked node, but the parent's next node waits for resume.
+    # Pausing a parent does not pause its child; but like a timer, the parked node is
+    # woken only once the parent is resumed, and nothing after it starts before.
     assert spane.wait(child_id, timeout=60).status == "completed"
-    wait_for(lambda: node_status(parent_id, "call") == "completed", "the parent node to wake")
-    time.sleep(0.5)
+    time.sleep(1.5)
     parent = spane.get_execution(parent_id)
     assert parent.status == "paused"
-    assert parent.nodes["next"].status == "queued"
+    assert parent.nodes["call"].status == "waiting"
+    assert parent.nodes["next"].status == "pending"
 
     spane.resume(parent_id)
     parent = spane.wait(parent_id, timeout=60)
     assert parent.status == "completed" and parent.output == 2
     resumed = events(parent_id, kind="resumed")[0]
+    assert events(parent_id, "call", "woken")[0].id > resumed.id
     assert events(parent_id, "next", "started")[0].id > resumed.id

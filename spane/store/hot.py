@@ -17,6 +17,10 @@ CLAIM = text(
     """
 )
 
+LOCK_EXECUTION = text(
+    "UPDATE spane_executions SET updated_at = :now WHERE id = :e RETURNING status"
+)
+
 EXECUTION_META = text(
     "SELECT workflow_id, version, tenant, depth, parent_id, parent_node_id "
     "FROM spane_executions WHERE id = :e"

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
+from .base import retry_conflicts
 from .records import EXECUTION_ACTIVE, EXECUTION_TERMINAL, Claim, Dispatch, Outcome
 from .schema import dead_letters as D
 from .schema import executions as E
@@ -52,6 +53,7 @@ class Recovery(Transitions):
         with self.engine.begin() as conn:
             conn.execute(update(L).where(L.c.name == name, L.c.holder == holder).values(until=0.0))
 
+    @retry_conflicts
     def renew_leases(self, claims: list[Claim]) -> None:
         """Extend the lease of attempts this process is still running (heartbeat)."""
         if not claims:
@@ -70,6 +72,7 @@ class Recovery(Transitions):
                 .values(lease_until=until)
             )
 
+    @retry_conflicts
     def hand_back(self, claim: Claim, reason: str) -> Dispatch | None:
         """Give a running attempt back to the queue as a new attempt; None if stale."""
         now = time.time()
@@ -99,6 +102,7 @@ class Recovery(Transitions):
             return None
         return Dispatch(claim.execution_id, claim.node_id, row.attempt, row.type, row.lane)
 
+    @retry_conflicts
     def recover_lost(self, now: float, limit: int = 500) -> list[Dispatch]:
         """Find nodes whose lease ran out and send them again.
 
@@ -193,6 +197,7 @@ class Recovery(Transitions):
             for r in rows
         ]
 
+    @retry_conflicts
     def revive(self, execution_id: str, reset: set[str]) -> Outcome:
         """Reset ``reset`` nodes to pending, recount every pending node, run what is ready.
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from .. import errors
 from ..definitions import Graph, Workflow, build_graph
 from ..payloads import Payloads
+from .base import retry_conflicts
 from .records import (
     EXECUTION_TERMINAL,
     Claim,
@@ -21,6 +22,7 @@ from .records import (
     Execution,
     ExecutionSummary,
     NodeState,
+    Outcome,
 )
 from .recovery import Recovery
 from .schema import executions as E
@@ -324,6 +326,7 @@ class Store(Recovery):
         with self.engine.connect() as conn:
             return [ExecutionSummary(**row._mapping) for row in conn.execute(query)]
 
+    @retry_conflicts
     def cancel_execution(self, execution_id: str) -> list[str]:
         """Cancel an execution and its not-yet-started nodes; return its child ids."""
         now = time.time()
@@ -345,17 +348,30 @@ class Store(Recovery):
             ).scalars()
             return list(children)
 
-    def set_paused(self, execution_id: str, paused: bool) -> list[Dispatch]:
+    @retry_conflicts
+    def set_paused(self, execution_id: str, paused: bool) -> Outcome:
         """Pause a running execution, or resume a paused one.
 
-        Resuming returns the messages of every queued node (those of the pause were
-        dropped by the claim guard); due timers fire on the next sweep.
+        Resuming sends every queued node again (the messages of the pause were dropped by
+        the claim guard) and completes an execution whose last node finished while it was
+        paused; due timers and parked parents are taken up by the next sweep.
         """
         now = time.time()
         want, have = ("paused", "running") if paused else ("running", "paused")
         with self.engine.begin() as conn:
             row = conn.execute(
-                update(E).where(E.c.id == execution_id).values(updated_at=now).returning(E.c.status)
+                update(E)
+                .where(E.c.id == execution_id)
+                .values(updated_at=now)
+                .returning(
+                    E.c.status,
+                    E.c.remaining,
+                    E.c.tenant,
+                    E.c.workflow_id,
+                    E.c.version,
+                    E.c.parent_id,
+                    E.c.parent_node_id,
+                )
             ).first()
             if row is None:
                 raise errors.UnknownExecution(f"no execution has id {execution_id!r}")
@@ -367,7 +383,10 @@ class Store(Recovery):
                 )
             conn.execute(update(E).where(E.c.id == execution_id).values(status=want))
             self.record_event(conn, execution_id, None, want if paused else "resumed", None, None)
-        return [] if paused else self.queued_nodes(execution_id)
+            if not paused and row.remaining == 0:
+                graph = self.graph(row.workflow_id, row.version)
+                return self._complete(conn, execution_id, graph, row, now)
+        return Outcome(dispatches=[] if paused else self.queued_nodes(execution_id))
 
     def node_statuses(self, execution_id: str) -> dict[str, str]:
         """Return ``{node_id: status}`` of an execution (no payloads)."""

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, and_, bindparam, select, update
 
 from .. import codec
 from . import hot
+from .base import retry_conflicts
 from .history import History
 from .records import EXECUTION_ACTIVE, Claim, Dispatch, Outcome
 from .schema import executions as E
@@ -37,6 +38,7 @@ def _node(execution_id: str, node_id: str) -> Any:
 class Transitions(History):
     """Mixin of ``Store`` holding the node transitions."""
 
+    @retry_conflicts
     def claim_node(self, execution_id: str, node_id: str, attempt: int) -> Claim | None:
         """Move a queued node to running for this attempt; None if the message is stale.
 
@@ -141,6 +143,7 @@ class Transitions(History):
         """
         return self._finish(hot.FIRE_TIMER, {}, execution_id, node_id, attempt, "timer_fired", None)
 
+    @retry_conflicts
     def fail_node(self, claim: Claim, error: str, *, continue_on_fail: bool) -> Outcome:
         """Fail a node for good; the execution fails too unless ``continue_on_fail``."""
         if continue_on_fail:
@@ -190,6 +193,7 @@ class Transitions(History):
                 child_id=claim.execution_id,
             )
 
+    @retry_conflicts
     def retry_node(self, claim: Claim, error: str, delay: float) -> Outcome:
         """Queue the next attempt of a node after ``delay`` seconds."""
         now = time.time()
@@ -229,6 +233,7 @@ class Transitions(History):
                 ]
             )
 
+    @retry_conflicts
     def park_node(self, claim: Claim, until: float, output: Any) -> bool:
         """Park a running node in ``waiting`` until ``until``; False if stale."""
         packed = self.payloads.pack(claim.tenant, output, what=f"output of node {claim.node_id}")
@@ -308,6 +313,7 @@ class Transitions(History):
             )
         ).one()
 
+    @retry_conflicts
     def _finish(
         self,
         statement: Any,
@@ -320,6 +326,11 @@ class Transitions(History):
     ) -> Outcome:
         now = time.time()
         with self.engine.begin() as conn:
+            # Every transition of an execution takes its row first: one lock order, so
+            # concurrent transitions of one execution queue up instead of deadlocking.
+            status = conn.execute(hot.LOCK_EXECUTION, {"e": execution_id, "now": now}).scalar()
+            if event == "woken" and status != "running":
+                return Outcome(applied=False)  # a paused parent is woken on resume
             row = conn.execute(
                 statement, {"e": execution_id, "n": node_id, "a": attempt, "now": now, **params}
             ).first()
@@ -373,11 +384,24 @@ class Transitions(History):
                         work.append((r.node_id, set()))
         self.record_events(conn, events)
         ex = conn.execute(hot.COUNT_FINISHED, {"e": execution_id, "k": finished, "now": now}).one()
-        if ex.remaining > 0 or ex.status not in EXECUTION_ACTIVE:
+        if ex.remaining > 0 or ex.status != "running":
+            # A paused execution whose last node finished completes on resume.
             return Outcome(dispatches=dispatches)
+        return self._complete(conn, execution_id, graph, ex, now, dispatches)
+
+    def _complete(
+        self,
+        conn: Connection,
+        execution_id: str,
+        graph: Graph,
+        ex: Any,
+        now: float,
+        dispatches: list[Dispatch] | None = None,
+    ) -> Outcome:
         output = self._execution_output(conn, execution_id, graph, ex.tenant)
         self._end_execution(conn, execution_id, "completed", now, output=output)
         return Outcome(
+            dispatches=dispatches or [],
             ended="completed",
             parent_id=ex.parent_id,
             parent_node_id=ex.parent_node_id,
