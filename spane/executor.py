@@ -52,6 +52,8 @@ class Continuation(threading.local):
     lane: str | None = None
     next: Dispatch | None = None
     hops: int = 0
+    #: ``(execution_id, {node_id: stored output})`` of the node this thread just completed.
+    known: tuple[str, dict[str, str]] | None = None
 
     def take(self, dispatch: Dispatch) -> bool:
         """Keep ``dispatch`` to run inline; False if it must be sent."""
@@ -74,25 +76,34 @@ continuation = Continuation()
 def run_node(runtime: Runtime, execution_id: str, node_id: str, attempt: int) -> None:
     """Run one attempt of a node, then any successor kept to run inline."""
     step: tuple[str, str, int] | None = (execution_id, node_id, attempt)
+    known: dict[str, str] | None = None
     try:
         while step is not None:
-            continuation.next = None
-            _run_one(runtime, *step)
+            continuation.next, continuation.known = None, None
+            _run_one(runtime, *step, known)
             kept, continuation.next = continuation.next, None
-            step = None
+            step = known = None
             if kept is not None:
                 continuation.hops += 1
                 step = (kept.execution_id, kept.node_id, kept.attempt)
+                if continuation.known is not None and continuation.known[0] == kept.execution_id:
+                    known = continuation.known[1]
     finally:
         leftover, continuation.next = continuation.next, None
-        continuation.lane, continuation.hops = None, 0
+        continuation.lane, continuation.hops, continuation.known = None, 0, None
         if leftover is not None:
             runtime.dispatch([leftover])
 
 
-def _run_one(runtime: Runtime, execution_id: str, node_id: str, attempt: int) -> None:
+def _run_one(
+    runtime: Runtime,
+    execution_id: str,
+    node_id: str,
+    attempt: int,
+    known: dict[str, str] | None = None,
+) -> None:
     """Run one attempt of a node; duplicates and stale messages are dropped."""
-    claim = runtime.store.claim_node(execution_id, node_id, attempt)
+    claim = runtime.store.claim_node(execution_id, node_id, attempt, known)
     if claim is None:
         log.debug(
             "stale or duplicate node message dropped",
@@ -219,6 +230,8 @@ def _succeeded(runtime: Runtime, claim: Claim, node: Node, result: Any) -> None:
     try:
         codec.check_json(result, f"output of node {claim.node_id}")
         outcome = store.complete_node(claim, result, route=route)
+        if outcome.output is not None:
+            continuation.known = (claim.execution_id, {claim.node_id: outcome.output})
     except (InputError, SpaneError) as exc:
         outcome = store.fail_node(claim, str(exc), continue_on_fail=node.continue_on_fail)
     log.debug("node completed", applied=outcome.applied)

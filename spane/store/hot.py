@@ -36,33 +36,32 @@ PARENT_OUTPUTS = text(
     """
 ).bindparams(bindparam("ids", expanding=True))
 
-_EXECUTION_STATUS = "(SELECT status FROM spane_executions WHERE id = :e) AS execution_status"
 
 COMPLETE = text(
-    f"""
+    """
     UPDATE spane_nodes SET status = 'completed', output = :output, route = :route,
         error = NULL, finished_at = :now, lease_until = NULL
     WHERE execution_id = :e AND node_id = :n AND status = :from_status AND attempt = :a
-    RETURNING {_EXECUTION_STATUS}
+    RETURNING node_id
     """
 )
 
 FAIL_AND_CONTINUE = text(
-    f"""
+    """
     UPDATE spane_nodes SET status = 'failed', output = :output, error = :error,
         finished_at = :now, lease_until = NULL
     WHERE execution_id = :e AND node_id = :n AND status = :from_status AND attempt = :a
-    RETURNING {_EXECUTION_STATUS}
+    RETURNING node_id
     """
 )
 
 FIRE_TIMER = text(
-    f"""
+    """
     UPDATE spane_nodes SET status = 'completed', finished_at = :now, lease_until = NULL
     WHERE execution_id = :e AND node_id = :n AND status = 'waiting' AND attempt = :a
       AND child_id IS NULL AND wake_at <= :now
       AND EXISTS (SELECT 1 FROM spane_executions WHERE id = :e AND status = 'running')
-    RETURNING {_EXECUTION_STATUS}
+    RETURNING node_id
     """
 )
 

@@ -56,6 +56,7 @@ class Outcome:
     parent_id: str | None = None
     parent_node_id: str | None = None
     child_id: str = ""
+    output: str | None = None  # the stored text of a completed node's output
 
 
 @dataclass(frozen=True)

@@ -39,11 +39,18 @@ class Transitions(History):
     """Mixin of ``Store`` holding the node transitions."""
 
     @retry_conflicts
-    def claim_node(self, execution_id: str, node_id: str, attempt: int) -> Claim | None:
+    def claim_node(
+        self,
+        execution_id: str,
+        node_id: str,
+        attempt: int,
+        known: dict[str, str] | None = None,
+    ) -> Claim | None:
         """Move a queued node to running for this attempt; None if the message is stale.
 
         A node of a paused or ended execution is not claimed: the message is dropped and
-        resume sends it again.
+        resume sends it again. ``known`` holds stored outputs of parents the caller has
+        at hand (a thread running a successor inline), which are then not read again.
         """
         now = time.time()
         with self.engine.begin() as conn:
@@ -63,7 +70,9 @@ class Transitions(History):
             meta = self.execution_meta(conn, execution_id)
             parents = self.graph(meta.workflow_id, meta.version).parents[node_id]
             packed: Any
-            if parents:
+            if known and all(p in known for p in parents):
+                packed = {p: known[p] for p in parents}
+            elif parents:
                 packed = self._parent_outputs(conn, execution_id, parents)
             else:
                 packed = conn.execute(hot.EXECUTION_INPUT, {"e": execution_id}).scalar_one()
@@ -132,9 +141,12 @@ class Transitions(History):
         }
         event = "completed" if claim.status == "running" else "woken"
         chosen = None if route is None else set(route)
-        return self._finish(
+        outcome = self._finish(
             hot.COMPLETE, params, claim.execution_id, claim.node_id, claim.attempt, event, chosen
         )
+        if outcome.applied:
+            outcome.output = packed
+        return outcome
 
     def fire_timer(self, execution_id: str, node_id: str, attempt: int) -> Outcome:
         """Complete a ``waiting`` node whose timer fell due (the output was stored at park).
@@ -337,7 +349,7 @@ class Transitions(History):
             if row is None:
                 return Outcome(applied=False)
             self.record_events(conn, [(execution_id, node_id, event, attempt)])
-            if row.execution_status not in EXECUTION_ACTIVE:
+            if status not in EXECUTION_ACTIVE:
                 return Outcome()
             meta = self.execution_meta(conn, execution_id)
             graph = self.graph(meta.workflow_id, meta.version)
