@@ -27,8 +27,9 @@ def sweep(runtime: Runtime) -> int:
     if claims and now - runtime.last_heartbeat >= runtime.settings.lease_seconds / 3:
         runtime.store.renew_leases(claims)
         runtime.last_heartbeat = now
-    # The lease outlives a few missed sweeps, so a stalled holder is replaced quickly.
-    ttl = max(10.0, 5 * runtime.settings.sweep_interval)
+    # The lease outlives a few missed sweeps, and a stalled or dead holder is replaced
+    # soon after (two sweepers at once would be harmless: every recovery is guarded).
+    ttl = max(1.0, 4 * runtime.settings.sweep_interval)
     if not runtime.store.take_lease(SWEEPER, runtime.identity, ttl):
         return 0
     fired = runtime.sweep_timers()
