@@ -13,8 +13,12 @@ With workers elsewhere (Redis and PostgreSQL from the SPANE_* environment)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -46,14 +50,35 @@ def fetch_order(ctx: spane.NodeContext) -> Any:
     }
 
 
+def ledger() -> sqlite3.Connection:
+    """The payments ledger this example charges into (a stand-in for a payment API)."""
+    path = Path(os.environ.get("EXAMPLE_LEDGER", ".spane/example-ledger.db"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30)
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS payments (key TEXT PRIMARY KEY, payment_id TEXT, "
+        "order_id TEXT, amount REAL)"
+    )
+    return conn
+
+
 @spane.node_type("charge_card", retry={"max_attempts": 5, "delay": "500ms", "max_delay": "10s"})
 def charge_card(ctx: spane.NodeContext) -> Any:
-    """Charge the customer once, however often this attempt is retried or redelivered."""
+    """Charge the customer exactly once, however often this node is retried, redelivered,
+    recovered from a dead worker or replayed.
+
+    Spane runs node code at least once per attempt; the side effect is made exactly-once
+    by keying it on ``ctx.idempotency_key``, stable for this execution and node. A payment
+    API takes it as its idempotency key; here a ledger's primary key plays that part.
+    """
     order = ctx.input
-    # A payment API takes an idempotency key so that a retried request never charges twice;
-    # ctx.idempotency_key is stable across attempts of this node in this execution.
     payment_id = "pay_" + hashlib.sha256(ctx.idempotency_key.encode()).hexdigest()[:12]
-    ctx.log.info("card charged", payment_id=payment_id, amount=order["total"])
+    with contextlib.closing(ledger()) as conn, conn:
+        charged = conn.execute(
+            "INSERT OR IGNORE INTO payments VALUES (?, ?, ?, ?)",
+            (ctx.idempotency_key, payment_id, order["id"], order["total"]),
+        ).rowcount
+    ctx.log.info("card charged" if charged else "already charged", payment_id=payment_id)
     return {**order, "payment": {"id": payment_id, "amount": order["total"]}}
 
 
