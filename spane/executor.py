@@ -6,6 +6,7 @@ import threading
 import traceback
 from typing import TYPE_CHECKING, Any
 
+import jmespath
 import msgspec
 import structlog
 
@@ -19,7 +20,7 @@ from .registry import RetryPolicy
 if TYPE_CHECKING:
     from .definitions import Node
     from .runtime import Runtime
-    from .store import Claim, Dispatch
+    from .store import Claim, Dispatch, Execution
 
 log = structlog.get_logger("spane.node")
 _DEFAULT_RETRY = RetryPolicy()
@@ -73,6 +74,17 @@ class Continuation(threading.local):
 continuation = Continuation()
 
 
+def log_fields(claim: Claim) -> dict[str, Any]:
+    """The identifiers every log line of node work carries."""
+    return {
+        "execution_id": claim.execution_id,
+        "workflow_id": claim.workflow_id,
+        "node_id": claim.node_id,
+        "tenant": claim.tenant,
+        "attempt": claim.tries,
+    }
+
+
 def run_node(runtime: Runtime, execution_id: str, node_id: str, attempt: int) -> None:
     """Run one attempt of a node, then any successor kept to run inline."""
     step: tuple[str, str, int] | None = (execution_id, node_id, attempt)
@@ -114,19 +126,8 @@ def _run_one(
         return
     continuation.lane = claim.lane
     node = runtime.store.graph(claim.workflow_id, claim.version).nodes[node_id]
-    structlog.contextvars.bind_contextvars(
-        execution_id=execution_id,
-        workflow_id=claim.workflow_id,
-        node_id=node_id,
-        tenant=claim.tenant,
-        attempt=claim.tries,
-    )
-    try:
+    with structlog.contextvars.bound_contextvars(**log_fields(claim)):
         _attempt(runtime, claim, node)
-    finally:
-        structlog.contextvars.unbind_contextvars(
-            "execution_id", "workflow_id", "node_id", "tenant", "attempt"
-        )
 
 
 def _attempt(runtime: Runtime, claim: Claim, node: Node) -> None:
@@ -156,13 +157,7 @@ def _attempt(runtime: Runtime, claim: Claim, node: Node) -> None:
             node_id=claim.node_id,
             attempt=claim.tries,
             tenant=claim.tenant,
-            log=log.bind(
-                execution_id=claim.execution_id,
-                workflow_id=claim.workflow_id,
-                node_id=claim.node_id,
-                tenant=claim.tenant,
-                attempt=claim.tries,
-            ),
+            log=log.bind(**log_fields(claim)),
         )
         log.debug("node attempt started")
         result = _call(node_type.fn, ctx, claim, seconds)
@@ -291,33 +286,25 @@ def wake_parent(runtime: Runtime, execution_id: str, node_id: str, child_id: str
         return  # woken already, or the parent moved on
     child = store.get_execution(child_id)
     node = store.graph(claim.workflow_id, claim.version).nodes[node_id]
-    structlog.contextvars.bind_contextvars(
-        execution_id=execution_id,
-        workflow_id=claim.workflow_id,
-        node_id=node_id,
-        tenant=claim.tenant,
-        attempt=claim.tries,
-    )
-    try:
-        if child.status == "completed":
-            mapping = node.config.get("output")
-            output = child.output
-            try:
-                if mapping:
-                    import jmespath
+    with structlog.contextvars.bound_contextvars(**log_fields(claim)):
+        _wake(runtime, claim, node, child)
 
-                    output = jmespath.search(mapping, output)
-            except Exception as exc:
-                error = f"output mapping {mapping!r} failed on the child's output: {exc}"
-                runtime.apply(store.fail_node(claim, error, continue_on_fail=False))
-                return
-            runtime.apply(store.complete_node(claim, output))
+
+def _wake(runtime: Runtime, claim: Claim, node: Node, child: Execution) -> None:
+    store = runtime.store
+    if child.status == "completed":
+        mapping = node.config.get("output")
+        output = child.output
+        try:
+            if mapping:
+                output = jmespath.search(mapping, output)
+        except Exception as exc:
+            error = f"output mapping {mapping!r} failed on the child's output: {exc}"
+            runtime.apply(store.fail_node(claim, error, continue_on_fail=False))
             return
-        node_type = registry.get(node.type)
-        policy = node.retry or (node_type.retry if node_type else None) or _DEFAULT_RETRY
-        reason = f"child execution {child_id} {child.status}: {child.error}"
-        _failed(runtime, claim, node, policy, reason, retryable=child.status == "failed")
-    finally:
-        structlog.contextvars.unbind_contextvars(
-            "execution_id", "workflow_id", "node_id", "tenant", "attempt"
-        )
+        runtime.apply(store.complete_node(claim, output))
+        return
+    node_type = registry.get(node.type)
+    policy = node.retry or (node_type.retry if node_type else None) or _DEFAULT_RETRY
+    reason = f"child execution {child.id} {child.status}: {child.error}"
+    _failed(runtime, claim, node, policy, reason, retryable=child.status == "failed")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -54,8 +55,10 @@ class FetchConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 @pytest.fixture(autouse=True, scope="module")
-def node_types() -> None:
-    """Register the node types the definitions below use (the registry is process-wide)."""
+def node_types() -> Iterator[None]:
+    """Register the node types the definitions below use; put back what they replaced
+    (the registry is process-wide, and other tests use the real ``fetch_order``)."""
+    saved = {name: registry.get(name) for name in ("fetch_order", "anything")}
     stand_ins = {
         "transform": configs.TransformConfig,
         "branch": configs.BranchConfig,
@@ -69,6 +72,10 @@ def node_types() -> None:
             registry.register(NodeType(name=name, fn=lambda ctx: None, config=config))
     registry.register(NodeType(name="fetch_order", fn=lambda ctx: None, config=FetchConfig))
     registry.register(NodeType(name="anything", fn=lambda ctx: None))
+    yield
+    for previous in saved.values():
+        if previous is not None:
+            registry.register(previous)
 
 
 def workflow(*nodes: dict[str, Any], **top: Any) -> dict[str, Any]:
