@@ -134,6 +134,13 @@ def test_stalled_worker_late_results_are_fenced(client: Runtime, workers: Worker
         workers.signal(frozen, signal.SIGCONT)
 
     faults.wait_all_ended(client.engine, 8)
+    # The frozen worker wakes up and reports its superseded attempts: each is recorded as a
+    # stale result and changes nothing.
+    faults.wait_until(
+        lambda: faults.event_count(client.engine, "stale_result") >= 4,
+        60,
+        "the late results of the superseded attempts",
+    )
     assert_clean(client, 8)
     assert outputs(ids) == [i + 2 for i in range(8)]
 

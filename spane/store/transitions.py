@@ -347,6 +347,10 @@ class Transitions(History):
                 statement, {"e": execution_id, "n": node_id, "a": attempt, "now": now, **params}
             ).first()
             if row is None:
+                if event != "timer_fired":
+                    # A result of a superseded attempt (or of an ended execution's node):
+                    # kept in the history, and nothing else changes.
+                    self.record_events(conn, [(execution_id, node_id, "stale_result", attempt)])
                 return Outcome(applied=False)
             self.record_events(conn, [(execution_id, node_id, event, attempt)])
             if status not in EXECUTION_ACTIVE:
