@@ -41,28 +41,12 @@ def replay(execution_id: str, from_node: str | None = None) -> None:
             raise InvalidTransition(
                 f"execution {execution_id} is {ex.status}; replay it once it has ended"
             )
-        # Nodes that failed for good (no continue_on_fail: no output) are re-run too, or
-        # a node below one of them could never run.
-        seeds = {from_node} | {
-            n
-            for n, s in ex.nodes.items()
-            if s.status == "cancelled" or (s.status == "failed" and s.output is None)
-        }
-    else:
-        if ex.status not in ("failed", "cancelled"):
-            raise InvalidTransition(
-                f"execution {execution_id} is {ex.status}; only a failed or cancelled "
-                "execution can be replayed (or name from_node)"
-            )
-        seeds = {n for n, s in ex.nodes.items() if s.status in ("failed", "cancelled")}
-    reset = set(seeds)
-    stack = list(seeds)
-    while stack:
-        for child in graph.children[stack.pop()]:
-            if child not in reset:
-                reset.add(child)
-                stack.append(child)
-    rt.apply(rt.store.revive(execution_id, reset))
+    elif ex.status not in ("failed", "cancelled"):
+        raise InvalidTransition(
+            f"execution {execution_id} is {ex.status}; only a failed or cancelled "
+            "execution can be replayed (or name from_node)"
+        )
+    rt.apply(rt.store.revive(execution_id, from_node))
     rt.ensure_worker()
 
 

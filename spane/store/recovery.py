@@ -13,15 +13,15 @@ from sqlalchemy import insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from .base import retry_conflicts
+from .parking import Parking
 from .records import EXECUTION_ACTIVE, EXECUTION_TERMINAL, Claim, Dispatch, Outcome
 from .schema import dead_letters as D
 from .schema import executions as E
 from .schema import locks as L
 from .schema import nodes as N
-from .transitions import Transitions
 
 
-class Recovery(Transitions):
+class Recovery(Parking):
     """Mixin of ``Store`` holding lease and recovery operations."""
 
     def take_lease(self, name: str, holder: str, seconds: float) -> bool:
@@ -198,16 +198,37 @@ class Recovery(Transitions):
         ]
 
     @retry_conflicts
-    def revive(self, execution_id: str, reset: set[str]) -> Outcome:
-        """Reset ``reset`` nodes to pending, recount every pending node, run what is ready.
+    def revive(self, execution_id: str, from_node: str | None = None) -> Outcome:
+        """Re-run the failed and cancelled nodes (and ``from_node``) and all below them.
 
-        Used by dead-letter retry and replay: completed work outside ``reset`` is kept,
-        the execution moves back to ``running``.
+        Under the execution's lock, so the nodes to reset are read in the same state they
+        are reset from: those nodes go back to pending, every pending node is recounted,
+        what is ready runs. Completed work outside them is kept; the execution moves back
+        to ``running``. Used by replay and dead-letter retry.
         """
         now = time.time()
         with self.engine.begin() as conn:
             ex = self._lock_execution(conn, execution_id, now)
             graph = self.graph(ex.workflow_id, ex.version)
+            current = conn.execute(
+                select(N.c.node_id, N.c.status, N.c.output).where(N.c.execution_id == execution_id)
+            ).all()
+            # A node that failed for good (no output) is re-run too, or nothing below it
+            # could run; without from_node, every failed node is.
+            reset = {
+                r.node_id
+                for r in current
+                if r.status == "cancelled"
+                or (r.status == "failed" and (from_node is None or r.output is None))
+            }
+            if from_node is not None:
+                reset.add(from_node)
+            stack = list(reset)
+            while stack:
+                for child in graph.children[stack.pop()]:
+                    if child not in reset:
+                        reset.add(child)
+                        stack.append(child)
             if reset:
                 conn.execute(
                     update(N)

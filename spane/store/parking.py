@@ -1,0 +1,138 @@
+"""Parking: nodes that wait in the database (timers, sub-workflow parents), not in a
+worker thread."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from .base import retry_conflicts
+from .records import EXECUTION_ACTIVE, Claim
+from .schema import executions as E
+from .schema import nodes as N
+from .transitions import Transitions, _node
+
+
+class Parking(Transitions):
+    """Layer of ``Store`` holding parked nodes: park, timers due, parents to wake."""
+
+    @retry_conflicts
+    def park_node(self, claim: Claim, until: float, output: Any) -> bool:
+        """Park a running node in ``waiting`` until ``until``; False if stale."""
+        packed = self.payloads.pack(claim.tenant, output, what=f"output of node {claim.node_id}")
+        with self.engine.begin() as conn:
+            if not self._may_park(conn, claim):
+                return False
+            done = conn.execute(
+                update(N)
+                .where(
+                    _node(claim.execution_id, claim.node_id),
+                    N.c.status == claim.status,
+                    N.c.attempt == claim.attempt,
+                )
+                .values(status="waiting", wake_at=until, output=packed, lease_until=None)
+            )
+            if done.rowcount:
+                self.record_events(
+                    conn, [(claim.execution_id, claim.node_id, "waiting", claim.attempt)]
+                )
+            return bool(done.rowcount)
+
+    def _may_park(self, conn: Connection, claim: Claim) -> bool:
+        """Lock the execution; if it ended meanwhile, cancel the node instead of parking."""
+        ex = self._lock_execution(conn, claim.execution_id, time.time())
+        if ex.status in EXECUTION_ACTIVE:
+            return True
+        done = conn.execute(
+            update(N)
+            .where(
+                _node(claim.execution_id, claim.node_id),
+                N.c.status == claim.status,
+                N.c.attempt == claim.attempt,
+            )
+            .values(status="cancelled", finished_at=time.time(), lease_until=None)
+        )
+        if done.rowcount:
+            self.record_event(
+                conn,
+                claim.execution_id,
+                claim.node_id,
+                "cancelled",
+                claim.attempt,
+                f"execution {ex.status} before the node parked",
+            )
+        return False
+
+    def due_timers(self, now: float, limit: int = 100) -> list[tuple[str, str, int]]:
+        """Return ``(execution_id, node_id, attempt)`` of waiting timers that fell due."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(N.c.execution_id, N.c.node_id, N.c.attempt)
+                .join(E, E.c.id == N.c.execution_id)
+                .where(
+                    N.c.status == "waiting",
+                    N.c.child_id.is_(None),
+                    N.c.wake_at <= now,
+                    E.c.status == "running",
+                )
+                .limit(limit)
+            )
+            return [(r.execution_id, r.node_id, r.attempt) for r in rows]
+
+    # -- internals -------------------------------------------------------------------
+
+    def waiting_claim(self, execution_id: str, node_id: str, child_id: str) -> Claim | None:
+        """The parked attempt of a ``subworkflow`` node waiting on ``child_id``, if any."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    N.c.attempt,
+                    N.c.attempt_base,
+                    N.c.type,
+                    E.c.workflow_id,
+                    E.c.version,
+                    E.c.tenant,
+                    E.c.depth,
+                )
+                .join(E, E.c.id == N.c.execution_id)
+                .where(
+                    N.c.execution_id == execution_id,
+                    N.c.node_id == node_id,
+                    N.c.status == "waiting",
+                    N.c.child_id == child_id,
+                )
+            ).first()
+        if row is None:
+            return None
+        return Claim(
+            execution_id=execution_id,
+            node_id=node_id,
+            attempt=row.attempt,
+            type=row.type,
+            workflow_id=row.workflow_id,
+            version=row.version,
+            tenant=row.tenant,
+            depth=row.depth,
+            input=None,
+            tries=row.attempt - row.attempt_base,
+            status="waiting",
+        )
+
+    def unwoken_parents(self, limit: int = 100) -> list[tuple[str, str, str]]:
+        """``(parent_id, node_id, child_id)`` of parents parked on children that ended."""
+        child = E.alias("child")
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(N.c.execution_id, N.c.node_id, N.c.child_id)
+                .join(child, child.c.id == N.c.child_id)
+                .join(E, E.c.id == N.c.execution_id)
+                .where(
+                    N.c.status == "waiting",
+                    child.c.status.in_(("completed", "failed", "cancelled")),
+                    E.c.status == "running",
+                )
+                .limit(limit)
+            ).all()
+        return [(r.execution_id, r.node_id, r.child_id) for r in rows]
