@@ -16,7 +16,16 @@ from types import FrameType
 
 from .. import builtins as _builtins  # noqa: F401  (registers the built-in node types)
 from .. import runtime as _runtime
+from ..errors import ConfigurationError
+from ..settings import from_env
 
+if from_env().embedded:
+    # A worker process on the in-process broker would never see another process's work.
+    raise ConfigurationError(
+        "dramatiq spane.actors needs SPANE_BROKER_URL (redis://... or amqp://...) and "
+        "SPANE_DATABASE_URL shared with the processes that enqueue; without a broker, "
+        "run workflows embedded with `spane run FILE` or spane.run(...)"
+    )
 runtime = _runtime.get()
 broker = runtime.broker
 
