@@ -28,9 +28,14 @@ from .store import Dispatch, Outcome, Store, make_engine
 COORDINATOR = "spane.coordinator"
 
 
-def actor_name(node_type: str) -> str:
-    """Return the Dramatiq actor name of a node type."""
-    return f"spane.node.{node_type}"
+#: Dramatiq runs the prefetched message of lowest priority value first, so within one
+#: worker a high-lane node overtakes queued default- and low-lane ones.
+LANE_PRIORITY = {"high": 0, "default": 50, "low": 100}
+
+
+def actor_name(node_type: str, lane: str) -> str:
+    """Return the Dramatiq actor of a node type on a lane (one per lane, for priority)."""
+    return f"spane.node.{node_type}.{lane}"
 
 
 class Runtime:
@@ -97,22 +102,24 @@ class Runtime:
     # -- actors ----------------------------------------------------------------------
 
     def _declare(self, node_type: NodeType) -> None:
-        name = actor_name(node_type.name)
-        if name in self.broker.actors:
-            return  # re-registration replaces the code; the actor looks it up per call
+        """Declare the node type's actors: one per lane, each bound to its lane's queue."""
 
         def run(execution_id: str, node_id: str, attempt: int) -> None:
             executor.run_node(self, execution_id, node_id, attempt)
 
         run.__name__ = run.__qualname__ = f"node_{node_type.name}"
-        dramatiq.Actor(
-            run,
-            broker=self.broker,
-            actor_name=name,
-            queue_name=queue_name(self.settings, node_type.lane or "default"),
-            priority=0,
-            options={},
-        )
+        for lane, priority in LANE_PRIORITY.items():
+            name = actor_name(node_type.name, lane)
+            if name in self.broker.actors:
+                continue  # re-registration replaces the code; the actor looks it up per call
+            dramatiq.Actor(
+                run,
+                broker=self.broker,
+                actor_name=name,
+                queue_name=queue_name(self.settings, lane),
+                priority=priority,
+                options={},
+            )
 
     def _coordinate(
         self,
@@ -147,7 +154,7 @@ class Runtime:
                 continue
             message: dramatiq.Message[Any] = dramatiq.Message(
                 queue_name=queue_name(self.settings, d.lane),
-                actor_name=actor_name(d.type),
+                actor_name=actor_name(d.type, d.lane),
                 args=(),
                 kwargs={"execution_id": d.execution_id, "node_id": d.node_id, "attempt": d.attempt},
                 options={},

@@ -434,7 +434,7 @@ def test_message_missing_fields_is_dead_lettered(client: Runtime, workers: Worke
     queue = f"{namespace}.default"
     workers.start(client.settings, threads=4)
     redis_id = str(uuid.uuid4())
-    shape = _message(queue, "spane.node.slow_add", redis_id)
+    shape = _message(queue, "spane.node.slow_add.default", redis_id)
     del shape["args"]
     faults.push_raw(redis_url, namespace, queue, msgspec.json.encode(shape), redis_id)
     faults.wait_until(lambda: len(_letters()) == 1, 15, "a dead letter for the bad message")
