@@ -29,7 +29,7 @@ def replay(execution_id: str, from_node: str | None = None) -> None:
     Completed upstream outputs are kept; the execution moves back to ``running``.
     """
     rt = runtime.get()
-    ex = rt.store.get_execution(execution_id)
+    ex = rt.store.summary(execution_id)  # no payloads: a replay must not need to read them
     graph = rt.store.graph(ex.workflow_id, ex.version)
     if from_node is not None:
         if from_node not in graph.nodes:

@@ -279,11 +279,9 @@ def _spawn(runtime: Runtime, claim: Claim, spawn: Spawn) -> None:
 def wake_parent(runtime: Runtime, execution_id: str, node_id: str, child_id: str) -> None:
     """A child execution ended: complete, retry or fail the parent node parked on it."""
     store = runtime.store
-    if store.execution_status(execution_id) != "running":
-        return  # a paused parent is woken by the sweep after resume; an ended one never
     claim = store.waiting_claim(execution_id, node_id, child_id)
     if claim is None:
-        return  # woken already, or the parent moved on
+        return  # woken already, moved on, ended, or paused (the sweep wakes it on resume)
     child = store.get_execution(child_id)
     node = store.graph(claim.workflow_id, claim.version).nodes[node_id]
     with structlog.contextvars.bound_contextvars(**log_fields(claim)):

@@ -18,6 +18,7 @@ import spane
 from spane import runtime as runtime_module
 from spane.runtime import Runtime
 from spane.settings import Settings
+from tests.history import BACKENDS
 from tests.s3server import s3_bucket, s3_endpoint
 from tests.workers import WorkerPool
 
@@ -148,3 +149,14 @@ def workers(tmp_path: Path) -> Iterator[WorkerPool]:
 
 
 __all__ = ["embedded_settings", "require_service", "s3_bucket", "s3_endpoint", "spane"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Runtime:
+    """The embedded twin, or a client runtime on Redis + PostgreSQL with one real worker."""
+    if request.param == "embedded":
+        runtime: Runtime = request.getfixturevalue("rt")
+        return runtime
+    runtime = request.getfixturevalue("prod")
+    request.getfixturevalue("workers").start(runtime.settings, threads=8)
+    return runtime

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -20,52 +18,9 @@ import spane
 import tests.nodes  # noqa: F401  (registers the test node types)
 from spane.runtime import Runtime
 from spane.store.history import Event
-
-T = TypeVar("T")
-
-BACKENDS = [
-    pytest.param("embedded", id="embedded"),
-    pytest.param("workers", id="workers", marks=pytest.mark.integration),
-]
-ENDED = ("completed", "failed", "skipped", "cancelled")
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> Runtime:
-    """The embedded twin, or a client runtime on Redis + PostgreSQL with one real worker."""
-    if request.param == "embedded":
-        runtime: Runtime = request.getfixturevalue("rt")
-        return runtime
-    runtime = request.getfixturevalue("prod")
-    request.getfixturevalue("workers").start(runtime.settings, threads=8)
-    return runtime
-
+from tests.history import events, node_status, wait_for
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def wait_for(probe: Callable[[], T | None], what: str, timeout: float = 30) -> T:
-    """Poll ``probe`` until it returns something truthy (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def node_status(execution_id: str, node_id: str) -> str:
-    return spane.get_execution(execution_id).nodes[node_id].status
-
-
-def events(execution_id: str, node_id: str | None = None, kind: str | None = None) -> list[Event]:
-    return [
-        e
-        for e in spane.history(execution_id)
-        if (node_id is None or e.node_id == node_id) and (kind is None or e.kind == kind)
-    ]
 
 
 def one(execution_id: str, node_id: str | None, kind: str) -> Event:

@@ -7,9 +7,9 @@ most also run on the embedded twin (``embedded``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -17,27 +17,8 @@ import spane
 import tests.nodes  # noqa: F401  (registers the test node types)
 from spane import runtime as runtime_module
 from spane.runtime import Runtime
-from spane.store.history import Event
 from tests.conftest import embedded_settings
-
-T = TypeVar("T")
-
-BACKENDS = [
-    pytest.param("embedded", id="embedded"),
-    pytest.param("workers", id="workers", marks=pytest.mark.integration),
-]
-ENDED = ("completed", "failed", "skipped", "cancelled")
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> Runtime:
-    """The embedded twin, or a client runtime on Redis + PostgreSQL with one real worker."""
-    if request.param == "embedded":
-        runtime: Runtime = request.getfixturevalue("rt")
-        return runtime
-    runtime = request.getfixturevalue("prod")
-    request.getfixturevalue("workers").start(runtime.settings, threads=8)
-    return runtime
+from tests.history import BACKENDS, ENDED, events, node_status, wait_for
 
 
 @pytest.fixture(params=BACKENDS)
@@ -66,30 +47,6 @@ def client(request: pytest.FixtureRequest) -> Runtime:
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def wait_for(probe: Callable[[], T | None], what: str, timeout: float = 30) -> T:
-    """Poll ``probe`` until it returns something truthy (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def node_status(execution_id: str, node_id: str) -> str:
-    return spane.get_execution(execution_id).nodes[node_id].status
-
-
-def events(execution_id: str, node_id: str | None = None, kind: str | None = None) -> list[Event]:
-    return [
-        e
-        for e in spane.history(execution_id)
-        if (node_id is None or e.node_id == node_id) and (kind is None or e.kind == kind)
-    ]
 
 
 def node_kinds(execution_id: str, node_id: str) -> list[str]:

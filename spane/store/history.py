@@ -59,16 +59,17 @@ class History(StoreBase):
         attempt: int | None,
         detail: str | None,
     ) -> None:
-        """Append one event inside the caller's transaction."""
+        """Append one event, with a detail, inside the caller's transaction."""
         conn.execute(
-            insert(V).values(
-                execution_id=execution_id,
-                node_id=node_id,
-                kind=kind,
-                attempt=attempt,
-                detail=detail,
-                at=time.time(),
-            )
+            hot.EVENT,
+            {
+                "e": execution_id,
+                "n": node_id,
+                "k": kind,
+                "a": attempt,
+                "d": detail,
+                "at": time.time(),
+            },
         )
 
     def record_events(

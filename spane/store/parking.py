@@ -12,7 +12,7 @@ from .base import retry_conflicts
 from .records import EXECUTION_ACTIVE, Claim
 from .schema import executions as E
 from .schema import nodes as N
-from .transitions import Transitions, _node
+from .transitions import Transitions, _held
 
 
 class Parking(Transitions):
@@ -27,11 +27,7 @@ class Parking(Transitions):
                 return False
             done = conn.execute(
                 update(N)
-                .where(
-                    _node(claim.execution_id, claim.node_id),
-                    N.c.status == claim.status,
-                    N.c.attempt == claim.attempt,
-                )
+                .where(_held(claim))
                 .values(status="waiting", wake_at=until, output=packed, lease_until=None)
             )
             if done.rowcount:
@@ -47,11 +43,7 @@ class Parking(Transitions):
             return True
         done = conn.execute(
             update(N)
-            .where(
-                _node(claim.execution_id, claim.node_id),
-                N.c.status == claim.status,
-                N.c.attempt == claim.attempt,
-            )
+            .where(_held(claim))
             .values(status="cancelled", finished_at=time.time(), lease_until=None)
         )
         if done.rowcount:
@@ -84,7 +76,8 @@ class Parking(Transitions):
     # -- internals -------------------------------------------------------------------
 
     def waiting_claim(self, execution_id: str, node_id: str, child_id: str) -> Claim | None:
-        """The parked attempt of a ``subworkflow`` node waiting on ``child_id``, if any."""
+        """The parked attempt of a ``subworkflow`` node waiting on ``child_id``, if any and
+        if its execution is running (a paused one is woken by the sweep after resume)."""
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(
@@ -102,6 +95,7 @@ class Parking(Transitions):
                     N.c.node_id == node_id,
                     N.c.status == "waiting",
                     N.c.child_id == child_id,
+                    E.c.status == "running",
                 )
             ).first()
         if row is None:

@@ -19,6 +19,7 @@ from .schema import dead_letters as D
 from .schema import executions as E
 from .schema import locks as L
 from .schema import nodes as N
+from .transitions import _held
 
 
 class Recovery(Parking):
@@ -79,12 +80,7 @@ class Recovery(Parking):
         with self.engine.begin() as conn:
             row = conn.execute(
                 update(N)
-                .where(
-                    N.c.execution_id == claim.execution_id,
-                    N.c.node_id == claim.node_id,
-                    N.c.status == "running",
-                    N.c.attempt == claim.attempt,
-                )
+                .where(_held(claim))
                 .values(
                     status="queued",
                     attempt=N.c.attempt + 1,

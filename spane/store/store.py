@@ -28,6 +28,19 @@ from .recovery import Recovery
 from .schema import executions as E
 from .schema import nodes as N
 from .schema import workflows as W
+from .transitions import _held
+
+#: The columns of an ``ExecutionSummary``: no payloads.
+_SUMMARY = (
+    E.c.id,
+    E.c.workflow_id,
+    E.c.version,
+    E.c.tenant,
+    E.c.status,
+    E.c.created_at,
+    E.c.finished_at,
+    E.c.parent_id,
+)
 
 
 class Store(Recovery):
@@ -210,12 +223,7 @@ class Store(Recovery):
             return False
         parked = conn.execute(
             update(N)
-            .where(
-                N.c.execution_id == parent.execution_id,
-                N.c.node_id == parent.node_id,
-                N.c.status == "running",
-                N.c.attempt == parent.attempt,
-            )
+            .where(_held(parent))
             .values(status="waiting", child_id=child_id, lease_until=None)
         )
         if parked.rowcount:
@@ -292,6 +300,14 @@ class Store(Recovery):
             raise errors.UnknownExecution(f"no execution has id {execution_id!r}")
         return str(status)
 
+    def summary(self, execution_id: str) -> ExecutionSummary:
+        """Return one execution's summary, without reading any payload."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*_SUMMARY).where(E.c.id == execution_id)).first()
+        if row is None:
+            raise errors.UnknownExecution(f"no execution has id {execution_id!r}")
+        return ExecutionSummary(**row._mapping)
+
     def list_executions(
         self,
         *,
@@ -303,16 +319,7 @@ class Store(Recovery):
         offset: int = 0,
     ) -> list[ExecutionSummary]:
         """Return executions, newest first, without reading any payload."""
-        query = select(
-            E.c.id,
-            E.c.workflow_id,
-            E.c.version,
-            E.c.tenant,
-            E.c.status,
-            E.c.created_at,
-            E.c.finished_at,
-            E.c.parent_id,
-        )
+        query = select(*_SUMMARY)
         filters: dict[str, Any] = {
             "status": status,
             "workflow_id": workflow_id,
@@ -331,11 +338,7 @@ class Store(Recovery):
         """Cancel an execution and its not-yet-started nodes; return its child ids."""
         now = time.time()
         with self.engine.begin() as conn:
-            row = conn.execute(
-                update(E).where(E.c.id == execution_id).values(updated_at=now).returning(E.c.status)
-            ).first()
-            if row is None:
-                raise errors.UnknownExecution(f"no execution has id {execution_id!r}")
+            row = self._lock_execution(conn, execution_id, now)
             if row.status in EXECUTION_TERMINAL:
                 raise errors.InvalidTransition(
                     f"execution {execution_id} is already {row.status}; it cannot be cancelled"
@@ -359,22 +362,7 @@ class Store(Recovery):
         now = time.time()
         want, have = ("paused", "running") if paused else ("running", "paused")
         with self.engine.begin() as conn:
-            row = conn.execute(
-                update(E)
-                .where(E.c.id == execution_id)
-                .values(updated_at=now)
-                .returning(
-                    E.c.status,
-                    E.c.remaining,
-                    E.c.tenant,
-                    E.c.workflow_id,
-                    E.c.version,
-                    E.c.parent_id,
-                    E.c.parent_node_id,
-                )
-            ).first()
-            if row is None:
-                raise errors.UnknownExecution(f"no execution has id {execution_id!r}")
+            row = self._lock_execution(conn, execution_id, now)
             if row.status != have:
                 verb = "paused" if paused else "resumed"
                 raise errors.InvalidTransition(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, bindparam, select, update
 
-from .. import codec
+from .. import codec, errors
 from . import hot
 from .base import retry_conflicts
 from .history import History
@@ -33,6 +33,15 @@ _QUEUEABLE_FROM = ("pending",)
 
 def _node(execution_id: str, node_id: str) -> Any:
     return and_(N.c.execution_id == execution_id, N.c.node_id == node_id)
+
+
+def _held(claim: Claim) -> Any:
+    """The row of ``claim``'s node, only while that attempt still holds it."""
+    return and_(
+        _node(claim.execution_id, claim.node_id),
+        N.c.status == claim.status,
+        N.c.attempt == claim.attempt,
+    )
 
 
 class Transitions(History):
@@ -181,11 +190,7 @@ class Transitions(History):
             ex = self._lock_execution(conn, claim.execution_id, now)
             done = conn.execute(
                 update(N)
-                .where(
-                    _node(claim.execution_id, claim.node_id),
-                    N.c.status == claim.status,
-                    N.c.attempt == claim.attempt,
-                )
+                .where(_held(claim))
                 .values(status="failed", error=error, finished_at=now, lease_until=None)
             )
             if done.rowcount == 0:
@@ -214,11 +219,7 @@ class Transitions(History):
             cancelled = ex.status not in EXECUTION_ACTIVE
             row = conn.execute(
                 update(N)
-                .where(
-                    _node(claim.execution_id, claim.node_id),
-                    N.c.status == claim.status,
-                    N.c.attempt == claim.attempt,
-                )
+                .where(_held(claim))
                 .values(
                     status="cancelled" if cancelled else "queued",
                     attempt=N.c.attempt + (0 if cancelled else 1),
@@ -246,19 +247,24 @@ class Transitions(History):
             )
 
     def _lock_execution(self, conn: Connection, execution_id: str, now: float) -> Any:
-        return conn.execute(
+        """Take the execution row (every transition does, first) and return its state."""
+        row = conn.execute(
             update(E)
             .where(E.c.id == execution_id)
             .values(updated_at=now)
             .returning(
                 E.c.status,
+                E.c.remaining,
                 E.c.workflow_id,
                 E.c.version,
                 E.c.tenant,
                 E.c.parent_id,
                 E.c.parent_node_id,
             )
-        ).one()
+        ).first()
+        if row is None:
+            raise errors.UnknownExecution(f"no execution has id {execution_id!r}")
+        return row
 
     @retry_conflicts
     def _finish(
