@@ -15,6 +15,14 @@ from .context import NodeContext, Park, Route, Spawn
 from .durations import parse_duration
 from .errors import InputError, NodeFailed, SpaneError
 from .inflight import HandedBack, NodeTimeout, inflight
+from .middleware.attempts import (
+    Attempt,
+    AttemptOutcome,
+    AttemptResult,
+    attempt_middleware,
+    emit_after,
+    emit_before,
+)
 from .registry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -89,10 +97,12 @@ def run_node(runtime: Runtime, execution_id: str, node_id: str, attempt: int) ->
     """Run one attempt of a node, then any successor kept to run inline."""
     step: tuple[str, str, int] | None = (execution_id, node_id, attempt)
     known: dict[str, str] | None = None
+    inline = False
     try:
         while step is not None:
             continuation.next, continuation.known = None, None
-            _run_one(runtime, *step, known)
+            _run_one(runtime, *step, known, inline=inline)
+            inline = True
             kept, continuation.next = continuation.next, None
             step = known = None
             if kept is not None:
@@ -113,8 +123,10 @@ def _run_one(
     node_id: str,
     attempt: int,
     known: dict[str, str] | None = None,
+    *,
+    inline: bool = False,
 ) -> None:
-    """Run one attempt of a node; duplicates and stale messages are dropped."""
+    """Run one attempt of a node between the attempt hooks; stale messages are dropped."""
     claim = runtime.store.claim_node(execution_id, node_id, attempt, known)
     if claim is None:
         log.debug(
@@ -126,18 +138,39 @@ def _run_one(
         return
     continuation.lane = claim.lane
     node = runtime.store.graph(claim.workflow_id, claim.version).nodes[node_id]
+    hooks = attempt_middleware(runtime.broker)
+    current = Attempt(
+        execution_id=claim.execution_id,
+        workflow_id=claim.workflow_id,
+        version=claim.version,
+        node_id=claim.node_id,
+        node_type=node.type,
+        lane=claim.lane,
+        tenant=claim.tenant,
+        attempt=claim.tries,
+        config=node.config,
+        inline=inline,
+    )
     with structlog.contextvars.bound_contextvars(**log_fields(claim)):
-        _attempt(runtime, claim, node)
+        emit_before(runtime.broker, hooks, current)
+        result = AttemptResult(AttemptOutcome.FAILED, "the attempt did not finish")
+        try:
+            result = _attempt(runtime, claim, node)
+        except BaseException as exc:
+            result = AttemptResult(AttemptOutcome.FAILED, str(exc), exc)
+            raise
+        finally:
+            emit_after(runtime.broker, hooks, current, result)
 
 
-def _attempt(runtime: Runtime, claim: Claim, node: Node) -> None:
+def _attempt(runtime: Runtime, claim: Claim, node: Node) -> AttemptResult:
     node_type = registry.get(node.type)
     store = runtime.store
     if node_type is None:
         error = f"node type {node.type!r} is not registered in this worker; load its module"
         log.error("unknown node type", type=node.type)
         runtime.apply(store.fail_node(claim, error, continue_on_fail=False))
-        return
+        return AttemptResult(AttemptOutcome.FAILED, error)
     policy = node.retry or node_type.retry or _DEFAULT_RETRY
     timeout = node.timeout if node.timeout is not None else node_type.timeout
     seconds = parse_duration(timeout) if timeout is not None else None
@@ -146,7 +179,7 @@ def _attempt(runtime: Runtime, claim: Claim, node: Node) -> None:
     except SpaneError as exc:
         log.error("node input could not be read", error=str(exc))
         runtime.apply(store.fail_node(claim, str(exc), continue_on_fail=node.continue_on_fail))
-        return
+        return AttemptResult(AttemptOutcome.FAILED, str(exc), exc)
     try:
         config = msgspec.convert(node.config, node_type.config) if node_type.config else node.config
         ctx = NodeContext(
@@ -161,23 +194,22 @@ def _attempt(runtime: Runtime, claim: Claim, node: Node) -> None:
         )
         log.debug("node attempt started")
         result = _call(node_type.fn, ctx, claim, seconds)
-    except HandedBack:
+    except HandedBack as exc:
         log.info("attempt handed back to the queue while draining")
-        return
+        return AttemptResult(AttemptOutcome.HANDED_BACK, None, exc)
     except NodeFailed as exc:
-        _failed(runtime, claim, node, policy, str(exc), retryable=exc.retryable)
-        return
-    except NodeTimeout:
-        _failed(
-            runtime, claim, node, policy, f"attempt timed out after {seconds:g}s", retryable=True
-        )
-        return
+        return _failed(runtime, claim, node, policy, str(exc), retryable=exc.retryable, exc=exc)
+    except NodeTimeout as exc:
+        error = f"attempt timed out after {seconds:g}s"
+        result = _failed(runtime, claim, node, policy, error, retryable=True, exc=exc)
+        if result.outcome is AttemptOutcome.FAILED:
+            return result
+        return AttemptResult(AttemptOutcome.TIMED_OUT, error, exc, result.retry_in)
     except Exception as exc:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         log.warning("node attempt raised", error=detail)
-        _failed(runtime, claim, node, policy, detail, retryable=True)
-        return
-    _succeeded(runtime, claim, node, result)
+        return _failed(runtime, claim, node, policy, detail, retryable=True, exc=exc)
+    return _succeeded(runtime, claim, node, result)
 
 
 def _call(fn: Any, ctx: NodeContext, claim: Claim, seconds: float | None) -> Any:
@@ -194,7 +226,7 @@ def _call(fn: Any, ctx: NodeContext, claim: Claim, seconds: float | None) -> Any
     return result
 
 
-def _succeeded(runtime: Runtime, claim: Claim, node: Node, result: Any) -> None:
+def _succeeded(runtime: Runtime, claim: Claim, node: Node, result: Any) -> AttemptResult:
     store = runtime.store
     graph = store.graph(claim.workflow_id, claim.version)
     route: list[str] | None = None
@@ -207,30 +239,31 @@ def _succeeded(runtime: Runtime, claim: Claim, node: Node, result: Any) -> None:
                 f"(successors: {list(successors)})"
             )
             runtime.apply(store.fail_node(claim, message, continue_on_fail=node.continue_on_fail))
-            return
+            return AttemptResult(AttemptOutcome.FAILED, message)
         route, result = list(result.next), result.output
     if isinstance(result, Spawn):
-        _spawn(runtime, claim, result)
-        return
+        return _spawn(runtime, claim, result)
     if isinstance(result, Park):
         try:
             codec.check_json(result.output, f"output of node {claim.node_id}")
             parked = store.park_node(claim, result.until, result.output)
         except (InputError, TypeError, SpaneError) as exc:
             runtime.apply(store.fail_node(claim, str(exc), continue_on_fail=node.continue_on_fail))
-            return
+            return AttemptResult(AttemptOutcome.FAILED, str(exc), exc)
         if parked:
             runtime.send_timer(claim.execution_id, claim.node_id, claim.attempt, result.until)
-        return
+        return AttemptResult(AttemptOutcome.PARKED)
     try:
         codec.check_json(result, f"output of node {claim.node_id}")
         outcome = store.complete_node(claim, result, route=route)
         if outcome.output is not None:
             continuation.known = (claim.execution_id, {claim.node_id: outcome.output})
     except (InputError, SpaneError) as exc:
-        outcome = store.fail_node(claim, str(exc), continue_on_fail=node.continue_on_fail)
+        runtime.apply(store.fail_node(claim, str(exc), continue_on_fail=node.continue_on_fail))
+        return AttemptResult(AttemptOutcome.FAILED, str(exc), exc)
     log.debug("node completed", applied=outcome.applied)
     runtime.apply(outcome)
+    return AttemptResult(AttemptOutcome.COMPLETED)
 
 
 def _failed(
@@ -241,18 +274,20 @@ def _failed(
     error: str,
     *,
     retryable: bool,
-) -> None:
+    exc: BaseException | None = None,
+) -> AttemptResult:
     store = runtime.store
     if retryable and claim.tries < policy.max_attempts:
         delay = backoff(policy, claim.tries)
         log.info("node attempt failed; retrying", error=error, retry_in=delay)
         runtime.apply(store.retry_node(claim, error, delay))
-        return
+        return AttemptResult(AttemptOutcome.RETRIED, error, exc, delay)
     log.warning("node failed", error=error, continue_on_fail=node.continue_on_fail)
     runtime.apply(store.fail_node(claim, error, continue_on_fail=node.continue_on_fail))
+    return AttemptResult(AttemptOutcome.FAILED, error, exc)
 
 
-def _spawn(runtime: Runtime, claim: Claim, spawn: Spawn) -> None:
+def _spawn(runtime: Runtime, claim: Claim, spawn: Spawn) -> AttemptResult:
     """Start the child execution and park this node on it, in one transaction."""
     store = runtime.store
     if claim.depth + 1 > runtime.settings.max_depth:
@@ -261,19 +296,19 @@ def _spawn(runtime: Runtime, claim: Claim, spawn: Spawn) -> None:
             f"over SPANE_MAX_DEPTH={runtime.settings.max_depth}"
         )
         runtime.apply(store.fail_node(claim, error, continue_on_fail=False))
-        return
+        return AttemptResult(AttemptOutcome.FAILED, error)
     from . import api
 
     try:
         child_id, dispatches = api.start_child(runtime, claim, spawn)
     except SpaneError as exc:
-        runtime.apply(
-            store.fail_node(claim, f"could not start sub-workflow: {exc}", continue_on_fail=False)
-        )
-        return
+        error = f"could not start sub-workflow: {exc}"
+        runtime.apply(store.fail_node(claim, error, continue_on_fail=False))
+        return AttemptResult(AttemptOutcome.FAILED, error, exc)
     if child_id:
         log.info("parked on child execution", child_id=child_id)
         runtime.dispatch(dispatches)
+    return AttemptResult(AttemptOutcome.PARKED)
 
 
 def wake_parent(runtime: Runtime, execution_id: str, node_id: str, child_id: str) -> None:

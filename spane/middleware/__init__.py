@@ -4,6 +4,10 @@ Before-hooks run top to bottom, after-hooks unwind bottom to top: ``Drain`` sees
 message first (and refuses it while draining), ``LogContext`` binds identifiers for
 everything after it and clears them last; ``ClaimCheck`` resolves offloaded arguments
 before the actor runs.
+
+Middleware that also subclass ``AttemptMiddleware`` get ``before_attempt`` and
+``after_attempt`` around every node attempt, including successors run inline without
+a message (see ``attempts.py``).
 """
 
 from __future__ import annotations
@@ -11,13 +15,25 @@ from __future__ import annotations
 from dramatiq import Middleware
 
 from ..settings import Settings
+from .attempts import Attempt, AttemptMiddleware, AttemptOutcome, AttemptResult
 from .claim_check import ClaimCheck
 from .dead_letters import DeadLetters
 from .drain import Drain
 from .log_context import LogContext
 from .sweeper import Sweeper
 
-__all__ = ["ClaimCheck", "DeadLetters", "Drain", "LogContext", "Sweeper", "default_middleware"]
+__all__ = [
+    "Attempt",
+    "AttemptMiddleware",
+    "AttemptOutcome",
+    "AttemptResult",
+    "ClaimCheck",
+    "DeadLetters",
+    "Drain",
+    "LogContext",
+    "Sweeper",
+    "default_middleware",
+]
 
 
 def default_middleware(settings: Settings) -> list[Middleware]:

@@ -1,0 +1,107 @@
+"""Hooks around every node attempt, however the attempt was dispatched.
+
+Dramatiq's message hooks see messages only, and a ready successor that a worker thread
+runs inline never becomes a message. So a Spane middleware may also be an
+``AttemptMiddleware``: the executor calls its ``before_attempt`` right after an attempt
+is claimed and its ``after_attempt`` once the attempt's outcome is recorded, for message
+and inline attempts alike. Before-hooks run in stack order and after-hooks unwind in
+reverse, as Dramatiq's do; tracing, metrics and circuit breakers plug in here without
+edits to the executor.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import structlog
+from dramatiq import Broker, Middleware
+
+log = structlog.get_logger("spane.middleware")
+
+
+class AttemptOutcome(StrEnum):
+    """How one attempt ended, as recorded in the database."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RETRIED = "retried"
+    TIMED_OUT = "timed_out"
+    PARKED = "parked"
+    HANDED_BACK = "handed_back"
+
+
+@dataclass
+class Attempt:
+    """One claimed node attempt, as the attempt hooks see it.
+
+    Attributes:
+        inline: True when the thread ran it straight after its parent, without a message.
+        state: Scratch space for middleware to carry values from before- to after-hook.
+    """
+
+    execution_id: str
+    workflow_id: str
+    version: int
+    node_id: str
+    node_type: str
+    lane: str
+    tenant: str
+    attempt: int
+    config: Any
+    inline: bool
+    started: float = field(default_factory=time.monotonic)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the attempt was claimed."""
+        return time.monotonic() - self.started
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What became of an attempt: its outcome and, for failures, why."""
+
+    outcome: AttemptOutcome
+    error: str | None = None
+    exception: BaseException | None = None
+    #: For a retry, seconds until the next attempt.
+    retry_in: float | None = None
+
+
+class AttemptMiddleware(Middleware):
+    """A Dramatiq middleware that also sees every node attempt."""
+
+    def before_attempt(self, broker: Broker, attempt: Attempt) -> None:
+        """Called after the attempt is claimed, before its node code runs."""
+
+    def after_attempt(self, broker: Broker, attempt: Attempt, result: AttemptResult) -> None:
+        """Called after the attempt's outcome is recorded, whatever it was."""
+
+
+def attempt_middleware(broker: Broker) -> list[AttemptMiddleware]:
+    """Return the broker's attempt middleware, in stack order."""
+    return [m for m in broker.middleware if isinstance(m, AttemptMiddleware)]
+
+
+def emit_before(broker: Broker, hooks: list[AttemptMiddleware], attempt: Attempt) -> None:
+    """Run the before-hooks; a failing hook is logged and never fails the attempt."""
+    for hook in hooks:
+        try:
+            hook.before_attempt(broker, attempt)
+        except Exception:
+            log.exception("attempt middleware failed", hook=type(hook).__name__, at="before")
+
+
+def emit_after(
+    broker: Broker, hooks: list[AttemptMiddleware], attempt: Attempt, result: AttemptResult
+) -> None:
+    """Run the after-hooks in reverse; a failing hook is logged and never fails the attempt."""
+    for hook in reversed(hooks):
+        try:
+            hook.after_attempt(broker, attempt, result)
+        except Exception:
+            log.exception("attempt middleware failed", hook=type(hook).__name__, at="after")

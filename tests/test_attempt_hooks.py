@@ -1,0 +1,92 @@
+"""The per-attempt middleware hooks see every attempt, inline hops included."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from dramatiq import Broker
+
+import spane
+from spane.middleware.attempts import Attempt, AttemptMiddleware, AttemptResult
+from spane.runtime import Runtime
+
+TIMEOUT = 30
+
+
+class Recorder(AttemptMiddleware):
+    """Records every hook call in order."""
+
+    def __init__(self, name: str, calls: list[tuple[str, str, str, Any]]) -> None:
+        self.name = name
+        self.calls = calls
+        self.lock = threading.Lock()
+        self.inline: dict[str, bool] = {}
+
+    def before_attempt(self, broker: Broker, attempt: Attempt) -> None:
+        with self.lock:
+            self.calls.append((self.name, "before", attempt.node_id, attempt.attempt))
+        attempt.state[self.name] = attempt.attempt
+        self.inline.setdefault(attempt.node_id, attempt.inline)
+
+    def after_attempt(self, broker: Broker, attempt: Attempt, result: AttemptResult) -> None:
+        with self.lock:
+            seen = attempt.state[self.name]
+            self.calls.append((self.name, "after", attempt.node_id, (seen, str(result.outcome))))
+
+
+class Broken(AttemptMiddleware):
+    """A hook that always raises: the attempt must not notice."""
+
+    def before_attempt(self, broker: Broker, attempt: Attempt) -> None:
+        raise RuntimeError("broken before")
+
+    def after_attempt(self, broker: Broker, attempt: Attempt, result: AttemptResult) -> None:
+        raise RuntimeError("broken after")
+
+
+def test_hooks_wrap_every_attempt_and_unwind_in_reverse(rt: Runtime) -> None:
+    calls: list[tuple[str, str, str, Any]] = []
+    outer = Recorder("outer", calls)
+    rt.broker.add_middleware(outer)
+    rt.broker.add_middleware(Recorder("inner", calls))
+    rt.broker.add_middleware(Broken())
+    spane.register_workflow(
+        {
+            "id": "hooked",
+            "nodes": [
+                {"id": "a", "type": "echo"},
+                {"id": "b", "type": "add_one", "after": ["a"]},
+                {"id": "c", "type": "fail", "after": ["b"], "config": {"times": 1}},
+            ],
+        }
+    )
+    execution = spane.run("hooked", 1, timeout=TIMEOUT)
+    assert execution.status == "completed", execution.error
+    # a and b run inline after each other in one thread: still one before/after pair each.
+    for node_id in ("a", "b"):
+        mine = [c for c in calls if c[2] == node_id]
+        assert [(c[0], c[1]) for c in mine] == [
+            ("outer", "before"),
+            ("inner", "before"),
+            ("inner", "after"),
+            ("outer", "after"),
+        ]
+        assert mine[-1][3] == (1, "completed")
+    assert outer.inline["a"] is False and outer.inline["b"] is True
+    outcomes = [c[3] for c in calls if c[2] == "c" and c[0] == "outer" and c[1] == "after"]
+    assert outcomes == [(1, "retried"), (2, "completed")]
+
+
+def test_hooks_see_the_attempt_fail_for_good(rt: Runtime) -> None:
+    calls: list[tuple[str, str, str, Any]] = []
+    rt.broker.add_middleware(Recorder("only", calls))
+    spane.register_workflow(
+        {
+            "id": "hooked-fail",
+            "nodes": [{"id": "x", "type": "fail", "config": {"retryable": False}}],
+        }
+    )
+    execution = spane.run("hooked-fail", None, timeout=TIMEOUT)
+    assert execution.status == "failed"
+    assert [c[3] for c in calls if c[1] == "after"] == [(1, "failed")]
