@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import hashlib
 import json
 import os
@@ -53,16 +52,21 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.harness import (  # noqa: E402
+    BenchError,
+    Workers,
+    child_setup,
+    cpu_report,
+    cpu_rows,
+    cpu_snapshot,
+)
+
 HOST = "127.0.0.1"
 PG_USER = os.environ.get("SPANE_BENCH_PG_USER", "postgres")
 REDIS_URL = f"redis://{HOST}:6379/0"
 AMQP_URL = f"amqp://guest:guest@{HOST}:5672/%2F"
 TERMINAL = ("completed", "failed", "cancelled")
 LANES = ("high", "default", "low")
-
-
-class BenchError(Exception):
-    """A benchmark could not run or did not finish in time."""
 
 
 # -- small helpers ------------------------------------------------------------------------
@@ -102,176 +106,6 @@ def print_table(title: str, rows: list[tuple[str, Any]]) -> None:
             value = f"{value:,.2f}"
         print(f"  {label.ljust(width)}  {value}")
     sys.stdout.flush()
-
-
-# -- CPU accounting (from /proc: who burns the CPU during a phase) --------------------------
-
-_CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _read_stat(pid: str) -> tuple[str, int, int, float] | None:
-    """(comm, ppid, pgrp, cpu seconds) of a process, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as source:
-            text = source.read()
-    except OSError:
-        return None
-    close = text.rfind(")")
-    comm = text[text.find("(") + 1 : close]
-    fields = text[close + 2 :].split()
-    # fields[0] is state (field 3): ppid is field 4, pgrp 5, utime 14, stime 15.
-    return comm, int(fields[1]), int(fields[2]), (int(fields[11]) + int(fields[12])) / _CLK
-
-
-def _machine_jiffies() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot."""
-    with open("/proc/stat") as source:
-        parts = [int(x) for x in source.readline().split()[1:]]
-    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
-    total = sum(parts[:8])
-    return (total - idle) / _CLK, total / _CLK
-
-
-def cpu_snapshot(worker_groups: list[int]) -> dict[str, float]:
-    """CPU seconds used so far by: our workers, PostgreSQL, Redis, RabbitMQ, this client."""
-    totals = {"workers": 0.0, "postgres": 0.0, "redis": 0.0, "rabbitmq": 0.0}
-    if not os.path.isdir("/proc"):
-        return totals
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        stat = _read_stat(pid)
-        if stat is None:
-            continue
-        comm, _ppid, pgrp, cpu = stat
-        if pgrp in worker_groups:
-            totals["workers"] += cpu
-        elif comm == "postgres" or comm.startswith("postgres:"):
-            totals["postgres"] += cpu
-        elif comm.startswith("redis-server"):
-            totals["redis"] += cpu
-        elif comm in ("beam.smp", "erl_child_setup"):
-            totals["rabbitmq"] += cpu
-    times = os.times()
-    totals["client (bench)"] = times.user + times.system
-    busy, total = _machine_jiffies()
-    totals["_machine_busy"] = busy
-    totals["_machine_total"] = total
-    return totals
-
-
-def cpu_report(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, Any]:
-    """CPU seconds per party during a phase, and as a share of one core."""
-    out: dict[str, Any] = {}
-    for key in before:
-        if key.startswith("_"):
-            continue
-        used = after[key] - before[key]
-        out[key] = {"cpu_s": round(used, 2), "cores": round(used / wall, 2) if wall else 0.0}
-    busy = after["_machine_busy"] - before["_machine_busy"]
-    total = after["_machine_total"] - before["_machine_total"]
-    # Whatever the machine did besides the parties above (other users' processes,
-    # the kernel): a large value means the numbers are noisy.
-    other = busy - sum(v["cpu_s"] for v in out.values())
-    out["other (rest of machine)"] = {
-        "cpu_s": round(max(0.0, other), 2),
-        "cores": round(max(0.0, other) / wall, 2) if wall else 0.0,
-    }
-    out["machine_busy_pct"] = round(100.0 * busy / total, 1) if total else 0.0
-    return out
-
-
-def cpu_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
-    rows: list[tuple[str, Any]] = []
-    for key, value in report.items():
-        if key == "machine_busy_pct":
-            rows.append(("machine CPU busy", f"{value:.1f}% of {os.cpu_count()} CPUs"))
-        elif value["cpu_s"] > 0.005:
-            rows.append((f"CPU {key}", f"{value['cpu_s']:.2f} s  ({value['cores']:.2f} cores)"))
-    return rows
-
-
-# -- worker processes ------------------------------------------------------------------------
-
-
-def _child_setup() -> None:
-    """In the worker: die with the bench (Linux), so a killed bench leaves no orphans."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-@dataclass
-class Workers:
-    """The one ``dramatiq spane.actors`` master this bench started (and its children)."""
-
-    proc: subprocess.Popen[bytes]
-    log: Path
-    processes: int
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def output(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.output().splitlines()[-lines:])
-
-    def group_members(self) -> list[int]:
-        """Pids of the processes in our worker's process group (it leads its own session)."""
-        members = []
-        for pid in os.listdir("/proc"):
-            if pid.isdigit():
-                stat = _read_stat(pid)
-                if stat is not None and stat[2] == self.pid:
-                    members.append(int(pid))
-        return members
-
-    def worker_children(self) -> list[int]:
-        """Pids of the worker processes (the dramatiq master's children)."""
-        found = []
-        for pid in self.group_members():
-            stat = _read_stat(str(pid))
-            if pid != self.pid and stat is not None and stat[1] == self.pid:
-                found.append(pid)
-        return sorted(found)
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.output().count("is ready for action") >= self.processes:
-                return
-            if self.proc.poll() is not None:
-                code = self.proc.returncode
-                raise BenchError(f"workers exited early (code {code}):\n{self.tail()}")
-            time.sleep(0.1)
-        raise BenchError(f"workers not ready after {timeout:g}s:\n{self.tail()}")
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM our process group; SIGKILL it after ``timeout``; reap every member."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                print(f"workers did not stop within {timeout:g}s; sending SIGKILL", file=sys.stderr)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(timeout=10)
-        # Anything left in our group (a worker whose master died first) is ours: kill it.
-        deadline = time.monotonic() + 10
-        while (left := self.group_members()) and time.monotonic() < deadline:
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
 
 
 def start_workers(
@@ -314,7 +148,7 @@ def start_workers(
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_child_setup,
+            preexec_fn=child_setup,
         )
     return Workers(proc, log, processes)
 
@@ -906,6 +740,69 @@ def run_latency(bench: Bench) -> dict[str, Any]:
 # -- main ------------------------------------------------------------------------------------
 
 
+def run_peers(bench: Bench) -> dict[str, Any]:
+    """The same chain and fan-out shapes on raw Dramatiq and Celery canvas; ratios to Spane."""
+    from bench.peers import run_peer
+
+    args = bench.args
+    peers = {}
+    for name in ("dramatiq", "celery"):
+        peers[name] = run_peer(
+            name,
+            folder=bench.folder,
+            processes=args.processes,
+            threads=args.threads,
+            executions=args.executions,
+            length=10,
+            width=args.fanout_width,
+            runs=args.fanout_runs,
+            timeout=args.timeout,
+        )
+    return peers
+
+
+def print_comparison(results: dict[str, Any]) -> dict[str, Any]:
+    """One table: node/s and seconds per system, CPU ms per node per party, Spane's ratios."""
+    spane_row = {
+        "system": "spane",
+        "chain_nodes_per_s": results["chain"]["nodes_per_s"],
+        "chain_cpu": results["chain"]["cpu"],
+        "chain_nodes": results["chain"]["executions"] * results["chain"]["nodes_per_execution"],
+        "fanout_median_s": results["fanout"]["wall_median_s"],
+        "fanout_cpu": results["fanout"]["cpu"],
+        "fanout_nodes": results["fanout"]["nodes"] * results["fanout"]["runs"],
+    }
+    rows = [spane_row, *results["peers"].values()]
+    parties = ("workers", "postgres", "redis", "client (bench)")
+    print()
+    print("== compare: same shapes, same Redis, same run " + "=" * 24)
+    header = f"  {'system':<10}{'chain node/s':>14}{'fan-out s':>11}   chain CPU ms/node: "
+    print(header + "  ".join(p.split()[0] for p in parties))
+    for row in rows:
+        cpu = "  ".join(
+            f"{1000 * row['chain_cpu'][p]['cpu_s'] / row['chain_nodes']:.2f}" for p in parties
+        )
+        print(
+            f"  {row['system']:<10}{row['chain_nodes_per_s']:>14,.0f}"
+            f"{row['fanout_median_s']:>11.3f}   {cpu}"
+        )
+    ratios: dict[str, Any] = {}
+    for peer in results["peers"].values():
+        name = peer["system"]
+        ratios[name] = {
+            "chain_throughput_ratio": round(
+                spane_row["chain_nodes_per_s"] / peer["chain_nodes_per_s"], 2
+            ),
+            "fanout_time_ratio": round(spane_row["fanout_median_s"] / peer["fanout_median_s"], 2),
+        }
+        print(
+            f"  spane / {name}: chain throughput x{ratios[name]['chain_throughput_ratio']:.2f}, "
+            f"fan-out time x{ratios[name]['fanout_time_ratio']:.2f} (lower is faster)"
+        )
+    sys.stdout.flush()
+    return ratios
+
+
 def environment(bench: Bench) -> dict[str, Any]:
     def version(dist: str) -> str:
         try:
@@ -923,6 +820,7 @@ def environment(bench: Bench) -> dict[str, Any]:
         "psycopg": version("psycopg"),
         "redis_py": version("redis"),
         "pika": version("pika"),
+        "celery": version("celery"),
         "broker": bench.args.broker,
         "workers": f"{bench.args.processes} processes x {bench.args.threads} threads",
         "database": bench.db_name,
@@ -956,7 +854,10 @@ def environment(bench: Bench) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "scenario", nargs="?", default="all", choices=("chain", "fanout", "latency", "all")
+        "scenario",
+        nargs="?",
+        default="all",
+        choices=("chain", "fanout", "latency", "all", "compare"),
     )
     parser.add_argument(
         "--executions",
@@ -1021,9 +922,17 @@ def main(argv: list[str] | None = None) -> int:
         results["environment"] = env = environment(bench)
         print_table("environment", list(env.items()))
         warm_up(bench)
-        scenarios = ("chain", "fanout", "latency") if args.scenario == "all" else (args.scenario,)
+        scenarios = {
+            "all": ("chain", "fanout", "latency"),
+            "compare": ("chain", "fanout", "peers"),
+        }.get(args.scenario, (args.scenario,))
         for name in scenarios:
-            runner = {"chain": run_chain, "fanout": run_fanout, "latency": run_latency}[name]
+            runner = {
+                "chain": run_chain,
+                "fanout": run_fanout,
+                "latency": run_latency,
+                "peers": run_peers,
+            }[name]
             results[name] = runner(bench)
     except KeyboardInterrupt:
         print("\ninterrupted; cleaning up", file=sys.stderr)
@@ -1044,6 +953,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.teardown()
         finally:
             signal.signal(signal.SIGINT, previous)
+    if code == 0 and "peers" in results:
+        results["ratios"] = print_comparison(results)
     if code == 0:
         summary = {"target_nodes_per_s": 700}
         if "chain" in results:
