@@ -1,4 +1,5 @@
-"""Consumers that keep a worker serving when a queue holds bytes that are not a message.
+"""Consumers that keep a worker serving when a queue holds bytes that are not a message,
+and that tell recovery which node messages this worker holds.
 
 The encoder turns such bytes into a message to ``spane.undecodable`` (which records a
 dead letter); this wrapper gives that message the queue it was read from, so Dramatiq
@@ -15,6 +16,7 @@ from dramatiq import Broker
 from dramatiq.broker import Consumer, MessageProxy
 
 from .encoder import UNDECODABLE
+from .inflight import inflight
 
 
 class SafeConsumer(Consumer):
@@ -30,7 +32,12 @@ class SafeConsumer(Consumer):
 
     def __next__(self) -> MessageProxy | None:
         proxy = next(self._inner)
-        if proxy is None or proxy.actor_name != UNDECODABLE:
+        if proxy is None:
+            return None
+        if proxy.actor_name != UNDECODABLE:
+            key = _node_key(proxy)
+            if key is not None:
+                inflight.received(proxy.message_id, key)
             return proxy
         options = dict(proxy.options)
         options["redis_message_id"] = self._redis_id(proxy.kwargs["raw"]) or ""
@@ -48,12 +55,17 @@ class SafeConsumer(Consumer):
         return None
 
     def ack(self, message: MessageProxy) -> None:
+        inflight.settled(message.message_id)
         self._inner.ack(message)
 
     def nack(self, message: MessageProxy) -> None:
+        inflight.settled(message.message_id)
         self._inner.nack(message)
 
     def requeue(self, messages: Any) -> None:
+        messages = list(messages)
+        for message in messages:
+            inflight.settled(message.message_id)
         self._inner.requeue(messages)
 
     def close(self) -> None:
@@ -61,6 +73,17 @@ class SafeConsumer(Consumer):
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+
+def _node_key(proxy: MessageProxy) -> tuple[str, str, int] | None:
+    """The attempt a node message is for, if it is a well-formed node message."""
+    if not proxy.actor_name.startswith("spane.node."):
+        return None
+    kwargs = proxy.kwargs or {}
+    execution_id, node_id, attempt = (kwargs.get(k) for k in ("execution_id", "node_id", "attempt"))
+    if isinstance(execution_id, str) and isinstance(node_id, str) and type(attempt) is int:
+        return execution_id, node_id, attempt
+    return None
 
 
 def guard_consumers(broker: Broker) -> None:

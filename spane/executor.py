@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import jmespath
 import msgspec
 import structlog
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from . import codec, registry
 from .context import NodeContext, Park, Route, Spawn
 from .durations import parse_duration
-from .errors import InputError, NodeFailed, SpaneError
-from .inflight import HandedBack, NodeTimeout, inflight
+from .errors import NodeFailed, SpaneError
+from .inflight import Entry, HandedBack, Interrupted, inflight
 from .middleware.attempts import (
     Attempt,
     AttemptOutcome,
@@ -28,21 +32,32 @@ from .registry import RetryPolicy
 if TYPE_CHECKING:
     from .definitions import Node
     from .runtime import Runtime
-    from .store import Claim, Dispatch, Execution
+    from .store import Claim, Dispatch, Execution, Outcome
 
 log = structlog.get_logger("spane.node")
 _DEFAULT_RETRY = RetryPolicy()
+T = TypeVar("T")
+
+
+#: Retry waits are stretched by a random share of up to this much, so the nodes of a
+#: fan-out that failed together do not all retry in the same instant.
+JITTER = 0.25
 
 
 def backoff(policy: RetryPolicy, attempt: int) -> float:
-    """Seconds to wait before the attempt after ``attempt`` (1-based)."""
+    """Seconds to wait before the attempt after ``attempt`` (1-based).
+
+    Never shorter than the policy says: the jitter only lengthens the wait.
+    """
     base = parse_duration(policy.delay)
     cap = parse_duration(policy.max_delay)
     if policy.backoff == "fixed":
-        return min(base, cap)
-    if policy.backoff == "linear":
-        return min(base * attempt, cap)
-    return min(base * 2.0 ** (attempt - 1), cap)
+        wait = min(base, cap)
+    elif policy.backoff == "linear":
+        wait = min(base * attempt, cap)
+    else:
+        wait = min(base * 2.0 ** (attempt - 1), cap)
+    return wait * (1.0 + random.uniform(0.0, JITTER))
 
 
 #: Successors run in the same thread, without a broker round trip, at most this many
@@ -129,47 +144,101 @@ def _run_one(
     """Run one attempt of a node between the attempt hooks; stale messages are dropped."""
     claim = runtime.store.claim_node(execution_id, node_id, attempt, known)
     if claim is None:
-        log.debug(
-            "stale or duplicate node message dropped",
-            execution_id=execution_id,
-            node_id=node_id,
-            attempt=attempt,
-        )
+        _not_claimed(runtime, execution_id, node_id, attempt)
         return
-    continuation.lane = claim.lane
-    node = runtime.store.graph(claim.workflow_id, claim.version).nodes[node_id]
-    hooks = attempt_middleware(runtime.broker)
-    current = Attempt(
-        execution_id=claim.execution_id,
-        workflow_id=claim.workflow_id,
-        version=claim.version,
-        node_id=claim.node_id,
-        node_type=node.type,
-        lane=claim.lane,
-        tenant=claim.tenant,
-        attempt=claim.tries,
-        config=node.config,
-        inline=inline,
+    entry = inflight.hold(claim)
+    try:
+        continuation.lane = claim.lane
+        node = runtime.store.graph(claim.workflow_id, claim.version).nodes[node_id]
+        hooks = attempt_middleware(runtime.broker)
+        current = Attempt(
+            execution_id=claim.execution_id,
+            workflow_id=claim.workflow_id,
+            version=claim.version,
+            node_id=claim.node_id,
+            node_type=node.type,
+            lane=claim.lane,
+            tenant=claim.tenant,
+            attempt=claim.tries,
+            config=node.config,
+            inline=inline,
+        )
+        with structlog.contextvars.bound_contextvars(**log_fields(claim)):
+            emit_before(runtime.broker, hooks, current)
+            result = AttemptResult(AttemptOutcome.FAILED, "the attempt did not finish")
+            try:
+                result = _attempt(runtime, claim, node, entry)
+            except BaseException as exc:
+                result = AttemptResult(AttemptOutcome.FAILED, str(exc), exc)
+                raise
+            finally:
+                emit_after(runtime.broker, hooks, current, result)
+    finally:
+        inflight.release(entry)
+
+
+def _not_claimed(runtime: Runtime, execution_id: str, node_id: str, attempt: int) -> None:
+    """A message that claimed nothing: stale or duplicate, or early for a retry's backoff."""
+    early = runtime.store.early_message(execution_id, node_id, attempt)
+    if early is not None:
+        # A copy of a retry message that arrived before the backoff ran out: it goes
+        # back to the broker for the rest of the wait rather than skipping it.
+        log.debug("early node message sent again for the rest of the backoff", wait=early.delay)
+        runtime.dispatch([early])
+        return
+    log.debug(
+        "stale or duplicate node message dropped",
+        execution_id=execution_id,
+        node_id=node_id,
+        attempt=attempt,
     )
-    with structlog.contextvars.bound_contextvars(**log_fields(claim)):
-        emit_before(runtime.broker, hooks, current)
-        result = AttemptResult(AttemptOutcome.FAILED, "the attempt did not finish")
+
+
+#: How long a worker keeps trying to record an attempt's outcome through database errors
+#: (a restarting server, a killed connection) before leaving the attempt to its lease.
+RECORD_PATIENCE = 60.0
+
+
+def retry_database(action: Callable[[], T]) -> T:
+    """Run ``action`` (one store transaction), retrying it on database errors.
+
+    Used where a worker records an attempt's outcome: the worker that holds the attempt
+    (heartbeated meanwhile) retries, instead of leaving the attempt running until its
+    lease runs out. Every transition is guarded, so a retry after a commit that did land
+    changes nothing.
+    """
+    deadline = time.monotonic() + RECORD_PATIENCE
+    pause = 0.1
+    while True:
         try:
-            result = _attempt(runtime, claim, node)
-        except BaseException as exc:
-            result = AttemptResult(AttemptOutcome.FAILED, str(exc), exc)
-            raise
-        finally:
-            emit_after(runtime.broker, hooks, current, result)
+            return action()
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            first = str(exc.orig or exc).strip().splitlines()
+            log.warning(
+                "recording the attempt failed on a database error; retrying",
+                error=first[0] if first else type(exc).__name__,
+                retry_in=pause,
+            )
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
-def _attempt(runtime: Runtime, claim: Claim, node: Node) -> AttemptResult:
+def record(runtime: Runtime, transition: Callable[[], Outcome]) -> Outcome:
+    """Run a transition that records an attempt's outcome, then carry it out."""
+    outcome = retry_database(transition)
+    runtime.apply(outcome)
+    return outcome
+
+
+def _attempt(runtime: Runtime, claim: Claim, node: Node, entry: Entry) -> AttemptResult:
     node_type = registry.get(node.type)
     store = runtime.store
     if node_type is None:
         error = f"node type {node.type!r} is not registered in this worker; load its module"
         log.error("unknown node type", type=node.type)
-        runtime.apply(store.fail_node(claim, error, continue_on_fail=False))
+        record(runtime, lambda: store.fail_node(claim, error, continue_on_fail=False))
         return AttemptResult(AttemptOutcome.FAILED, error)
     policy = node.retry or node_type.retry or _DEFAULT_RETRY
     timeout = node.timeout if node.timeout is not None else node_type.timeout
@@ -178,8 +247,22 @@ def _attempt(runtime: Runtime, claim: Claim, node: Node) -> AttemptResult:
         value = store.node_input(claim)
     except SpaneError as exc:
         log.error("node input could not be read", error=str(exc))
-        runtime.apply(store.fail_node(claim, str(exc), continue_on_fail=node.continue_on_fail))
-        return AttemptResult(AttemptOutcome.FAILED, str(exc), exc)
+        failure = str(exc)
+        record(
+            runtime,
+            lambda: store.fail_node(claim, failure, continue_on_fail=node.continue_on_fail),
+        )
+        return AttemptResult(AttemptOutcome.FAILED, failure, exc)
+
+    def timed_out(_: Entry) -> AttemptResult:
+        # Runs in the watchdog's fence thread, while node code may still be blocked.
+        with structlog.contextvars.bound_contextvars(**log_fields(claim)):
+            error = f"attempt timed out after {seconds:g}s"
+            result = _failed(runtime, claim, node, policy, error, retryable=True)
+            if result.outcome is AttemptOutcome.FAILED:
+                return result
+            return AttemptResult(AttemptOutcome.TIMED_OUT, error, None, result.retry_in)
+
     try:
         config = msgspec.convert(node.config, node_type.config) if node_type.config else node.config
         ctx = NodeContext(
@@ -193,40 +276,75 @@ def _attempt(runtime: Runtime, claim: Claim, node: Node) -> AttemptResult:
             log=log.bind(**log_fields(claim)),
         )
         log.debug("node attempt started")
-        result = _call(node_type.fn, ctx, claim, seconds)
-    except HandedBack as exc:
-        log.info("attempt handed back to the queue while draining")
-        return AttemptResult(AttemptOutcome.HANDED_BACK, None, exc)
-    except NodeFailed as exc:
-        return _failed(runtime, claim, node, policy, str(exc), retryable=exc.retryable, exc=exc)
-    except NodeTimeout as exc:
-        error = f"attempt timed out after {seconds:g}s"
-        result = _failed(runtime, claim, node, policy, error, retryable=True, exc=exc)
-        if result.outcome is AttemptOutcome.FAILED:
-            return result
-        return AttemptResult(AttemptOutcome.TIMED_OUT, error, exc, result.retry_in)
-    except Exception as exc:
+        result = _call(node_type.fn, ctx, entry, seconds, timed_out)
+    except BaseException as exc:
+        if entry.fenced is not None:
+            return _after_fence(runtime, claim, entry, exc)
+        if isinstance(exc, NodeFailed):
+            return _failed(runtime, claim, node, policy, str(exc), retryable=exc.retryable, exc=exc)
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        log.warning("node attempt raised", error=detail)
+        if not isinstance(exc, Exception):
+            # SystemExit, KeyboardInterrupt, GeneratorExit or another BaseException from
+            # node code: a failed attempt like any other, and the worker keeps serving
+            # (a signal to the worker reaches its main thread, never a node's thread).
+            log.warning("node code raised a BaseException; recorded as a failed attempt")
+            detail = f"node code raised {detail}"
+        else:
+            log.warning("node attempt raised", error=detail)
         return _failed(runtime, claim, node, policy, detail, retryable=True, exc=exc)
-    return _succeeded(runtime, claim, node, result)
+    return _succeeded(runtime, claim, node, policy, result)
 
 
-def _call(fn: Any, ctx: NodeContext, claim: Claim, seconds: float | None) -> Any:
-    entry = inflight.enter(claim, seconds)
+def _call(
+    fn: Any,
+    ctx: NodeContext,
+    entry: Entry,
+    seconds: float | None,
+    on_timeout: Callable[[Entry], AttemptResult],
+) -> Any:
+    inflight.enter(entry, seconds, on_timeout)
     try:
         result = fn(ctx)
-    except (NodeTimeout, HandedBack):
+    except Interrupted:
         entry.delivered = True
         raise
     finally:
-        fired = inflight.exit(entry)
-    if fired is not None:
-        raise fired
+        fenced = inflight.exit(entry)
+    if fenced is not None:
+        raise fenced
     return result
 
 
-def _succeeded(runtime: Runtime, claim: Claim, node: Node, result: Any) -> AttemptResult:
+def _after_fence(runtime: Runtime, claim: Claim, entry: Entry, exc: BaseException) -> AttemptResult:
+    """The attempt was taken from this thread (timeout or drain) and recorded elsewhere."""
+    entry.delivered = entry.delivered or isinstance(exc, Interrupted)
+    inflight.exit(entry)  # the interrupt may have landed before the thread left node code
+    if entry.fenced is HandedBack:
+        log.info("attempt handed back to the queue while draining")
+        return AttemptResult(AttemptOutcome.HANDED_BACK, None, exc)
+    late = entry.recorded.is_set()
+    if not entry.recorded.wait(timeout=RECORD_PATIENCE):
+        log.error("the timed-out attempt was not recorded in time; its lease recovers it")
+    if late:
+        # Node code came back only after its timeout was recorded: whatever it did or
+        # returned is a stale result, kept in the history and changing nothing else.
+        stuck_for = time.monotonic() - entry.fenced_at
+        detail = f"node code returned {stuck_for:.1f}s after its attempt timed out"
+        log.warning("late result of a timed-out attempt ignored", stuck_seconds=stuck_for)
+        retry_database(lambda: runtime.store.record_stale_result(claim, detail))
+    if isinstance(entry.outcome, AttemptResult):
+        return entry.outcome
+    return AttemptResult(AttemptOutcome.TIMED_OUT, "attempt timed out", exc)
+
+
+#: What storing a node's output can raise when the output itself is at fault (the raw
+#: encoder errors are a backstop behind ``codec.check_json``).
+_REFUSED_OUTPUT = (SpaneError, ValueError, TypeError, RecursionError, OverflowError)
+
+
+def _succeeded(
+    runtime: Runtime, claim: Claim, node: Node, policy: RetryPolicy, result: Any
+) -> AttemptResult:
     store = runtime.store
     graph = store.graph(claim.workflow_id, claim.version)
     route: list[str] | None = None
@@ -238,29 +356,35 @@ def _succeeded(runtime: Runtime, claim: Claim, node: Node, result: Any) -> Attem
                 f"Route names {unknown} which are not direct successors of {claim.node_id!r} "
                 f"(successors: {list(successors)})"
             )
-            runtime.apply(store.fail_node(claim, message, continue_on_fail=node.continue_on_fail))
+            record(
+                runtime,
+                lambda: store.fail_node(claim, message, continue_on_fail=node.continue_on_fail),
+            )
             return AttemptResult(AttemptOutcome.FAILED, message)
         route, result = list(result.next), result.output
     if isinstance(result, Spawn):
         return _spawn(runtime, claim, result)
+    where = f"output of node {claim.node_id}"
     if isinstance(result, Park):
+        park = result
         try:
-            codec.check_json(result.output, f"output of node {claim.node_id}")
-            parked = store.park_node(claim, result.until, result.output)
-        except (InputError, TypeError, SpaneError) as exc:
-            runtime.apply(store.fail_node(claim, str(exc), continue_on_fail=node.continue_on_fail))
-            return AttemptResult(AttemptOutcome.FAILED, str(exc), exc)
+            codec.check_json(park.output, where)
+            parked = retry_database(lambda: store.park_node(claim, park.until, park.output))
+        except _REFUSED_OUTPUT as exc:
+            return _failed(runtime, claim, node, policy, str(exc), retryable=True, exc=exc)
         if parked:
-            runtime.send_timer(claim.execution_id, claim.node_id, claim.attempt, result.until)
+            runtime.send_timer(claim.execution_id, claim.node_id, claim.attempt, park.until)
         return AttemptResult(AttemptOutcome.PARKED)
+    output = result
     try:
-        codec.check_json(result, f"output of node {claim.node_id}")
-        outcome = store.complete_node(claim, result, route=route)
-        if outcome.output is not None:
-            continuation.known = (claim.execution_id, {claim.node_id: outcome.output})
-    except (InputError, SpaneError) as exc:
-        runtime.apply(store.fail_node(claim, str(exc), continue_on_fail=node.continue_on_fail))
-        return AttemptResult(AttemptOutcome.FAILED, str(exc), exc)
+        codec.check_json(output, where)
+        outcome = retry_database(lambda: store.complete_node(claim, output, route=route))
+    except _REFUSED_OUTPUT as exc:
+        # Refused outputs are failed attempts like any other, under the retry policy.
+        error = str(exc) if isinstance(exc, SpaneError) else f"{where} could not be stored: {exc!r}"
+        return _failed(runtime, claim, node, policy, error, retryable=True, exc=exc)
+    if outcome.output is not None:
+        continuation.known = (claim.execution_id, {claim.node_id: outcome.output})
     log.debug("node completed", applied=outcome.applied)
     runtime.apply(outcome)
     return AttemptResult(AttemptOutcome.COMPLETED)
@@ -280,10 +404,10 @@ def _failed(
     if retryable and claim.tries < policy.max_attempts:
         delay = backoff(policy, claim.tries)
         log.info("node attempt failed; retrying", error=error, retry_in=delay)
-        runtime.apply(store.retry_node(claim, error, delay))
+        record(runtime, lambda: store.retry_node(claim, error, delay))
         return AttemptResult(AttemptOutcome.RETRIED, error, exc, delay)
     log.warning("node failed", error=error, continue_on_fail=node.continue_on_fail)
-    runtime.apply(store.fail_node(claim, error, continue_on_fail=node.continue_on_fail))
+    record(runtime, lambda: store.fail_node(claim, error, continue_on_fail=node.continue_on_fail))
     return AttemptResult(AttemptOutcome.FAILED, error, exc)
 
 
@@ -295,16 +419,16 @@ def _spawn(runtime: Runtime, claim: Claim, spawn: Spawn) -> AttemptResult:
             f"sub-workflow {spawn.workflow!r} would nest {claim.depth + 1} levels deep, "
             f"over SPANE_MAX_DEPTH={runtime.settings.max_depth}"
         )
-        runtime.apply(store.fail_node(claim, error, continue_on_fail=False))
+        record(runtime, lambda: store.fail_node(claim, error, continue_on_fail=False))
         return AttemptResult(AttemptOutcome.FAILED, error)
     from . import api
 
     try:
         child_id, dispatches = api.start_child(runtime, claim, spawn)
     except SpaneError as exc:
-        error = f"could not start sub-workflow: {exc}"
-        runtime.apply(store.fail_node(claim, error, continue_on_fail=False))
-        return AttemptResult(AttemptOutcome.FAILED, error, exc)
+        failure = f"could not start sub-workflow: {exc}"
+        record(runtime, lambda: store.fail_node(claim, failure, continue_on_fail=False))
+        return AttemptResult(AttemptOutcome.FAILED, failure, exc)
     if child_id:
         log.info("parked on child execution", child_id=child_id)
         runtime.dispatch(dispatches)

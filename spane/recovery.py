@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from . import codec, executor
+from . import backlog, codec, executor
+from .broker import queue_name
 from .inflight import HandedBack, inflight
 
 if TYPE_CHECKING:
@@ -20,12 +21,13 @@ SWEEPER = "sweeper"
 
 
 def sweep(runtime: Runtime) -> int:
-    """One pass: renew our leases, then (if this worker holds the sweeper lease) fire
+    """One pass: heartbeat what we hold, then (if this worker holds the sweeper lease) fire
     due timers, wake parents, and send again what the broker lost or a dead worker held."""
     now = time.time()
-    claims = [entry.claim for entry in inflight.entries()]
-    if claims and now - runtime.last_heartbeat >= runtime.settings.lease_seconds / 3:
-        runtime.store.renew_leases(claims)
+    if runtime.health is not None:
+        runtime.health.check()
+    if now - runtime.last_heartbeat >= runtime.settings.lease_seconds / 3:
+        runtime.store.renew_leases(inflight.heartbeat_keys())
         runtime.last_heartbeat = now
     # The lease outlives a few missed sweeps, and a stalled or dead holder is replaced
     # soon after (two sweepers at once would be harmless: every recovery is guarded).
@@ -35,21 +37,48 @@ def sweep(runtime: Runtime) -> int:
     fired = runtime.sweep_timers()
     for parent_id, node_id, child_id in runtime.store.unwoken_parents():
         executor.wake_parent(runtime, parent_id, node_id, child_id)
-    lost = runtime.store.recover_lost(now)
-    if lost:
-        log.info("recovered lost node messages", count=len(lost))
-        runtime.dispatch(lost)
-    return fired + len(lost)
+    superseded = runtime.store.recover_lost(now)
+    if superseded:
+        log.info("attempts of unresponsive workers queued again", count=len(superseded))
+        runtime.dispatch(superseded)
+    return fired + len(superseded) + resend_lost(runtime, now)
+
+
+def resend_lost(runtime: Runtime, now: float) -> int:
+    """Send again the overdue queued nodes whose message the broker no longer has.
+
+    Overdue nodes still waiting their turn behind a backlog get a new lease instead
+    (see ``backlog``). Returns how many overdue nodes were handled.
+    """
+    overdue = runtime.store.overdue_queued(now)
+    if not overdue:
+        return 0
+    oldest: dict[str, float | None] = {}
+    lost: set[tuple[str, str, int]] = set()
+    for item in overdue:
+        queue = queue_name(runtime.settings, item.dispatch.lane)
+        if queue not in oldest:
+            oldest[queue] = backlog.oldest_waiting(runtime.broker, queue)
+        if backlog.is_lost(oldest[queue], item.since):
+            d = item.dispatch
+            lost.add((d.execution_id, d.node_id, d.attempt))
+    current = runtime.store.extend_queued([item.dispatch for item in overdue], now)
+    resend = [d for d in current if (d.execution_id, d.node_id, d.attempt) in lost]
+    if resend:
+        log.info("lost node messages sent again", count=len(resend))
+        runtime.dispatch(resend)
+    return len(overdue)
 
 
 def hand_back_all(runtime: Runtime) -> int:
     """Give every attempt still running in this process back to the queue."""
     count = 0
-    for entry in inflight.entries():
+    for entry in inflight.running():
         dispatch = runtime.store.hand_back(entry.claim, "handed back by a draining worker")
         if dispatch is None:
             continue
-        inflight.interrupt(entry, HandedBack)
+        if inflight.fence(entry, HandedBack):
+            entry.recorded.set()
         runtime.dispatch([dispatch])
         count += 1
     return count

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
@@ -19,7 +20,7 @@ from .blobs import CachingBlobStore, open_blob_store
 from .broker import make_broker, queue_name
 from .consumer import guard_consumers
 from .encoder import UNDECODABLE, MsgspecEncoder
-from .middleware import ClaimCheck, DeadLetters, Drain, Sweeper
+from .middleware import ClaimCheck, DeadLetters, Drain, Health, Sweeper
 from .payloads import Payloads
 from .registry import NodeType
 from .settings import Settings, from_env
@@ -65,12 +66,15 @@ class Runtime:
         self.last_heartbeat = 0.0
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.drain: Drain | None = None
+        self.health: Health | None = None
         for middleware in self.broker.middleware:
             if isinstance(middleware, Sweeper):
                 middleware.sweep = lambda: recovery.sweep(self)
             elif isinstance(middleware, Drain):
                 middleware.hand_back = lambda: recovery.hand_back_all(self)
                 self.drain = middleware
+            elif isinstance(middleware, Health):
+                self.health = middleware
             elif isinstance(middleware, ClaimCheck):
                 middleware.blobs = self.blobs
             elif isinstance(middleware, DeadLetters):
@@ -98,6 +102,15 @@ class Runtime:
         for node_type in registry.all_types():
             self._declare(node_type)
         registry.on_register(self._declare)
+
+    @property
+    def healthy(self) -> bool:
+        """Whether this worker takes work: not draining, not too many threads stuck.
+
+        What a readiness probe reports.
+        """
+        draining = self.drain is not None and self.drain.draining.is_set()
+        return not draining and (self.health is None or self.health.healthy)
 
     # -- actors ----------------------------------------------------------------------
 
@@ -159,7 +172,9 @@ class Runtime:
                 kwargs={"execution_id": d.execution_id, "node_id": d.node_id, "attempt": d.attempt},
                 options={},
             )
-            delay = int(d.delay * 1000)
+            # Rounded up: a message due a fraction of a millisecond early would find its
+            # retry's backoff not yet over and be sent once more.
+            delay = math.ceil(d.delay * 1000)
             self.broker.enqueue(message, delay=delay if delay > 0 else None)
 
     def send_timer(self, execution_id: str, node_id: str, attempt: int, until: float) -> None:

@@ -27,11 +27,16 @@ class Settings:
         log_level: Minimum level of log lines printed.
         modules: User node-type modules that workers import.
         namespace: Prefix of queue names (and the Redis key namespace).
-        lease_seconds: How long a queued or running node may go unheard before recovery.
+        lease_seconds: How long a running attempt may go without a heartbeat (its worker
+            renews it every third of this) before recovery runs it again; also how
+            long a queued node waits before recovery checks that the broker still has
+            its message.
         sweep_interval: Seconds between two passes of the timer/recovery sweeper.
         drain_seconds: Grace period a draining worker gives in-flight nodes.
         embedded_threads: Worker threads of the embedded (in-process) worker.
         max_depth: Deepest nesting of sub-workflows.
+        max_stuck_threads: Threads stuck in node code past their timeout that a worker
+            tolerates before it stops taking work.
     """
 
     broker_url: str = ""
@@ -43,11 +48,12 @@ class Settings:
     log_level: str = "info"
     modules: tuple[str, ...] = ()
     namespace: str = "spane"
-    lease_seconds: float = 300.0
+    lease_seconds: float = 15.0
     sweep_interval: float = 1.0
     drain_seconds: float = 30.0
     embedded_threads: int = 8
     max_depth: int = 10
+    max_stuck_threads: int = 4
 
     @property
     def embedded(self) -> bool:
@@ -112,4 +118,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         drain_seconds=_float(env, "SPANE_DRAIN_SECONDS", defaults.drain_seconds),
         embedded_threads=_int(env, "SPANE_EMBEDDED_THREADS", defaults.embedded_threads),
         max_depth=_int(env, "SPANE_MAX_DEPTH", defaults.max_depth),
+        max_stuck_threads=_int(env, "SPANE_MAX_STUCK_THREADS", defaults.max_stuck_threads),
     )

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from typing import Any
 
 import msgspec
 
 import spane
+from spane import runtime as runtime_module
 
 
 class FailConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -190,3 +194,85 @@ def cc_slice(ctx: spane.NodeContext) -> Any:
 def cc_concat(ctx: spane.NodeContext) -> Any:
     """Concatenate the parents' lists in the order ``config.order`` names them."""
     return [item for parent in ctx.config["order"] for item in ctx.input[parent]]
+
+
+# -- added for tests/test_node_failures.py -----------------------------------------------
+
+
+class Custom(BaseException):
+    """A BaseException of node code's own."""
+
+
+RAISED: dict[str, BaseException] = {
+    "system_exit": SystemExit(3),
+    "keyboard_interrupt": KeyboardInterrupt(),
+    "generator_exit": GeneratorExit(),
+    "custom": Custom("custom base exception"),
+}
+
+
+@spane.node_type("raise_base", retry={"max_attempts": 2, "delay": "10ms"})
+def raise_base(ctx: spane.NodeContext) -> Any:
+    """Raise a BaseException that is not an Exception (``config.kind`` picks which)."""
+    raise RAISED[ctx.config["kind"]]
+
+
+def _bad_output(kind: str) -> Any:
+    if kind == "huge_int":
+        return 10**5000
+    if kind == "surrogate":
+        return {"text": "\ud800"}
+    if kind == "deep":
+        value: list[Any] = []
+        for _ in range(1200):
+            value = [value]
+        return value
+    cycle: dict[str, Any] = {"name": "loop"}
+    cycle["me"] = cycle
+    return cycle
+
+
+@spane.node_type("bad_output", retry={"max_attempts": 2, "delay": "10ms"})
+def bad_output(ctx: spane.NodeContext) -> Any:
+    """Return an output the encoder refuses (``config.kind`` picks which)."""
+    return _bad_output(ctx.config["kind"])
+
+
+#: Set by a test to let ``block`` nodes waiting on it return.
+RELEASE = threading.Event()
+
+
+@spane.node_type("block", retry={"max_attempts": 2, "delay": "10ms"}, timeout="1s")
+def block(ctx: spane.NodeContext) -> Any:
+    """Block in C, where no interrupt reaches: sleep, wait on an event, or read a socket."""
+    seconds = float(ctx.config.get("seconds", 4.0))
+    how = ctx.config.get("how", "sleep")
+    if how == "event":
+        RELEASE.wait(seconds)
+    elif how == "socket":
+        left, right = socket.socketpair()
+        with left, right:
+            left.settimeout(seconds)
+            with contextlib.suppress(TimeoutError):
+                left.recv(1)
+    else:
+        time.sleep(seconds)
+    return "came back"
+
+
+@spane.node_type("kill_backends")
+def kill_backends(ctx: spane.NodeContext) -> Any:
+    """Terminate every other PostgreSQL connection to this database (the worker's pooled
+    ones too), so the completion that follows meets a dead connection."""
+    import psycopg
+
+    url = runtime_module.get().engine.url
+    if url.get_backend_name() == "postgresql":
+        # A connection of its own, outside the pool: every pooled one is terminated.
+        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+    return ctx.input

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from dramatiq import Broker
@@ -74,8 +75,15 @@ def test_hooks_wrap_every_attempt_and_unwind_in_reverse(rt: Runtime) -> None:
         ]
         assert mine[-1][3] == (1, "completed")
     assert outer.inline["a"] is False and outer.inline["b"] is True
-    outcomes = [c[3] for c in calls if c[2] == "c" and c[0] == "outer" and c[1] == "after"]
-    assert outcomes == [(1, "retried"), (2, "completed")]
+
+    def outcomes() -> list[Any]:
+        return [c[3] for c in calls if c[2] == "c" and c[0] == "outer" and c[1] == "after"]
+
+    # The last after-hook runs once the outcome is committed: maybe after ``run`` returned.
+    deadline = time.monotonic() + TIMEOUT
+    while len(outcomes()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert outcomes() == [(1, "retried"), (2, "completed")]
 
 
 def test_hooks_see_the_attempt_fail_for_good(rt: Runtime) -> None:
@@ -90,3 +98,26 @@ def test_hooks_see_the_attempt_fail_for_good(rt: Runtime) -> None:
     execution = spane.run("hooked-fail", None, timeout=TIMEOUT)
     assert execution.status == "failed"
     assert [c[3] for c in calls if c[1] == "after"] == [(1, "failed")]
+
+
+def test_hooks_see_base_exceptions_and_fenced_timeouts(rt: Runtime) -> None:
+    calls: list[tuple[str, str, str, Any]] = []
+    rt.broker.add_middleware(Recorder("only", calls))
+
+    def after(node_id: str) -> list[Any]:
+        return [c[3] for c in calls if c[1] == "after" and c[2] == node_id]
+
+    exits = {"id": "x", "type": "raise_base", "config": {"kind": "system_exit"}}
+    execution = spane.run({"id": "hooked-exit", "nodes": [exits]}, None, timeout=TIMEOUT)
+    assert execution.status == "failed"
+    assert after("x") == [(1, "retried"), (2, "failed")]
+
+    slow = {"id": "slow", "type": "block", "config": {"seconds": 1.5}}
+    execution = spane.run({"id": "hooked-slow", "nodes": [slow]}, None, timeout=TIMEOUT)
+    assert execution.status == "failed"
+    # A timed-out attempt's hooks close once its thread comes back from the sleep.
+    deadline = time.monotonic() + TIMEOUT
+    while len(after("slow")) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert after("slow") == [(1, "timed_out"), (2, "failed")]

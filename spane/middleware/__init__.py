@@ -19,6 +19,7 @@ from .attempts import Attempt, AttemptMiddleware, AttemptOutcome, AttemptResult
 from .claim_check import ClaimCheck
 from .dead_letters import DeadLetters
 from .drain import Drain
+from .health import Health
 from .log_context import LogContext
 from .sweeper import Sweeper
 
@@ -30,6 +31,7 @@ __all__ = [
     "ClaimCheck",
     "DeadLetters",
     "Drain",
+    "Health",
     "LogContext",
     "Sweeper",
     "default_middleware",
@@ -40,6 +42,7 @@ def default_middleware(settings: Settings) -> list[Middleware]:
     """Return Spane's middleware for a broker built from ``settings``."""
     return [
         Drain(grace=settings.drain_seconds),
+        Health(max_stuck=settings.max_stuck_threads),
         LogContext(),
         ClaimCheck(threshold=settings.claim_check_bytes, max_bytes=settings.max_payload_bytes),
         DeadLetters(),

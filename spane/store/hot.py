@@ -12,6 +12,7 @@ CLAIM = text(
     """
     UPDATE spane_nodes SET status = 'running', started_at = :now, lease_until = :lease
     WHERE execution_id = :e AND node_id = :n AND status = 'queued' AND attempt = :a
+      AND (wake_at IS NULL OR wake_at <= :now)
       AND EXISTS (SELECT 1 FROM spane_executions WHERE id = :e AND status = 'running')
     RETURNING type, attempt_base, lane
     """

@@ -23,6 +23,14 @@ class Dispatch:
 
 
 @dataclass(frozen=True)
+class Overdue:
+    """A queued node whose lease ran out: its message, and since when it is due."""
+
+    dispatch: Dispatch
+    since: float
+
+
+@dataclass(frozen=True)
 class Claim:
     """A node attempt this worker now owns, with what it needs to run.
 

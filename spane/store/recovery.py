@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .base import retry_conflicts
 from .parking import Parking
-from .records import EXECUTION_ACTIVE, EXECUTION_TERMINAL, Claim, Dispatch, Outcome
+from .records import EXECUTION_ACTIVE, EXECUTION_TERMINAL, Claim, Dispatch, Outcome, Overdue
 from .schema import dead_letters as D
 from .schema import executions as E
 from .schema import locks as L
@@ -55,11 +55,15 @@ class Recovery(Parking):
             conn.execute(update(L).where(L.c.name == name, L.c.holder == holder).values(until=0.0))
 
     @retry_conflicts
-    def renew_leases(self, claims: list[Claim]) -> None:
-        """Extend the lease of attempts this process is still running (heartbeat)."""
-        if not claims:
+    def renew_leases(self, keys: list[tuple[str, str, int]]) -> None:
+        """Extend the lease of attempts this process holds (heartbeat).
+
+        ``keys`` are ``(execution_id, node_id, attempt)`` of attempts this process runs
+        and of node messages it has taken from the broker but not run yet. A lease is
+        never shortened (a retry waiting for its backoff keeps its later lease).
+        """
+        if not keys:
             return
-        keys = [(c.execution_id, c.node_id, c.attempt) for c in claims]
         until = time.time() + self.lease_seconds
         with self.engine.begin() as conn:
             # The attempt is part of the key: a superseded attempt's heartbeat must not
@@ -68,7 +72,8 @@ class Recovery(Parking):
                 update(N)
                 .where(
                     tuple_(N.c.execution_id, N.c.node_id, N.c.attempt).in_(keys),
-                    N.c.status == "running",
+                    N.c.status.in_(("queued", "running")),
+                    or_(N.c.lease_until.is_(None), N.c.lease_until < until),
                 )
                 .values(lease_until=until)
             )
@@ -100,13 +105,13 @@ class Recovery(Parking):
 
     @retry_conflicts
     def recover_lost(self, now: float, limit: int = 500) -> list[Dispatch]:
-        """Find nodes whose lease ran out and send them again.
+        """Supersede attempts whose worker stopped heartbeating; close ended executions' nodes.
 
-        A queued node past its lease lost its message: the same attempt is sent again.
-        A running node past its lease lost its worker: it is fenced off and a new attempt
-        is queued. Nodes of ended executions are closed as cancelled.
+        A running node past its lease lost its worker: it is fenced off (its attempt
+        number moves on) and a new attempt is queued. Queued and running nodes of ended
+        executions are closed as cancelled. Queued nodes past their lease are left to
+        ``overdue_queued``: only the broker can tell a lost message from a waiting one.
         """
-        dispatches: list[Dispatch] = []
         with self.engine.begin() as conn:
             ended = select(E.c.id).where(E.c.status.in_(EXECUTION_TERMINAL))
             conn.execute(
@@ -118,15 +123,6 @@ class Recovery(Parking):
                 )
                 .values(status="cancelled", finished_at=now, lease_until=None)
             )
-            running = select(E.c.id).where(E.c.status == "running")
-            lost_messages = self._expired(conn, "queued", running, now, limit)
-            rows = conn.execute(
-                update(N)
-                .where(tuple_(N.c.execution_id, N.c.node_id).in_(lost_messages))
-                .values(lease_until=now + self.lease_seconds)
-                .returning(N.c.execution_id, N.c.node_id, N.c.attempt, N.c.type, N.c.lane)
-            ).all()
-            dispatches += [Dispatch(r[0], r[1], r[2], r[3], r[4]) for r in rows]
             active = select(E.c.id).where(E.c.status.in_(EXECUTION_ACTIVE))
             lost_workers = self._expired(conn, "running", active, now, limit)
             rows = conn.execute(
@@ -143,8 +139,52 @@ class Recovery(Parking):
             ).all()
             for r in rows:
                 self.record_event(conn, r[0], r[1], "lease_expired", r[2] - 1, None)
-            dispatches += [Dispatch(r[0], r[1], r[2], r[3], r[4]) for r in rows]
-        return dispatches
+        return [Dispatch(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def overdue_queued(self, now: float, limit: int = 500) -> list[Overdue]:
+        """Queued nodes of running executions whose lease ran out, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    N.c.execution_id,
+                    N.c.node_id,
+                    N.c.attempt,
+                    N.c.type,
+                    N.c.lane,
+                    N.c.queued_at,
+                    N.c.wake_at,
+                )
+                .join(E, E.c.id == N.c.execution_id)
+                .where(N.c.status == "queued", N.c.lease_until < now, E.c.status == "running")
+                .order_by(N.c.lease_until)
+                .limit(limit)
+            ).all()
+        return [
+            Overdue(
+                Dispatch(r.execution_id, r.node_id, r.attempt, r.type, r.lane),
+                max(r.queued_at or 0.0, r.wake_at or 0.0),
+            )
+            for r in rows
+        ]
+
+    @retry_conflicts
+    def extend_queued(self, dispatches: list[Dispatch], now: float) -> list[Dispatch]:
+        """Give queued nodes a new lease; return those still queued at that attempt."""
+        if not dispatches:
+            return []
+        keys = [(d.execution_id, d.node_id, d.attempt) for d in dispatches]
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                update(N)
+                .where(
+                    tuple_(N.c.execution_id, N.c.node_id, N.c.attempt).in_(keys),
+                    N.c.status == "queued",
+                )
+                .values(lease_until=now + self.lease_seconds)
+                .returning(N.c.execution_id, N.c.node_id, N.c.attempt)
+            ).all()
+        still = {(r[0], r[1], r[2]) for r in rows}
+        return [d for d in dispatches if (d.execution_id, d.node_id, d.attempt) in still]
 
     def _expired(
         self, conn: Any, status: str, executions: Any, now: float, limit: int

@@ -52,7 +52,7 @@ class Store(Recovery):
         lease_seconds: How long a queued or running node may go unheard before recovery.
     """
 
-    def __init__(self, engine: Engine, payloads: Payloads, *, lease_seconds: float = 300.0):
+    def __init__(self, engine: Engine, payloads: Payloads, *, lease_seconds: float = 15.0):
         self.engine = engine
         self.payloads = payloads
         self.lease_seconds = lease_seconds

@@ -99,6 +99,30 @@ class Transitions(History):
             lane=row.lane,
         )
 
+    def early_message(self, execution_id: str, node_id: str, attempt: int) -> Dispatch | None:
+        """The message to send again when one arrived before its retry backoff ran out.
+
+        None unless the node is queued for ``attempt`` with its wake-up still ahead (a
+        duplicate of a delayed message, or one sent without its delay).
+        """
+        now = time.time()
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(N.c.wake_at, N.c.type, N.c.lane).where(
+                    _node(execution_id, node_id), N.c.status == "queued", N.c.attempt == attempt
+                )
+            ).first()
+        if row is None or row.wake_at is None or row.wake_at <= now:
+            return None
+        return Dispatch(execution_id, node_id, attempt, row.type, row.lane, row.wake_at - now)
+
+    def record_stale_result(self, claim: Claim, detail: str) -> None:
+        """Keep in the history that a superseded attempt came back; nothing else changes."""
+        with self.engine.begin() as conn:
+            self.record_event(
+                conn, claim.execution_id, claim.node_id, "stale_result", claim.attempt, detail
+            )
+
     def execution_meta(self, conn: Connection, execution_id: str) -> Any:
         """The fields of an execution that never change, cached per process."""
         meta = self._meta_cache.get(execution_id)
