@@ -77,7 +77,7 @@ class Transitions(History):
                 return None
             self.record_events(conn, [(execution_id, node_id, "started", attempt)])
             meta = self.execution_meta(conn, execution_id)
-            parents = self.graph(meta.workflow_id, meta.version).parents[node_id]
+            parents = self.graph(meta.workflow_id, meta.version, conn).parents[node_id]
             packed: Any
             if known and all(p in known for p in parents):
                 packed = {p: known[p] for p in parents}
@@ -297,7 +297,7 @@ class Transitions(History):
             if status not in EXECUTION_ACTIVE:
                 return Outcome()
             meta = self.execution_meta(conn, execution_id)
-            graph = self.graph(meta.workflow_id, meta.version)
+            graph = self.graph(meta.workflow_id, meta.version, conn)
             return self._settle(conn, execution_id, graph, now, [(node_id, chosen)], 1)
 
     def _settle(
