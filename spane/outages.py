@@ -15,7 +15,7 @@ from .settings import Settings, mask_url
 #: What a broker client raises when its server cannot be reached (RabbitMQ's are wrapped
 #: by Dramatiq; Redis's are not).
 BROKER_DOWN: tuple[type[BaseException], ...] = (
-    dramatiq.errors.ConnectionError,
+    dramatiq.errors.BrokerConnectionError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )
