@@ -19,7 +19,6 @@ from .errors import (
     ConfigurationError,
     DefinitionError,
     InputError,
-    InvalidTransition,
     Problem,
     WaitTimeout,
 )
@@ -304,14 +303,7 @@ def list_executions(
 
 def cancel(execution_id: str) -> None:
     """Cancel an execution: nodes not started are cancelled, running ones not retried."""
-    rt = runtime.get()
-    pending = rt.store.cancel_execution(execution_id)
-    while pending:
-        child = pending.pop()
-        try:
-            pending.extend(rt.store.cancel_execution(child))
-        except InvalidTransition:
-            continue  # the child ended on its own meanwhile
+    runtime.get().store.cancel_execution(execution_id)
 
 
 def configure(**settings: Any) -> runtime.Runtime:

@@ -190,3 +190,16 @@ def cc_slice(ctx: spane.NodeContext) -> Any:
 def cc_concat(ctx: spane.NodeContext) -> Any:
     """Concatenate the parents' lists in the order ``config.order`` names them."""
     return [item for parent in ctx.config["order"] for item in ctx.input[parent]]
+
+
+@spane.node_type("fail_once_file", retry={"max_attempts": 1})
+def fail_once_file(ctx: spane.NodeContext) -> Any:
+    """Wait (up to a minute) until the file named by ``config.path`` exists, then fail
+    for good: tests fail a node at the moment they choose, from outside the worker."""
+    import os
+
+    path = str(ctx.config["path"])
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    raise spane.NodeFailed(f"failed once {path} appeared", retryable=False)

@@ -304,8 +304,8 @@ class Store(Recovery):
             return [ExecutionSummary(**row._mapping) for row in conn.execute(query)]
 
     @retry_conflicts
-    def cancel_execution(self, execution_id: str) -> list[str]:
-        """Cancel an execution and its not-yet-started nodes; return its child ids."""
+    def cancel_execution(self, execution_id: str) -> None:
+        """Cancel an execution, its not-yet-started nodes and its running children."""
         now = time.time()
         with self.engine.begin() as conn:
             row = self._lock_execution(conn, execution_id, now)
@@ -314,12 +314,6 @@ class Store(Recovery):
                     f"execution {execution_id} is already {row.status}; it cannot be cancelled"
                 )
             self._end_execution(conn, execution_id, "cancelled", now, error="cancelled")
-            children = conn.execute(
-                select(E.c.id).where(
-                    E.c.parent_id == execution_id, E.c.status.not_in(EXECUTION_TERMINAL)
-                )
-            ).scalars()
-            return list(children)
 
     @retry_conflicts
     def set_paused(self, execution_id: str, paused: bool) -> Outcome:

@@ -417,14 +417,27 @@ class Transitions(History):
             .values(status=status, output=output, error=error, finished_at=now)
         )
         self.record_event(conn, execution_id, None, f"execution_{status}", None, error)
-        if status != "completed":
-            conn.execute(
-                update(N)
-                .where(
-                    N.c.execution_id == execution_id,
-                    N.c.status.in_(("pending", "queued", "waiting")),
-                )
-                .values(status="cancelled", finished_at=now, lease_until=None)
+        if status == "completed":
+            return
+        conn.execute(
+            update(N)
+            .where(
+                N.c.execution_id == execution_id,
+                N.c.status.in_(("pending", "queued", "waiting")),
+            )
+            .values(status="cancelled", finished_at=now, lease_until=None)
+        )
+        # Child executions still running would otherwise run to completion, side effects
+        # included, for a parent that no longer wants their result. Parent rows are
+        # locked before child rows everywhere (a child is created under its parent's
+        # lock), so taking them here cannot deadlock; the depth is capped.
+        children = conn.execute(
+            select(E.c.id).where(E.c.parent_id == execution_id, E.c.status.in_(EXECUTION_ACTIVE))
+        ).scalars()
+        for child_id in list(children):
+            self._lock_execution(conn, child_id, now)
+            self._end_execution(
+                conn, child_id, "cancelled", now, error=f"parent execution {execution_id} {status}"
             )
 
     def _dead_node(self, conn: Connection | None, claim: Claim, error: str) -> None:
