@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
+import structlog
 
-from . import codec, registry, runtime, validation
+from . import codec, outages, registry, runtime, validation
 from .context import Spawn
 from .definitions import Workflow, definition_hash, to_dict
 from .durations import parse_duration
@@ -18,7 +19,6 @@ from .errors import (
     ConfigurationError,
     DefinitionError,
     InputError,
-    InvalidTransition,
     Problem,
     WaitTimeout,
 )
@@ -28,6 +28,11 @@ from .store import Claim, Dispatch, Execution, ExecutionSummary
 F = TypeVar("F", bound=Callable[..., Any])
 _WORKFLOW_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _TENANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: The width of the column that keeps idempotency keys.
+MAX_IDEMPOTENCY_KEY = 200
+#: The largest row count or offset a listing takes (a database's 64-bit integer).
+MAX_ROWS = 2**63 - 1
+log = structlog.get_logger("spane.api")
 
 
 def node_type(
@@ -136,6 +141,7 @@ def enqueue_workflow(
             f"tenant {tenant!r} is not valid: use 1-64 characters of A-Z a-z 0-9 _ . -"
         )
     if idempotency_key is not None:
+        _check_key(idempotency_key)
         existing = rt.store.find_by_idempotency_key(tenant, idempotency_key)
         if existing is not None:
             return existing
@@ -149,8 +155,28 @@ def enqueue_workflow(
         idempotency_key=idempotency_key,
     )
     rt.ensure_worker()
-    rt.dispatch(dispatches)
+    try:
+        rt.dispatch(dispatches)
+    except outages.BROKER_DOWN as exc:
+        # The execution is stored with its entry nodes queued: returning its id (rather
+        # than an error the caller would retry, starting a second execution) is what
+        # keeps it single. The sweeper of any worker sends queued nodes whose message
+        # never arrived once their lease runs out, so it starts when the broker is back.
+        log.error(
+            "execution stored but not sent; the workers' sweeper sends it once the broker is back",
+            execution_id=execution_id,
+            error=outages.broker(rt.settings, exc),
+        )
     return execution_id
+
+
+def _check_key(key: str) -> None:
+    """Refuse an idempotency key that one backend would store and another refuse."""
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise InputError(
+            f"idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} printable characters "
+            f"(no NUL or control characters), got {len(key)} characters"
+        )
 
 
 def _create(
@@ -168,7 +194,10 @@ def _create(
     version, workflow = rt.store.workflow_version(workflow_id, version)
     codec.check_json(input)
     validation.validate_input(workflow, input)
-    packed = rt.payloads.pack(tenant, input, what="input")
+    try:
+        packed = rt.payloads.pack(tenant, input, what="input")
+    except RecursionError:
+        raise InputError("input is nested too deeply to encode; flatten it") from None
     lane = lane or workflow.lane
     node_lanes = {}
     for node in workflow.nodes:
@@ -259,6 +288,9 @@ def list_executions(
     offset: int = 0,
 ) -> list[ExecutionSummary]:
     """Return executions, newest first, filtered by any of the given fields."""
+    for name, number in (("limit", limit), ("offset", offset)):
+        if not 0 <= number <= MAX_ROWS:
+            raise InputError(f"{name} must be between 0 and {MAX_ROWS}, got {number}")
     return runtime.get().store.list_executions(
         status=status,
         workflow_id=workflow_id,
@@ -271,14 +303,7 @@ def list_executions(
 
 def cancel(execution_id: str) -> None:
     """Cancel an execution: nodes not started are cancelled, running ones not retried."""
-    rt = runtime.get()
-    pending = rt.store.cancel_execution(execution_id)
-    while pending:
-        child = pending.pop()
-        try:
-            pending.extend(rt.store.cancel_execution(child))
-        except InvalidTransition:
-            continue  # the child ended on its own meanwhile
+    runtime.get().store.cancel_execution(execution_id)
 
 
 def configure(**settings: Any) -> runtime.Runtime:

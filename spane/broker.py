@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dramatiq import Broker, Middleware
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.errors import ConnectionFailed
 from dramatiq.middleware import CurrentMessage, Retries
 
 from .errors import ConfigurationError
 from .middleware import default_middleware
 from .registry import LANES
-from .settings import Settings
+from .settings import Settings, mask_url
 
 
 def queue_name(settings: Settings, lane: str) -> str:
@@ -45,7 +46,26 @@ def make_broker(settings: Settings) -> Broker:
             ) from None
         broker = RabbitmqBroker(url=url, middleware=middleware)
     else:
-        raise ConfigurationError(f"unsupported SPANE_BROKER_URL {url!r}")
+        raise ConfigurationError(f"unsupported SPANE_BROKER_URL {mask_url(url)!r}")
     for lane in LANES:
         broker.declare_queue(queue_name(settings, lane))
     return broker
+
+
+def check_broker(broker: Broker) -> None:
+    """Make one round trip to the broker's server, so a worker that cannot reach it says
+    so at start.
+
+    Raises:
+        One of ``outages.BROKER_DOWN`` if the server does not answer.
+    """
+    client = getattr(broker, "client", None)
+    if client is not None:  # Redis
+        client.ping()
+    elif hasattr(broker, "connection"):  # RabbitMQ: opening the connection is the check
+        import pika.exceptions  # type: ignore[import-untyped]  # there with RabbitMQ
+
+        try:
+            broker.connection.process_data_events(0)
+        except pika.exceptions.AMQPError as exc:
+            raise ConnectionFailed(str(exc) or type(exc).__name__) from None  # type: ignore[no-untyped-call]

@@ -442,6 +442,8 @@ def wake_parent(runtime: Runtime, execution_id: str, node_id: str, child_id: str
     if claim is None:
         return  # woken already, moved on, ended, or paused (the sweep wakes it on resume)
     child = store.get_execution(child_id)
+    if not child.done:
+        return  # a forged or confused wake-up: the child's own end wakes the parent
     node = store.graph(claim.workflow_id, claim.version).nodes[node_id]
     with structlog.contextvars.bound_contextvars(**log_fields(claim)):
         _wake(runtime, claim, node, child)

@@ -7,9 +7,10 @@ import hashlib
 import time
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import structlog
 
-from . import backlog, codec, executor
+from . import backlog, executor
 from .broker import queue_name
 from .inflight import HandedBack, inflight
 
@@ -85,28 +86,32 @@ def hand_back_all(runtime: Runtime) -> int:
 
 
 def record_rejected(runtime: Runtime, message: Any, reason: str) -> None:
-    """Dead-letter a message the broker rejects; a node message also fails its node."""
-    kwargs = message.kwargs or {}
-    if message.actor_name.startswith("spane.node.") and "execution_id" in kwargs:
-        claim = runtime.store.claim_node(
-            kwargs["execution_id"], kwargs["node_id"], int(kwargs.get("attempt", 0))
+    """Dead-letter a message the broker rejects, once per content.
+
+    Messages are untrusted input, so a rejected one changes no execution: anyone who can
+    write to the broker could name another execution's node in it. A node message to
+    an actor this worker lacks (its node type's module is not loaded) leaves the node
+    queued; the sweeper sends it again after its lease, for a worker that has the type.
+    """
+    if str(message.actor_name).startswith("spane.node."):
+        reason += (
+            "; is the node type's module loaded in the workers (SPANE_MODULES)? "
+            "The node stays queued for a worker that has it"
         )
-        if claim is not None:
-            error = (
-                f"message for actor {message.actor_name!r} was rejected ({reason}); "
-                "is the node type's module loaded in the workers (SPANE_MODULES)?"
-            )
-            runtime.apply(runtime.store.fail_node(claim, error, continue_on_fail=False))
-            return
-    raw = codec.dumps(message.asdict())
+    raw = msgspec.json.encode(message.asdict(), enc_hook=repr).decode()
     runtime.store.add_dead_letter(
         kind="message",
         digest=hashlib.sha256(raw.encode()).hexdigest(),
-        queue=message.queue_name,
-        actor=message.actor_name,
-        reason=reason,
-        message=raw,
+        queue=_name(message.queue_name),
+        actor=_name(message.actor_name),
+        reason=reason.replace("\x00", "\\x00"),
+        message=raw,  # JSON escapes NUL, which PostgreSQL text refuses
     )
+
+
+def _name(value: object) -> str:
+    """A queue or actor name from a message, fit for its column on every backend."""
+    return str(value).replace("\x00", "\\x00")[:200]
 
 
 def record_undecodable(runtime: Runtime, raw: str, error: str, queue: str = "") -> None:

@@ -14,12 +14,14 @@ from typing import Any
 import dramatiq
 from dramatiq import Worker
 from dramatiq.middleware import CurrentMessage
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from . import executor, logs, migrations, recovery, registry
+from . import executor, logs, migrations, outages, recovery, registry
 from .blobs import CachingBlobStore, open_blob_store
 from .broker import make_broker, queue_name
 from .consumer import guard_consumers
 from .encoder import UNDECODABLE, MsgspecEncoder
+from .errors import ConfigurationError
 from .middleware import ClaimCheck, DeadLetters, Drain, Health, Sweeper
 from .payloads import Payloads
 from .registry import NodeType
@@ -52,7 +54,10 @@ class Runtime:
         self.settings = settings
         self.engine = make_engine(settings.database_url)
         if migrate:
-            migrations.upgrade(self.engine)
+            try:
+                migrations.upgrade(self.engine)
+            except (OperationalError, InterfaceError) as exc:
+                raise ConfigurationError(outages.database(settings, exc)) from None
         self.blobs = CachingBlobStore(open_blob_store(settings.blob_url))
         self.payloads = Payloads(
             max_bytes=settings.max_payload_bytes,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -76,6 +79,8 @@ def _positive(env: Mapping[str, str], name: str, default: N, kind: type[N], what
         value = kind(raw)
     except ValueError:
         raise ConfigurationError(f"{name} must be {what}, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ConfigurationError(f"{name} must be a finite number, got {raw!r}")
     if value <= 0:
         raise ConfigurationError(f"{name} must be positive, got {raw!r}")
     return value
@@ -89,9 +94,79 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return _positive(env, name, default, float, "a number of seconds")
 
 
+#: Variables of these prefixes belong to Spane's own tests and benchmarks.
+_OWN_PREFIXES = ("SPANE_TEST_", "SPANE_BENCH_")
+#: Words people write for the ones settings use, so a "did you mean" finds the setting.
+_SYNONYMS = {
+    "DB": "DATABASE",
+    "PG": "DATABASE",
+    "POSTGRES": "DATABASE",
+    "SQL": "DATABASE",
+    "REDIS": "BROKER",
+    "AMQP": "BROKER",
+    "RABBITMQ": "BROKER",
+    "S3": "BLOB",
+}
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:@/\s]*):[^@/\s]*@")
+_SECRET_QUERY = re.compile(r"(?P<head>[?&](?:password|passwd|pwd|secret|token)=)[^&\s]*", re.I)
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with its password (and any password-like query value) masked, for
+    printing: ``redis+sentinel://:pw@host`` becomes ``redis+sentinel://:***@host``."""
+    url = _USERINFO.sub(r"\g<head>:***@", url)
+    return _SECRET_QUERY.sub(r"\g<head>***", url)
+
+
+class _Reads(Mapping[str, str]):
+    """The environment, remembering which ``SPANE_*`` names were looked up."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.read: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.read.add(name)
+        return self.env[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.env)
+
+    def __len__(self) -> int:
+        return len(self.env)
+
+    def unknown(self) -> list[str]:
+        """``SPANE_*`` variables that are set but that no setting reads."""
+        return sorted(
+            name
+            for name in self.env
+            if name.startswith("SPANE_")
+            and not name.startswith(_OWN_PREFIXES)
+            and name not in self.read
+        )
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
-    """Read settings from ``env`` (default: ``os.environ``)."""
-    env = os.environ if env is None else env
+    """Read settings from ``env`` (default: ``os.environ``).
+
+    Raises:
+        ConfigurationError: If a setting has a bad value, or a ``SPANE_*`` variable is set
+            that is no setting (a misspelt name would otherwise be silently ignored).
+    """
+    reads = _Reads(os.environ if env is None else env)
+    settings = _read(reads)
+    for name in reads.unknown():
+        spelt = "_".join(_SYNONYMS.get(word, word) for word in name.split("_"))
+        known = sorted(reads.read)
+        close = [n for n in known if n.startswith(spelt + "_")] or difflib.get_close_matches(
+            spelt, known, n=1, cutoff=0.6
+        )
+        hint = f"; did you mean {close[0]}?" if close else "; unset it"
+        raise ConfigurationError(f"{name} is not a Spane setting{hint}")
+    return settings
+
+
+def _read(env: Mapping[str, str]) -> Settings:
     defaults = Settings()
     log_format = env.get("SPANE_LOG_FORMAT", defaults.log_format).lower()
     if log_format not in ("console", "json"):
@@ -100,7 +175,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     if broker_url and not broker_url.startswith(("redis://", "rediss://", "amqp://", "amqps://")):
         raise ConfigurationError(
             "SPANE_BROKER_URL must start with redis:// or amqp:// (or be unset), "
-            f"got {broker_url!r}"
+            f"got {mask_url(broker_url)!r}"
         )
     modules = tuple(m.strip() for m in env.get("SPANE_MODULES", "").split(",") if m.strip())
     return Settings(

@@ -19,6 +19,7 @@ from typing import Any
 
 import jsonschema
 import msgspec
+import regex
 import yaml
 from jsonschema.validators import validator_for
 
@@ -30,6 +31,11 @@ from .errors import Problem
 _ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
 _BACKOFFS = ("exponential", "fixed", "linear")
 _SUFFIXES = (".yaml", ".yml", ".json")
+_TOO_DEEP = "nested too deeply (over Python's recursion limit); flatten the definition"
+#: Expanded YAML nodes allowed beyond ten times the document's own.
+_ALIAS_ALLOWANCE = 100_000
+#: Longest time one ``pattern`` of an input schema may take on one value.
+_REGEX_SECONDS = 0.5
 _MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>.*)`)?$", re.DOTALL)
 
 
@@ -50,19 +56,21 @@ def load_definition(
     Raises:
         DefinitionError: Listing every problem found, each with its path.
     """
-    data, origin = _read(source)
-    problems = list(_shape(data, Workflow, ""))
-    if isinstance(data, Mapping):
-        problems += _meaning(data, workflow_exists)
-        if not origin and isinstance(data.get("id"), str):
-            origin = data["id"]
-    if problems:
-        # Sorted by path (numbers as numbers), so each node's problems read together.
-        problems.sort(
-            key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.path)]
-        )
-        raise errors.DefinitionError(problems, origin)
-    return msgspec.convert(data, Workflow)
+    origin = ""
+    try:
+        data, origin = _read(source)
+        problems = list(_shape(data, Workflow, ""))
+        if isinstance(data, Mapping):
+            problems += _meaning(data, workflow_exists)
+            if not origin and isinstance(data.get("id"), str):
+                origin = data["id"]
+        if not problems:
+            return msgspec.convert(data, Workflow)
+    except RecursionError:
+        problems = [Problem("", _TOO_DEEP)]
+    # Sorted by path (numbers as numbers), so each node's problems read together.
+    problems.sort(key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.path)])
+    raise errors.DefinitionError(problems, origin)
 
 
 def validate_input(workflow: Workflow, value: Any) -> None:
@@ -73,9 +81,15 @@ def validate_input(workflow: Workflow, value: Any) -> None:
     """
     if workflow.input_schema is None:
         return
-    validator = validator_for(workflow.input_schema)(workflow.input_schema)
+    validator = _bounded(validator_for(workflow.input_schema))(workflow.input_schema)
     lines = []
-    for error in sorted(validator.iter_errors(value), key=lambda e: e.json_path):
+    try:
+        found = sorted(validator.iter_errors(value), key=lambda e: e.json_path)
+    except RecursionError:
+        raise errors.InputError(
+            f"input of workflow {workflow.id!r} is nested too deeply to check; flatten it"
+        ) from None
+    for error in found:
         path = list(error.absolute_path)
         if error.validator == "required" and isinstance(error.validator_value, list):
             # Name the missing property itself: that is what the caller has to add.
@@ -114,10 +128,89 @@ def _read(source: object) -> tuple[object, str]:
 
 def _parse(text: str, kind: str, origin: str) -> tuple[object, str]:
     try:
-        return (msgspec.json.decode(text) if kind == "JSON" else yaml.safe_load(text)), origin
-    except (msgspec.DecodeError, yaml.YAMLError) as exc:
+        if kind == "JSON":
+            return msgspec.json.decode(text), origin
+        return yaml.load(text, Loader=_BoundedLoader), origin  # a SafeLoader
+    except (msgspec.DecodeError, yaml.YAMLError, _AliasBomb) as exc:
         problem = Problem("", f"invalid {kind}: {exc}")
         raise errors.DefinitionError([problem], origin) from None
+
+
+class _AliasBomb(ValueError):
+    """YAML aliases would expand the document far beyond its own size."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.safe_load``, refusing documents whose aliases expand out of proportion:
+    a few hundred bytes of nested aliases would otherwise become gigabytes."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        distinct: set[int] = set()
+        sizes: dict[int, int] = {}
+        # Post-order walk, iterative and memoised per node: an alias is the same node
+        # object again, so its size is counted without expanding it.
+        stack: list[tuple[yaml.Node, bool]] = [(node, False)]
+        while stack:
+            current, ready = stack.pop()
+            if id(current) in sizes:
+                continue
+            kids = _kids(current)
+            if not ready:
+                distinct.add(id(current))
+                stack.append((current, True))
+                stack.extend((kid, False) for kid in kids if id(kid) not in sizes)
+                continue
+            sizes[id(current)] = 1 + sum(sizes.get(id(kid), 1) for kid in kids)
+        expanded, limit = sizes[id(node)], 10 * len(distinct) + _ALIAS_ALLOWANCE
+        if expanded > limit:
+            raise _AliasBomb(
+                f"aliases expand {len(distinct)} YAML nodes to {expanded}, over the limit of "
+                f"{limit}; write the repeated parts out or use fewer nested aliases"
+            )
+        return super().construct_document(node)
+
+
+def _kids(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _bounded(cls: Any) -> Any:
+    """A JSON Schema validator class whose ``pattern`` and ``patternProperties`` stop after
+    ``_REGEX_SECONDS``, so a pattern with catastrophic backtracking (``^(a+)+$``) cannot
+    hang an enqueue."""
+
+    def pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Iterator[Any]:
+        if validator.is_type(instance, "string") and not _search(patrn, instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {patrn!r}")
+
+    def pattern_properties(
+        validator: Any, patterns: dict[str, Any], instance: Any, schema: Any
+    ) -> Iterator[Any]:
+        if not validator.is_type(instance, "object"):
+            return
+        for patrn, subschema in patterns.items():
+            for key, value in instance.items():
+                if _search(patrn, key):
+                    yield from validator.descend(value, subschema, path=key, schema_path=patrn)
+
+    return jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+        cls, {"pattern": pattern, "patternProperties": pattern_properties}
+    )
+
+
+def _search(pattern: str, text: str) -> bool:
+    try:
+        return regex.search(pattern, text, timeout=_REGEX_SECONDS) is not None
+    except TimeoutError:
+        raise errors.InputError(
+            f"input_schema pattern {pattern!r} took over {_REGEX_SECONDS:g}s on a "
+            f"{len(text)}-character value; simplify the pattern (avoid nested quantifiers "
+            "such as (a+)+)"
+        ) from None
 
 
 def _shape(data: object, cls: type[msgspec.Struct], path: str) -> Iterator[Problem]:

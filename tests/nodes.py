@@ -276,3 +276,16 @@ def kill_backends(ctx: spane.NodeContext) -> Any:
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
     return ctx.input
+
+
+@spane.node_type("fail_once_file", retry={"max_attempts": 1})
+def fail_once_file(ctx: spane.NodeContext) -> Any:
+    """Wait (up to a minute) until the file named by ``config.path`` exists, then fail
+    for good: tests fail a node at the moment they choose, from outside the worker."""
+    import os
+
+    path = str(ctx.config["path"])
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    raise spane.NodeFailed(f"failed once {path} appeared", retryable=False)

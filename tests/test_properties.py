@@ -585,32 +585,22 @@ def test_sqlite_and_postgresql_agree(
 # -- nested sub-workflows under random pause / resume / cancel -------------------------------
 
 SPAWN_LAG = 0.08  # a subworkflow attempt waits this long before it starts its child
-CANCEL_LAG = 0.25  # cancel waits this long between an execution and its children
 
 
 @pytest.fixture
 def racy_rt(dup_rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> Runtime:
-    """``dup_rt`` with two race windows held open (timing only; no semantics change).
+    """``dup_rt`` with a race window held open (timing only; no semantics change).
 
     A ``subworkflow`` attempt sleeps ``SPAWN_LAG`` between its claim and starting the
-    child, and ``cancel`` sleeps ``CANCEL_LAG`` after cancelling an execution before it
-    cancels that execution's children.
+    child. (Cancelling an execution and its children is one transaction: no window.)
     """
     start_child = spane_api.start_child
-    cancel_execution = dup_rt.store.cancel_execution
 
     def slow_start_child(runtime: Runtime, parent: Any, spawn: Any) -> Any:
         time.sleep(SPAWN_LAG)
         return start_child(runtime, parent, spawn)
 
-    def slow_cancel_execution(execution_id: str) -> list[str]:
-        children = cancel_execution(execution_id)
-        if children:
-            time.sleep(CANCEL_LAG)
-        return children
-
     monkeypatch.setattr(spane_api, "start_child", slow_start_child)
-    monkeypatch.setattr(dup_rt.store, "cancel_execution", slow_cancel_execution)
     spane.run({"id": "warm-up", "nodes": [{"id": "a", "type": "noop"}]}, None, timeout=WAIT)
     return dup_rt
 

@@ -10,27 +10,45 @@ from __future__ import annotations
 
 import importlib
 import signal
+import sys
 import threading
 import time
 from types import FrameType
 
 from .. import builtins as _builtins  # noqa: F401  (registers the built-in node types)
+from .. import outages
 from .. import runtime as _runtime
-from ..errors import ConfigurationError
+from ..broker import check_broker
+from ..errors import ConfigurationError, SpaneError
 from ..settings import from_env
 
-if from_env().embedded:
-    # A worker process on the in-process broker would never see another process's work.
-    raise ConfigurationError(
-        "dramatiq spane.actors needs SPANE_BROKER_URL (redis://... or amqp://...) and "
-        "SPANE_DATABASE_URL shared with the processes that enqueue; without a broker, "
-        "run workflows embedded with `spane run FILE` or spane.run(...)"
-    )
-runtime = _runtime.get()
-broker = runtime.broker
 
-for _module in runtime.settings.modules:
-    importlib.import_module(_module)
+def _start() -> _runtime.Runtime:
+    """Build the runtime of this worker process and check that its broker answers."""
+    if from_env().embedded:
+        # A worker process on the in-process broker would never see another process's work.
+        raise ConfigurationError(
+            "dramatiq spane.actors needs SPANE_BROKER_URL (redis://... or amqp://...) and "
+            "SPANE_DATABASE_URL shared with the processes that enqueue; without a broker, "
+            "run workflows embedded with `spane run FILE` or spane.run(...)"
+        )
+    runtime = _runtime.get()
+    try:
+        check_broker(runtime.broker)
+    except outages.BROKER_DOWN as exc:
+        raise ConfigurationError(outages.broker(runtime.settings, exc)) from None
+    for module in runtime.settings.modules:
+        importlib.import_module(module)
+    return runtime
+
+
+try:
+    runtime = _start()
+except SpaneError as _exc:
+    # One line per worker process, not a traceback: the setting to fix is in it.
+    print(f"spane worker: error: {_exc}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
+broker = runtime.broker
 
 
 def _drain_on_first_sigterm(grace: float) -> None:

@@ -15,6 +15,7 @@ from spane import errors
 from spane.blobs.base import BlobStore, Readable, is_ref, make_ref, owned_digest, parse_ref
 from spane.blobs.local import LocalBlobStore
 from spane.blobs.s3 import S3BlobStore
+from spane.settings import mask_url
 
 __all__ = [
     "BlobStore",
@@ -45,14 +46,16 @@ def open_blob_store(url: str) -> BlobStore:
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     compress = _FLAGS.get(options.pop("compress", "0").lower())
     if compress is None or options:
-        raise errors.ConfigurationError(f"blob store URL {url!r}: the only option is compress=0|1")
+        raise errors.ConfigurationError(
+            f"blob store URL {mask_url(url)!r}: the only option is compress=0|1"
+        )
     if parts.scheme == "s3" and parts.netloc:
         return S3BlobStore(parts.netloc, unquote(parts.path), compress=compress)
     if parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path.startswith("/"):
         return LocalBlobStore(Path(unquote(parts.path)), compress=compress)
     if not parts.scheme and parts.path:
         return LocalBlobStore(Path(parts.path), compress=compress)
-    raise errors.ConfigurationError(f"blob store URL {url!r} is not one of: {_FORMS}")
+    raise errors.ConfigurationError(f"blob store URL {mask_url(url)!r} is not one of: {_FORMS}")
 
 
 class CachingBlobStore(BlobStore):

@@ -26,7 +26,15 @@ def _client() -> Any:
     # Recent boto3 reads AWS_ENDPOINT_URL itself; passing it keeps older ones on target too.
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     # A session per store: boto3's default session is not safe to share across threads.
-    return boto3.session.Session().client("s3", endpoint_url=endpoint or None)
+    session = boto3.session.Session()
+    if session.get_credentials() is None:
+        # Found now, at start, rather than by the first enqueue that offloads a value.
+        raise errors.ConfigurationError(
+            "SPANE_BLOB_URL names an S3 bucket but no AWS credentials were found: set "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or use a "
+            "file:/// blob URL"
+        )
+    return session.client("s3", endpoint_url=endpoint or None)
 
 
 class S3BlobStore(base.BlobStore):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.text import Text
 
-from .. import errors, logs, runtime
+from .. import errors, logs, outages, runtime
 from ..settings import Settings, from_env
 from . import commands, parser
 
@@ -52,9 +52,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         io.err.print(Text("interrupted", style="red"))
         return 130
+    except Exception as exc:
+        line = outages.describe(_settings(), exc)
+        if line is None:
+            raise
+        io.err.print(Text(f"error: {line}", style="red"), soft_wrap=True, highlight=False)
+        return 2
     finally:
         if owned:
             _close()
+
+
+def _settings() -> Settings:
+    current = runtime.current()
+    return current.settings if current is not None else from_env()
 
 
 def _console(*, stderr: bool) -> Console:
@@ -66,8 +77,7 @@ def _console(*, stderr: bool) -> Console:
 
 def _prepare(modules: Sequence[str], owned: bool) -> None:
     """Quiet the logs of a runtime this command will create, then import user modules."""
-    current = runtime.current()
-    settings: Settings = current.settings if current is not None else from_env()
+    settings = _settings()
     if owned:
         # The node table shows every retry and failure already, and log lines written
         # under a live view would tear it: unless asked otherwise, only errors are logged.

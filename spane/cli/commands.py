@@ -52,18 +52,34 @@ def parse_input(raw: str | None) -> Any:
     where = "--input"
     if raw.startswith("@"):
         where = f"input file {raw[1:]!r}"
-        try:
-            raw = Path(raw[1:]).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise spane.InputError(f"cannot read {where}: {reason}") from None
+        raw = _read_bounded(raw[1:], where)
     try:
         return msgspec.json.decode(raw)
+    except RecursionError:
+        raise spane.InputError(f"{where} is nested too deeply; flatten it") from None
     except msgspec.DecodeError as exc:
         raise spane.InputError(
             f'{where} is not valid JSON ({exc}); e.g. --input \'{{"order_id": "A-1"}}\' '
             "or --input @input.json"
         ) from None
+
+
+def _read_bounded(path: str, where: str) -> str:
+    """Read an input file, refusing one larger than an input may be (``/dev/zero`` and
+    other endless files included) before reading more than that."""
+    limit = runtime.get().settings.max_payload_bytes
+    try:
+        with open(path, "rb") as file:
+            data = file.read(limit + 1)
+        if len(data) > limit:
+            raise spane.InputError(
+                f"{where} is larger than SPANE_MAX_PAYLOAD_BYTES={limit}; pass a smaller "
+                "file or raise the limit"
+            )
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise spane.InputError(f"cannot read {where}: {reason}") from None
 
 
 def print_problems(console: Console, error: spane.DefinitionError) -> None:

@@ -25,8 +25,10 @@ def _positive(text: str) -> int:
         number = int(text)
     except ValueError:
         number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    if not 1 <= number < 2**63:  # ids and counts are 64-bit integers in the database
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number from 1 to {2**63 - 1}, got {text!r}"
+        )
     return number
 
 

@@ -14,7 +14,9 @@ from ..errors import BlobError, PayloadTooLarge
 #: The key of the small object that replaces an offloaded argument.
 CLAIM = "$spane_blob"
 _RESOLVED = "spane_resolved_claims"
-#: The tenant that message-argument blobs are scoped to unless the message names one.
+#: The tenant every message-argument blob is scoped to. Never taken from the message:
+#: its options are as untrusted as its body, and a tenant named there would let a
+#: crafted message resolve another tenant's blob.
 MESSAGE_TENANT = "_messages"
 
 
@@ -39,14 +41,9 @@ class ClaimCheck(Middleware):
         self.max_bytes = max_bytes
         self.blobs: BlobStore | None = None
 
-    @property
-    def actor_options(self) -> set[str]:
-        return {"spane_tenant"}
-
     def before_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
         if self.blobs is None or not message.kwargs:
             return
-        tenant = message.options.get("spane_tenant", MESSAGE_TENANT)
         for key, value in list(message.kwargs.items()):
             if isinstance(value, dict) and CLAIM in value:
                 continue
@@ -57,17 +54,18 @@ class ClaimCheck(Middleware):
                     f"bytes encoded, over SPANE_MAX_PAYLOAD_BYTES={self.max_bytes}"
                 )
             if len(data) > self.threshold:
-                message.kwargs[key] = {CLAIM: self.blobs.put(tenant, data)}
+                message.kwargs[key] = {CLAIM: self.blobs.put(MESSAGE_TENANT, data)}
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
         if self.blobs is None or not message.kwargs:
             return
-        tenant = message.options.get("spane_tenant", MESSAGE_TENANT)
         claims = {}
         for key, value in list(message.kwargs.items()):
             if isinstance(value, dict) and set(value) == {CLAIM}:
                 try:
-                    data = self.blobs.get(value[CLAIM], tenant=tenant)
+                    if not isinstance(value[CLAIM], str):
+                        raise BlobError("the reference is not a string")
+                    data = self.blobs.get(value[CLAIM], tenant=MESSAGE_TENANT)
                 except BlobError as exc:
                     raise ArgumentUnreadable(
                         f"argument {key!r} of message {message.message_id}: {exc}"

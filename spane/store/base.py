@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+import msgspec
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import OperationalError
 
-from ..definitions import Graph
+from .. import errors
+from ..definitions import Graph, Workflow, build_graph
 from ..payloads import Payloads
+from .schema import workflows as W
 
 
 class StoreBase:
-    """Attributes set by ``Store.__init__`` and used by every layer.
+    """Attributes set by ``Store.__init__``, and the workflow graphs, used by every layer.
 
     The store is built in layers, each in its own module and each using only the
     layers below it: History → Transitions → Parking → Recovery → Store.
@@ -25,8 +29,58 @@ class StoreBase:
     engine: Engine
     payloads: Payloads
     lease_seconds: float
-    graph: Callable[[str, int], Graph]
     _meta_cache: dict[str, Any]
+    _definitions: dict[tuple[str, int], Workflow]
+    _graphs: dict[tuple[str, int], Graph]
+
+    def workflow_version(
+        self, workflow_id: str, version: int | None = None, conn: Connection | None = None
+    ) -> tuple[int, Workflow]:
+        """Return ``(version, definition)``, the latest unless ``version`` is given.
+
+        Versions never change once stored, so decoded definitions are cached.
+
+        Args:
+            workflow_id: The workflow.
+            version: A stored version; None for the latest.
+            conn: The connection of the caller's transaction, if it holds one: on SQLite
+                a second connection of the same thread would wait for the write lock
+                that the first holds, until the busy timeout.
+        """
+        if version is not None and (workflow_id, version) in self._definitions:
+            return version, self._definitions[(workflow_id, version)]
+        query = select(W.c.version, W.c.definition).where(W.c.workflow_id == workflow_id)
+        if version is not None:
+            query = query.where(W.c.version == version)
+        scope = contextlib.nullcontext(conn) if conn is not None else self.engine.connect()
+        with scope as reader:
+            row = reader.execute(query.order_by(W.c.version.desc()).limit(1)).first()
+        if row is None:
+            which = f"version {version} of " if version is not None else ""
+            raise errors.UnknownWorkflow(
+                f"no {which}workflow {workflow_id!r} is registered; register it first "
+                "(spane.register_workflow or `spane register FILE`)"
+            )
+        key = (workflow_id, row.version)
+        if key not in self._definitions:
+            self._definitions[key] = msgspec.json.decode(row.definition, type=Workflow)
+        return row.version, self._definitions[key]
+
+    def graph(self, workflow_id: str, version: int, conn: Connection | None = None) -> Graph:
+        """Return the graph of a stored workflow version (cached: versions never change).
+
+        Args:
+            conn: The connection of the caller's transaction, if it holds one (see
+                ``workflow_version``).
+        """
+        key = (workflow_id, version)
+        graph = self._graphs.get(key)
+        if graph is None:
+            graph = build_graph(self.workflow_version(workflow_id, version, conn)[1])
+            if len(self._graphs) >= 512:
+                self._graphs.clear()
+            self._graphs[key] = graph
+        return graph
 
 
 _CONFLICTS = {"40P01", "40001"}  # PostgreSQL: deadlock detected, serialization failure

@@ -10,6 +10,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from ..errors import ConfigurationError
+from ..settings import mask_url
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -29,12 +30,16 @@ def _sqlite_begin(connection: Any) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """Create an engine for ``url`` (``sqlite:///...`` or ``postgresql+psycopg://...``)."""
+    """Create an engine for ``url`` (``sqlite:///...`` or ``postgresql+psycopg://...``).
+
+    Statement parameters are kept out of error messages and logs (``hide_parameters``):
+    they hold node outputs and inputs, which may be secrets.
+    """
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigurationError(
-            f"SPANE_DATABASE_URL is not a database URL: {url!r} "
+            f"SPANE_DATABASE_URL is not a database URL: {mask_url(url)!r} "
             "(expected sqlite:///path or postgresql+psycopg://user@host/db)"
         ) from None
     backend = parsed.get_backend_name()
@@ -42,14 +47,20 @@ def make_engine(url: str) -> Engine:
         if backend == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
+            engine = create_engine(
+                parsed,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                hide_parameters=True,
+            )
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)
             return engine
         if backend == "postgresql":
-            return create_engine(parsed, pool_size=12, max_overflow=24, pool_recycle=3600)
+            return create_engine(
+                parsed, pool_size=12, max_overflow=24, pool_recycle=3600, hide_parameters=True
+            )
     except NoSuchModuleError:
-        raise ConfigurationError(f"no database driver for {url!r}") from None
+        raise ConfigurationError(f"no database driver for {mask_url(url)!r}") from None
     except ModuleNotFoundError as exc:
         raise ConfigurationError(
             f"the driver for {backend} is not installed ({exc.name}); "

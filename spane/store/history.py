@@ -116,6 +116,8 @@ class History(StoreBase):
 
     def dead_letter(self, dead_letter_id: int) -> DeadLetter:
         """Return one dead letter."""
+        if not 0 < dead_letter_id < 2**63:  # beyond any id, and beyond a 64-bit column
+            raise errors.SpaneError(f"no dead letter has id {dead_letter_id}")
         with self.engine.connect() as conn:
             row = conn.execute(select(D).where(D.c.id == dead_letter_id)).first()
         if row is None:

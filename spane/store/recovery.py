@@ -245,7 +245,7 @@ class Recovery(Parking):
         now = time.time()
         with self.engine.begin() as conn:
             ex = self._lock_execution(conn, execution_id, now)
-            graph = self.graph(ex.workflow_id, ex.version)
+            graph = self.graph(ex.workflow_id, ex.version, conn)
             current = conn.execute(
                 select(N.c.node_id, N.c.status, N.c.output).where(N.c.execution_id == execution_id)
             ).all()

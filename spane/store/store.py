@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import time
 import uuid
 from typing import Any
 
-import msgspec
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import errors
-from ..definitions import Graph, Workflow, build_graph
+from ..definitions import Graph, Workflow
 from ..payloads import Payloads
 from .base import retry_conflicts
 from .records import (
@@ -56,9 +54,9 @@ class Store(Recovery):
         self.engine = engine
         self.payloads = payloads
         self.lease_seconds = lease_seconds
-        self.graph = functools.lru_cache(maxsize=512)(self._load_graph)
         self._meta_cache: dict[str, Any] = {}
         self._definitions: dict[tuple[str, int], Workflow] = {}
+        self._graphs: dict[tuple[str, int], Graph] = {}
 
     # -- workflows -------------------------------------------------------------------
 
@@ -94,40 +92,12 @@ class Store(Recovery):
         """Return a stored definition (latest version unless ``version`` is given)."""
         return self.workflow_version(workflow_id, version)[1]
 
-    def workflow_version(
-        self, workflow_id: str, version: int | None = None
-    ) -> tuple[int, Workflow]:
-        """Return ``(version, definition)``, the latest unless ``version`` is given.
-
-        Versions never change once stored, so decoded definitions are cached.
-        """
-        if version is not None and (workflow_id, version) in self._definitions:
-            return version, self._definitions[(workflow_id, version)]
-        query = select(W.c.version, W.c.definition).where(W.c.workflow_id == workflow_id)
-        if version is not None:
-            query = query.where(W.c.version == version)
-        with self.engine.connect() as conn:
-            row = conn.execute(query.order_by(W.c.version.desc()).limit(1)).first()
-        if row is None:
-            which = f"version {version} of " if version is not None else ""
-            raise errors.UnknownWorkflow(
-                f"no {which}workflow {workflow_id!r} is registered; register it first "
-                "(spane.register_workflow or `spane register FILE`)"
-            )
-        key = (workflow_id, row.version)
-        if key not in self._definitions:
-            self._definitions[key] = msgspec.json.decode(row.definition, type=Workflow)
-        return row.version, self._definitions[key]
-
     def latest_version(self, workflow_id: str) -> int | None:
         """Return the latest version of a workflow, or None if it is not registered."""
         with self.engine.connect() as conn:
             return conn.execute(
                 select(func.max(W.c.version)).where(W.c.workflow_id == workflow_id)
             ).scalar()
-
-    def _load_graph(self, workflow_id: str, version: int) -> Graph:
-        return build_graph(self.load_workflow(workflow_id, version))
 
     # -- executions ------------------------------------------------------------------
 
@@ -334,8 +304,8 @@ class Store(Recovery):
             return [ExecutionSummary(**row._mapping) for row in conn.execute(query)]
 
     @retry_conflicts
-    def cancel_execution(self, execution_id: str) -> list[str]:
-        """Cancel an execution and its not-yet-started nodes; return its child ids."""
+    def cancel_execution(self, execution_id: str) -> None:
+        """Cancel an execution, its not-yet-started nodes and its running children."""
         now = time.time()
         with self.engine.begin() as conn:
             row = self._lock_execution(conn, execution_id, now)
@@ -344,12 +314,6 @@ class Store(Recovery):
                     f"execution {execution_id} is already {row.status}; it cannot be cancelled"
                 )
             self._end_execution(conn, execution_id, "cancelled", now, error="cancelled")
-            children = conn.execute(
-                select(E.c.id).where(
-                    E.c.parent_id == execution_id, E.c.status.not_in(EXECUTION_TERMINAL)
-                )
-            ).scalars()
-            return list(children)
 
     @retry_conflicts
     def set_paused(self, execution_id: str, paused: bool) -> Outcome:
@@ -372,7 +336,7 @@ class Store(Recovery):
             conn.execute(update(E).where(E.c.id == execution_id).values(status=want))
             self.record_event(conn, execution_id, None, want if paused else "resumed", None, None)
             if not paused and row.remaining == 0:
-                graph = self.graph(row.workflow_id, row.version)
+                graph = self.graph(row.workflow_id, row.version, conn)
                 return self._complete(conn, execution_id, graph, row, now)
         return Outcome(dispatches=[] if paused else self.queued_nodes(execution_id))
 

@@ -77,7 +77,7 @@ class Transitions(History):
                 return None
             self.record_events(conn, [(execution_id, node_id, "started", attempt)])
             meta = self.execution_meta(conn, execution_id)
-            parents = self.graph(meta.workflow_id, meta.version).parents[node_id]
+            parents = self.graph(meta.workflow_id, meta.version, conn).parents[node_id]
             packed: Any
             if known and all(p in known for p in parents):
                 packed = {p: known[p] for p in parents}
@@ -321,7 +321,7 @@ class Transitions(History):
             if status not in EXECUTION_ACTIVE:
                 return Outcome()
             meta = self.execution_meta(conn, execution_id)
-            graph = self.graph(meta.workflow_id, meta.version)
+            graph = self.graph(meta.workflow_id, meta.version, conn)
             return self._settle(conn, execution_id, graph, now, [(node_id, chosen)], 1)
 
     def _settle(
@@ -441,14 +441,27 @@ class Transitions(History):
             .values(status=status, output=output, error=error, finished_at=now)
         )
         self.record_event(conn, execution_id, None, f"execution_{status}", None, error)
-        if status != "completed":
-            conn.execute(
-                update(N)
-                .where(
-                    N.c.execution_id == execution_id,
-                    N.c.status.in_(("pending", "queued", "waiting")),
-                )
-                .values(status="cancelled", finished_at=now, lease_until=None)
+        if status == "completed":
+            return
+        conn.execute(
+            update(N)
+            .where(
+                N.c.execution_id == execution_id,
+                N.c.status.in_(("pending", "queued", "waiting")),
+            )
+            .values(status="cancelled", finished_at=now, lease_until=None)
+        )
+        # Child executions still running would otherwise run to completion, side effects
+        # included, for a parent that no longer wants their result. Parent rows are
+        # locked before child rows everywhere (a child is created under its parent's
+        # lock), so taking them here cannot deadlock; the depth is capped.
+        children = conn.execute(
+            select(E.c.id).where(E.c.parent_id == execution_id, E.c.status.in_(EXECUTION_ACTIVE))
+        ).scalars()
+        for child_id in list(children):
+            self._lock_execution(conn, child_id, now)
+            self._end_execution(
+                conn, child_id, "cancelled", now, error=f"parent execution {execution_id} {status}"
             )
 
     def _dead_node(self, conn: Connection | None, claim: Claim, error: str) -> None:
