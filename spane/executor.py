@@ -10,8 +10,8 @@ import jmespath
 import msgspec
 import structlog
 
-from . import codec, registry
-from .context import NodeContext, Park, Route, Spawn
+from . import codec, registry, signals
+from .context import AwaitSignal, NodeContext, Park, Route, Spawn
 from .durations import parse_duration
 from .errors import InputError, NodeFailed, SpaneError
 from .inflight import HandedBack, NodeTimeout, inflight
@@ -211,6 +211,9 @@ def _succeeded(runtime: Runtime, claim: Claim, node: Node, result: Any) -> None:
         route, result = list(result.next), result.output
     if isinstance(result, Spawn):
         _spawn(runtime, claim, result)
+        return
+    if isinstance(result, AwaitSignal):
+        signals.park(runtime, claim, result, continue_on_fail=node.continue_on_fail)
         return
     if isinstance(result, Park):
         try:

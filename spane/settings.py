@@ -32,6 +32,8 @@ class Settings:
         drain_seconds: Grace period a draining worker gives in-flight nodes.
         embedded_threads: Worker threads of the embedded (in-process) worker.
         max_depth: Deepest nesting of sub-workflows.
+        schedule_grace: A schedule tick fired later than this (seconds) counts as missed
+            and follows the schedule's ``catch_up`` policy.
     """
 
     broker_url: str = ""
@@ -48,6 +50,7 @@ class Settings:
     drain_seconds: float = 30.0
     embedded_threads: int = 8
     max_depth: int = 10
+    schedule_grace: float = 60.0
 
     @property
     def embedded(self) -> bool:
@@ -112,4 +115,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         drain_seconds=_float(env, "SPANE_DRAIN_SECONDS", defaults.drain_seconds),
         embedded_threads=_int(env, "SPANE_EMBEDDED_THREADS", defaults.embedded_threads),
         max_depth=_int(env, "SPANE_MAX_DEPTH", defaults.max_depth),
+        schedule_grace=_float(env, "SPANE_SCHEDULE_GRACE", defaults.schedule_grace),
     )

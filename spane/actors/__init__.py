@@ -1,60 +1,22 @@
 """What a worker imports: ``dramatiq spane.actors [user.modules ...]``.
 
-Builds the runtime from the environment (which sets the global Dramatiq broker and
-declares one actor per node type on its lane queue), then imports ``SPANE_MODULES``.
-Node types registered later, by modules named on the dramatiq command line, are
-declared as they register.
+Under the ``dramatiq`` command this starts a worker (see ``worker``): it builds the
+runtime from the environment, which declares the coordinator, the start actor and one
+actor per node type and lane. Imported by any other process, it only offers
+``start_workflow``, which sends start messages through the broker and needs no
+database, so a web app that reaches only Redis can start workflows.
 """
 
 from __future__ import annotations
 
-import importlib
-import signal
-import threading
-import time
-from types import FrameType
+import sys
 
 from .. import builtins as _builtins  # noqa: F401  (registers the built-in node types)
-from .. import runtime as _runtime
-from ..errors import ConfigurationError
-from ..settings import from_env
+from ..producer import start_workflow
 
-if from_env().embedded:
-    # A worker process on the in-process broker would never see another process's work.
-    raise ConfigurationError(
-        "dramatiq spane.actors needs SPANE_BROKER_URL (redis://... or amqp://...) and "
-        "SPANE_DATABASE_URL shared with the processes that enqueue; without a broker, "
-        "run workflows embedded with `spane run FILE` or spane.run(...)"
-    )
-runtime = _runtime.get()
-broker = runtime.broker
+__all__ = ["start_workflow"]
 
-for _module in runtime.settings.modules:
-    importlib.import_module(_module)
+if "dramatiq.cli" in sys.modules:
+    from .worker import broker, runtime
 
-
-def _drain_on_first_sigterm(grace: float) -> None:
-    """Let a repeated SIGTERM during the drain grace period pass without killing.
-
-    Supervisors such as honcho signal the whole process group, so a worker process gets
-    SIGTERM twice (directly and forwarded by Dramatiq's main process), and Dramatiq takes
-    the second as "kill now". Only a SIGTERM after the grace period does that here.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    if not callable(previous):
-        return
-    first: list[float] = []
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        now = time.monotonic()
-        if first and now - first[0] < grace + 5:
-            return
-        first.append(now)
-        previous(signum, frame)
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-_drain_on_first_sigterm(runtime.settings.drain_seconds)
+    __all__ += ["broker", "runtime"]
