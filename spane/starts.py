@@ -171,6 +171,7 @@ def start_from_message(
         check_options(tenant, priority)
         existing = rt.store.find_start_by_key(tenant, key)
         if existing is not None:
+            log.info("start message repeated; execution exists", execution_id=existing)
             return existing
         new = prepare(
             rt,

@@ -137,11 +137,9 @@ class Signals(Schedules):
         now = time.time()
         with self.engine.begin() as conn:
             ex = self._lock_execution(conn, execution_id, now)
-            if ex.status in EXECUTION_TERMINAL:
-                raise errors.InvalidTransition(
-                    f"execution {execution_id} is {ex.status}; it takes no more signals"
-                )
             if signal_id is not None:
+                # A repeat is answered as such even after the execution ended: the
+                # sender may be retrying a signal that ended it.
                 seen = conn.execute(
                     select(G.c.id).where(
                         G.c.execution_id == execution_id, G.c.signal_id == signal_id
@@ -149,6 +147,10 @@ class Signals(Schedules):
                 ).first()
                 if seen is not None:
                     return False, None
+            if ex.status in EXECUTION_TERMINAL:
+                raise errors.InvalidTransition(
+                    f"execution {execution_id} is {ex.status}; it takes no more signals"
+                )
             packed = self.payloads.pack(ex.tenant, payload, what=f"payload of signal {name!r}")
             conn.execute(
                 insert(G).values(
