@@ -289,3 +289,15 @@ def test_wait_for_timeout(rt: Runtime, on_timeout: str, status: str) -> None:
     else:
         assert "no signal 'approve'" in (done.nodes["ask"].error or "")
     assert events(done.id, "ask", "waiting")
+
+
+def test_the_approval_example(rt: Runtime) -> None:
+    from examples.approval import main
+
+    assert main() == {"report": "finance-expenses", "approved": True, "by": "ana"}
+    (schedule,) = spane.list_schedules("expense-approval")
+    assert (schedule.cron, schedule.timezone, schedule.input) == (
+        "0 9 * * 1-5",
+        "Europe/Paris",
+        {"team": "finance"},
+    )
