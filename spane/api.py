@@ -232,7 +232,18 @@ def run(
 
 def get_execution(execution_id: str) -> Execution:
     """Return an execution with its nodes, input and output."""
-    return runtime.get().store.get_execution(execution_id)
+    rt = runtime.get()
+    try:
+        return rt.store.get_execution(execution_id)
+    except UnknownExecution:
+        start = rt.store.delayed_start(execution_id)
+        if start is None:
+            raise
+        raise UnknownExecution(
+            f"execution {execution_id} is a delayed start ({start.status}, due at "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(start.start_at))}); "
+            "it has not started"
+        ) from None
 
 
 def wait(execution_id: str, *, timeout: float | None = None) -> Execution:
@@ -296,8 +307,11 @@ def cancel(execution_id: str) -> None:
     A delayed start that has not started is dropped.
     """
     rt = runtime.get()
-    if rt.store.cancel_delayed_start(execution_id) == "pending":
+    delayed = rt.store.cancel_delayed_start(execution_id)
+    if delayed == "pending":
         return
+    if delayed == "cancelled":
+        raise InvalidTransition(f"delayed start {execution_id} is already cancelled")
     pending = rt.store.cancel_execution(execution_id)
     while pending:
         child = pending.pop()

@@ -301,3 +301,25 @@ def test_the_approval_example(rt: Runtime) -> None:
         "Europe/Paris",
         {"team": "finance"},
     )
+
+
+def test_retention_keeps_pending_values_and_forgets_history(rt: Runtime) -> None:
+    from sqlalchemy import func, select
+
+    from spane.store.schema import delayed_starts, signals
+
+    spane.register_workflow(APPROVAL)
+    spane.register_workflow(ORDER)
+    waiting = spane.enqueue_workflow("approval", None)
+    spane.pause(waiting)
+    big = "x" * 80_000  # over the claim-check threshold: the signal rests as a blob
+    spane.signal(waiting, "approve", big)
+    delayed = spane.enqueue_workflow("order", {"order_id": 1}, delay="100ms")
+    spane.wait(delayed, timeout=10)
+    spane.collect_garbage(older_than=0, grace=0)
+    spane.resume(waiting)
+    assert spane.wait(waiting, timeout=10).output == big  # its blob was kept
+    spane.collect_garbage(older_than=0, grace=0)
+    with rt.engine.connect() as conn:
+        for table in (signals, delayed_starts):
+            assert conn.execute(select(func.count()).select_from(table)).scalar() == 0

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .base import retry_conflicts
 from .records import EXECUTION_ACTIVE, Dispatch
+from .schema import delayed_starts as DS
 from .schema import executions as E
 from .schema import schedule_ticks as T
 from .schema import schedules as SC
@@ -224,11 +225,15 @@ class Schedules(Starts):
             ).all()
         return [(r.tick_ms, r.outcome, r.execution_id) for r in reversed(rows)]
 
-    def delete_ticks_before(self, cutoff: float) -> int:
-        """Forget ticks older than ``cutoff`` (retention); next ticks are never older."""
+    def delete_start_history_before(self, cutoff: float) -> int:
+        """Forget schedule ticks older than ``cutoff``, and delayed starts made before it
+        that started or were cancelled (retention). Next ticks are never that old."""
         with self.engine.begin() as conn:
-            done = conn.execute(delete(T).where(T.c.tick_ms < int(cutoff * 1000)))
-            return int(done.rowcount)
+            ticks = conn.execute(delete(T).where(T.c.tick_ms < int(cutoff * 1000)))
+            starts = conn.execute(
+                delete(DS).where(DS.c.status != "pending", DS.c.created_at < cutoff)
+            )
+            return int(ticks.rowcount) + int(starts.rowcount)
 
 
 def _schedule(row: Any) -> ScheduleRow:
