@@ -25,7 +25,7 @@ MIN_EVERY = 1.0
 def check_cron(expression: str) -> None:
     """Raise ValueError, saying what is wrong, unless ``expression`` is a 5-field cron."""
     if len(expression.split()) != 5:
-        raise ValueError(f"cron {expression!r}: expected 5 fields (minute hour day month weekday)")
+        raise ValueError(f"expected 5 cron fields (minute hour day month weekday): {expression!r}")
     try:
         CronSim(expression, datetime.now(ZoneInfo("UTC")))
     except CronSimError as exc:
