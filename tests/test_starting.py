@@ -4,6 +4,11 @@ definitions), delayed and batch starts, the start actor, and signals."""
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,7 +18,7 @@ from typing import Any
 import pytest
 
 import spane
-from spane import cron, schedules
+from spane import cron, schedules, starts
 from spane import runtime as runtime_module
 from spane.definitions import Schedule
 from spane.runtime import Runtime
@@ -323,3 +328,68 @@ def test_retention_keeps_pending_values_and_forgets_history(rt: Runtime) -> None
     with rt.engine.connect() as conn:
         for table in (signals, delayed_starts):
             assert conn.execute(select(func.count()).select_from(table)).scalar() == 0
+
+
+# -- command line ----------------------------------------------------------------------
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from spane.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_schedules_signals_and_delayed_starts(
+    rt: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spane.register_workflow({**APPROVAL, "triggers": [{"schedule": {"cron": "0 9 * * *"}}]})
+    code, out, _ = _cli(capsys, "schedules")
+    assert code == 0 and "approval:0" in out and "0 9 * * * (UTC)" in out
+    assert _cli(capsys, "schedules", "pause", "approval:0")[0] == 0
+    code, out, _ = _cli(capsys, "schedules", "list", "--json")
+    assert json.loads(out)[0]["paused"] is True
+    code, out, _ = _cli(capsys, "schedules", "trigger-now", "approval:0")
+    execution_id = out.strip()
+    assert code == 0 and spane.get_execution(execution_id).status == "running"
+    wait_for(lambda: node_status(execution_id, "ask") == "waiting", "the node to park")
+    code, out, _ = _cli(capsys, "signal", execution_id, "approve", "--payload", '{"ok": 1}')
+    assert code == 0 and spane.wait(execution_id, timeout=10).output == {"ok": 1}
+    code, _, err = _cli(capsys, "schedules", "pause", "nope")
+    assert code == 2 and "no schedule has id 'nope'" in err
+    code, out, _ = _cli(capsys, "start", "approval", "--in", "1h")
+    delayed = out.strip()
+    code, _, err = _cli(capsys, "status", delayed)
+    assert code == 2 and "delayed start (pending" in err
+    assert _cli(capsys, "cancel", delayed)[0] == 0
+    code, _, err = _cli(capsys, "start", "approval", "--at", "2030-01-01T09:00:00")
+    assert code == 2 and "offset" in err
+
+
+def test_clock_process_fires_delayed_starts(idle: Runtime, tmp_path: Path) -> None:
+    spane.register_workflow(ORDER)
+    new = starts.prepare(idle, "order", {"order_id": 1})
+    start_id = idle.store.add_delayed_start(new, time.time())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPANE_")}
+    env.update(
+        SPANE_DATABASE_URL=idle.settings.database_url,
+        SPANE_BLOB_URL=idle.settings.blob_url,
+        SPANE_SWEEP_INTERVAL="0.1",
+        PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+    )
+    with subprocess.Popen(
+        [sys.executable, "-m", "spane.cli", "clock"], cwd=tmp_path, env=env
+    ) as clock:
+        try:
+            wait_for(lambda: _started(idle, start_id), "the clock to start it", 60)
+        finally:
+            clock.send_signal(signal.SIGTERM)
+            assert clock.wait(timeout=30) == 0
+
+
+def _started(rt: Runtime, execution_id: str) -> bool:
+    try:
+        return rt.store.execution_status(execution_id) == "running"
+    except spane.UnknownExecution:
+        return False
