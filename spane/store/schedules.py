@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from .. import errors
 from .base import retry_conflicts
 from .records import EXECUTION_ACTIVE, Dispatch
 from .schema import delayed_starts as DS
@@ -65,8 +66,17 @@ class Schedules(Starts):
     def save_schedule(self, row: ScheduleRow) -> None:
         """Create or replace a schedule. Unless its timing changed, it keeps its next
         tick and whether it is paused."""
+        for _ in range(3):
+            try:
+                self._save_schedule(row)
+                return
+            except IntegrityError:
+                continue  # created meanwhile by a concurrent registration: replace it
+        raise errors.SpaneError(f"could not save schedule {row.id!r}: too much contention")
+
+    def _save_schedule(self, row: ScheduleRow) -> None:
         now = time.time()
-        values = {k: v for k, v in row.__dict__.items() if k not in ("id",)}
+        values = {k: v for k, v in row.__dict__.items() if k != "id"}
         with self.engine.begin() as conn:
             old = conn.execute(select(SC).where(SC.c.id == row.id).with_for_update()).first()
             if old is None:
