@@ -112,6 +112,7 @@ def enqueue_many(
         InputError: Listing every refused input by its index; nothing is written.
     """
     check_options(tenant, priority)
+    version, _ = rt.store.workflow_version(workflow_id, version)  # one version for all
     batch, problems = [], []
     for index, value in enumerate(inputs):
         try:

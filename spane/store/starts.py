@@ -70,66 +70,72 @@ class Starts(Recovery):
         self, conn: Connection, new: NewExecution, now: float, parent: Claim | None = None
     ) -> list[Dispatch]:
         """Insert an execution with its nodes, entry nodes queued; return their messages."""
-        graph = self.graph(new.workflow_id, new.version)
-        execution_id = new.execution_id
-        node_rows = []
-        dispatches = []
-        for node_id in graph.order:
-            entry = not graph.parents[node_id]
-            node_type = graph.nodes[node_id].type
-            lane = new.node_lanes[node_id]
-            node_rows.append(
+        return self._insert_executions(conn, [new], now, parent)
+
+    def _insert_executions(
+        self,
+        conn: Connection,
+        batch: list[NewExecution],
+        now: float,
+        parent: Claim | None = None,
+    ) -> list[Dispatch]:
+        """Insert executions with their nodes in three statements, whatever their number."""
+        execution_rows, node_rows, dispatches = [], [], []
+        events: list[tuple[str, str | None, str, int | None]] = []
+        for new in batch:
+            graph = self.graph(new.workflow_id, new.version)
+            execution_id = new.execution_id
+            events.append((execution_id, None, "execution_started", None))
+            for node_id in graph.order:
+                entry = not graph.parents[node_id]
+                node_type = graph.nodes[node_id].type
+                lane = new.node_lanes[node_id]
+                node_rows.append(
+                    {
+                        "execution_id": execution_id,
+                        "node_id": node_id,
+                        "type": node_type,
+                        "lane": lane,
+                        "status": "queued" if entry else "pending",
+                        "attempt": 1 if entry else 0,
+                        "waiting_on": len(graph.parents[node_id]),
+                        "live_parents": 0,
+                        "queued_at": now if entry else None,
+                        "lease_until": now + self.lease_seconds if entry else None,
+                    }
+                )
+                if entry:
+                    dispatches.append(Dispatch(execution_id, node_id, 1, node_type, lane))
+                    events.append((execution_id, node_id, "queued", 1))
+            execution_rows.append(
                 {
-                    "execution_id": execution_id,
-                    "node_id": node_id,
-                    "type": node_type,
-                    "lane": lane,
-                    "status": "queued" if entry else "pending",
-                    "attempt": 1 if entry else 0,
-                    "waiting_on": len(graph.parents[node_id]),
-                    "live_parents": 0,
-                    "queued_at": now if entry else None,
-                    "lease_until": now + self.lease_seconds if entry else None,
+                    "id": execution_id,
+                    "workflow_id": new.workflow_id,
+                    "version": new.version,
+                    "tenant": new.tenant,
+                    "lane": new.lane,
+                    "status": "running",
+                    "input": new.input,
+                    "remaining": len(graph.order),
+                    "parent_id": parent.execution_id if parent else None,
+                    "parent_node_id": parent.node_id if parent else None,
+                    "depth": parent.depth + 1 if parent else 0,
+                    "idempotency_key": new.idempotency_key,
+                    "created_at": now,
+                    "started_at": now,
+                    "updated_at": now,
                 }
             )
-            if entry:
-                dispatches.append(Dispatch(execution_id, node_id, 1, node_type, lane))
-        conn.execute(
-            insert(E).values(
-                id=execution_id,
-                workflow_id=new.workflow_id,
-                version=new.version,
-                tenant=new.tenant,
-                lane=new.lane,
-                status="running",
-                input=new.input,
-                remaining=len(node_rows),
-                parent_id=parent.execution_id if parent else None,
-                parent_node_id=parent.node_id if parent else None,
-                depth=parent.depth + 1 if parent else 0,
-                idempotency_key=new.idempotency_key,
-                created_at=now,
-                started_at=now,
-                updated_at=now,
-            )
-        )
+        conn.execute(insert(E), execution_rows)
         conn.execute(insert(N), node_rows)
-        self.record_events(
-            conn,
-            [(execution_id, None, "execution_started", None)]
-            + [(execution_id, d.node_id, "queued", 1) for d in dispatches],
-        )
+        self.record_events(conn, events)
         return dispatches
 
     @retry_conflicts
     def create_executions(self, batch: list[NewExecution]) -> list[Dispatch]:
         """Insert every execution of ``batch`` in one transaction; all or none."""
-        now = time.time()
-        dispatches: list[Dispatch] = []
         with self.engine.begin() as conn:
-            for new in batch:
-                dispatches += self._insert_execution(conn, new, now)
-        return dispatches
+            return self._insert_executions(conn, batch, time.time())
 
     # -- delayed starts --------------------------------------------------------------
 
