@@ -121,14 +121,18 @@ def test_every_tick_fires_once_in_order(rt: Runtime) -> None:
     assert {e.id for e in spane.list_executions(workflow_id="approval")} == started
 
 
+@pytest.mark.parametrize("timing", [{"every": 3600}, {"cron": "0 * * * *"}], ids=["every", "cron"])
 @pytest.mark.parametrize(("catch_up", "fired"), [("none", 0), ("latest", 1), ("all", 6)])
-def test_catch_up_after_an_outage(idle: Runtime, catch_up: str, fired: int) -> None:
+def test_catch_up_after_an_outage(
+    idle: Runtime, timing: dict[str, Any], catch_up: str, fired: int
+) -> None:
     spane.register_workflow(APPROVAL)
     hour = 3600
     if time.time() % hour < 5:
         time.sleep(5)  # keep the latest hourly tick out of the grace period
     last = time.time() // hour * hour
-    schedules.save(idle, "hourly", "approval", _every(hour, catch_up=catch_up), origin="api")
+    spec = Schedule(catch_up=catch_up, **timing)
+    schedules.save(idle, "hourly", "approval", spec, origin="api")
     row = idle.store.get_schedule("hourly")
     assert row is not None and row.next_at == last + hour
     idle.store.advance_schedule("hourly", last + hour, last - 5 * hour)  # workers were down
