@@ -36,12 +36,25 @@ from .errors import (
     Problem,
     SpaneError,
     UnknownExecution,
+    UnknownSchedule,
     UnknownWorkflow,
     WaitTimeout,
 )
+from .producer import send_start
 from .registry import RetryPolicy
 from .retention import Collected
 from .retention import collect as collect_garbage
+from .schedules import ScheduleInfo
+from .starting import (
+    enqueue_many,
+    list_schedules,
+    pause_schedule,
+    resume_schedule,
+    schedule,
+    signal,
+    trigger_schedule,
+    unschedule,
+)
 from .store import Execution, ExecutionSummary, NodeState
 
 __version__ = "0.1.0"
@@ -77,6 +90,17 @@ __all__ = [
     "retry_dead_letter",
     "collect_garbage",
     "Collected",
+    # Starting work
+    "enqueue_many",
+    "send_start",
+    "schedule",
+    "unschedule",
+    "pause_schedule",
+    "resume_schedule",
+    "trigger_schedule",
+    "list_schedules",
+    "ScheduleInfo",
+    "signal",
     # Setup
     "configure",
     # Errors
@@ -89,6 +113,17 @@ __all__ = [
     "Problem",
     "SpaneError",
     "UnknownExecution",
+    "UnknownSchedule",
     "UnknownWorkflow",
     "WaitTimeout",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # ``spane.actors.start_workflow`` after a plain ``import spane``; imported on first
+    # use, because under the ``dramatiq`` command importing it starts a worker.
+    if name == "actors":
+        import importlib
+
+        return importlib.import_module(".actors", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

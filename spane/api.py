@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 import structlog
 
-from . import codec, outages, registry, runtime, validation
+from . import codec, outages, registry, runtime, schedules, starts, validation
 from .context import Spawn
 from .definitions import Workflow, definition_hash, to_dict
 from .durations import parse_duration
@@ -19,10 +20,12 @@ from .errors import (
     ConfigurationError,
     DefinitionError,
     InputError,
+    InvalidTransition,
     Problem,
+    UnknownExecution,
     WaitTimeout,
 )
-from .registry import LANES, NodeType, RetryPolicy
+from .registry import NodeType, RetryPolicy
 from .store import Claim, Dispatch, Execution, ExecutionSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -74,8 +77,10 @@ def register_workflow(definition: dict[str, Any] | Workflow | str | Path) -> tup
     rt = runtime.get()
     workflow = validation.load_definition(definition, workflow_exists=_exists(rt))
     _check_recursion(rt, workflow)
+    schedules.check_inputs(workflow)
     text = codec.dumps(to_dict(workflow))
     version, _ = rt.store.save_workflow(workflow.id, definition_hash(workflow), text)
+    schedules.sync_definition(rt, workflow)
     return workflow.id, version
 
 
@@ -126,25 +131,37 @@ def enqueue_workflow(
     priority: str | None = None,
     idempotency_key: str | None = None,
     version: int | None = None,
+    delay: str | float | None = None,
+    at: datetime | float | None = None,
 ) -> str:
     """Start an execution of a registered workflow; return its id.
 
     The input is checked (JSON, size, the workflow's ``input_schema``) before anything
     is written. With an ``idempotency_key`` already used by this tenant, the existing
-    execution's id is returned and nothing starts.
+    execution's id is returned and nothing starts. With ``delay`` (``"10m"``, seconds)
+    or ``at`` (an aware datetime, or epoch seconds) the start waits in the database
+    and the id is the one the execution will have; ``cancel`` drops it before then.
     """
     rt = runtime.get()
-    if priority is not None and priority not in LANES:
-        raise InputError(f"priority must be one of {', '.join(LANES)}, got {priority!r}")
-    if not _TENANT.fullmatch(tenant) or tenant in (".", ".."):
-        raise InputError(
-            f"tenant {tenant!r} is not valid: use 1-64 characters of A-Z a-z 0-9 _ . -"
-        )
+    starts.check_options(tenant, priority)
+    start_at = starts.start_time(delay, at)
     if idempotency_key is not None:
         _check_key(idempotency_key)
-        existing = rt.store.find_by_idempotency_key(tenant, idempotency_key)
+        existing = rt.store.find_start_by_key(tenant, idempotency_key)
         if existing is not None:
             return existing
+    if start_at is not None:
+        new = starts.prepare(
+            rt,
+            workflow_id,
+            input,
+            version=version,
+            tenant=tenant,
+            lane=priority,
+            idempotency_key=idempotency_key,
+        )
+        rt.ensure_worker()
+        return rt.store.add_delayed_start(new, start_at)
     execution_id, dispatches = _create(
         rt,
         workflow_id,
@@ -191,25 +208,14 @@ def _create(
     parent: Claim | None = None,
 ) -> tuple[str, list[Dispatch]]:
     """Check the input and write the execution; return its id and first messages."""
-    version, workflow = rt.store.workflow_version(workflow_id, version)
-    codec.check_json(input)
-    validation.validate_input(workflow, input)
-    try:
-        packed = rt.payloads.pack(tenant, input, what="input")
-    except RecursionError:
-        raise InputError("input is nested too deeply to encode; flatten it") from None
-    lane = lane or workflow.lane
-    node_lanes = {}
-    for node in workflow.nodes:
-        known = registry.get(node.type)
-        node_lanes[node.id] = known.lane if known is not None and known.lane else lane
+    new = starts.prepare(rt, workflow_id, input, version=version, tenant=tenant, lane=lane)
     return rt.store.create_execution(
         workflow_id=workflow_id,
-        version=version,
+        version=new.version,
         tenant=tenant,
-        lane=lane,
-        node_lanes=node_lanes,
-        input=packed,
+        lane=new.lane,
+        node_lanes=new.node_lanes,
+        input=new.input,
         idempotency_key=idempotency_key,
         parent=parent,
     )
@@ -255,7 +261,18 @@ def run(
 
 def get_execution(execution_id: str) -> Execution:
     """Return an execution with its nodes, input and output."""
-    return runtime.get().store.get_execution(execution_id)
+    rt = runtime.get()
+    try:
+        return rt.store.get_execution(execution_id)
+    except UnknownExecution:
+        start = rt.store.delayed_start(execution_id)
+        if start is None:
+            raise
+        raise UnknownExecution(
+            f"execution {execution_id} is a delayed start ({start.status}, due at "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(start.start_at))}); "
+            "it has not started"
+        ) from None
 
 
 def wait(execution_id: str, *, timeout: float | None = None) -> Execution:
@@ -268,7 +285,7 @@ def wait(execution_id: str, *, timeout: float | None = None) -> Execution:
     rt.ensure_worker()
     deadline = None if timeout is None else time.monotonic() + timeout
     pause = 0.005
-    while rt.store.execution_status(execution_id) not in ("completed", "failed", "cancelled"):
+    while _status(rt, execution_id) not in ("completed", "failed", "cancelled"):
         if deadline is not None and time.monotonic() >= deadline:
             raise WaitTimeout(
                 f"execution {execution_id} did not end within {timeout:g}s; it is still running"
@@ -276,6 +293,21 @@ def wait(execution_id: str, *, timeout: float | None = None) -> Execution:
         time.sleep(pause)
         pause = min(pause * 1.5, 0.2)
     return rt.store.get_execution(execution_id)
+
+
+def _status(rt: runtime.Runtime, execution_id: str) -> str:
+    """The execution's status, or ``scheduled`` for a delayed start not started yet."""
+    try:
+        return rt.store.execution_status(execution_id)
+    except UnknownExecution:
+        start = rt.store.delayed_start(execution_id)
+        if start is None:
+            raise
+        if start.status == "cancelled":
+            raise InvalidTransition(
+                f"execution {execution_id} was a delayed start, cancelled before it started"
+            ) from None
+        return "scheduled"
 
 
 def list_executions(
@@ -302,8 +334,18 @@ def list_executions(
 
 
 def cancel(execution_id: str) -> None:
-    """Cancel an execution: nodes not started are cancelled, running ones not retried."""
-    runtime.get().store.cancel_execution(execution_id)
+    """Cancel an execution: nodes not started are cancelled, running ones not retried.
+
+    Its running child executions are cancelled with it; a delayed start that has not
+    started is dropped.
+    """
+    rt = runtime.get()
+    delayed = rt.store.cancel_delayed_start(execution_id)
+    if delayed == "pending":
+        return
+    if delayed == "cancelled":
+        raise InvalidTransition(f"delayed start {execution_id} is already cancelled")
+    rt.store.cancel_execution(execution_id)
 
 
 def configure(**settings: Any) -> runtime.Runtime:

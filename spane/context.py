@@ -1,4 +1,5 @@
-"""What node code receives (``NodeContext``) and may return (``Route``, ``Park``)."""
+"""What node code receives (``NodeContext``) and may return (``Route``; built-ins also
+``Park``, ``Spawn``, ``AwaitSignal``)."""
 
 from __future__ import annotations
 
@@ -79,3 +80,20 @@ class Spawn:
     version: int | None
     input: Any
     output: str | None = None
+
+
+@dataclass(frozen=True)
+class AwaitSignal:
+    """Return value (built-in ``wait_for`` only): park the node until a signal arrives.
+
+    Args:
+        name: The signal's name.
+        until: Epoch seconds after which the wait times out (None: never).
+        on_timeout: ``fail`` the node, or ``continue`` with ``default`` as its output.
+        default: The output when the wait times out with ``continue``.
+    """
+
+    name: str
+    until: float | None = None
+    on_timeout: str = "fail"
+    default: Any = None

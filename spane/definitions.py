@@ -9,28 +9,64 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import msgspec
 
-from . import errors
+from . import cron, errors
 from .registry import RetryPolicy
+
+#: What a schedule does with a tick while its previous execution still runs.
+OVERLAP = ("skip", "allow", "cancel_previous")
+#: Which ticks missed while no worker ran a schedule fires late.
+CATCH_UP = ("none", "latest", "all")
+#: The most missed ticks ``catch_up: all`` fires at once.
+MAX_CATCH_UP = 100
+TENANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 # omit_defaults keeps the canonical form (and so ``definition_hash``) unchanged when a later
 # release adds an optional field: existing workflows must not all get a new version on upgrade.
 class Schedule(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
-    """Start an execution on a cron schedule (``minute hour day month weekday``)."""
+    """Start an execution on each tick of a cron expression or a fixed interval.
 
-    cron: str
+    Attributes:
+        cron: ``minute hour day month weekday``, in ``timezone``.
+        every: A fixed interval (``30s``, ``5m``...), instead of ``cron``.
+        timezone: IANA name the cron expression is read in.
+        input: The input of every execution the schedule starts.
+        tenant: The tenant those executions run for.
+        overlap: When the previous execution is still running: ``skip`` this tick,
+            ``allow`` both, or ``cancel_previous``.
+        catch_up: Ticks missed while no worker ran: ``none``, the ``latest`` one, or
+            ``all`` (at most ``MAX_CATCH_UP``).
+    """
+
+    cron: str | None = None
+    every: str | float | None = None
+    timezone: str = "UTC"
+    input: Any = None
+    tenant: str = "default"
+    overlap: str = "skip"
+    catch_up: str = "latest"
 
     def __post_init__(self) -> None:
-        if len(self.cron.split()) != 5:
-            raise ValueError(
-                f"expected 5 cron fields (minute hour day month weekday): {self.cron!r}"
-            )
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("set exactly one of: cron, every")
+        if self.cron is not None:
+            cron.check_cron(self.cron)
+        if self.every is not None:
+            cron.check_every(self.every)
+        cron.check_timezone(self.timezone)
+        if self.overlap not in OVERLAP:
+            raise ValueError(f"overlap {self.overlap!r}: use one of {', '.join(OVERLAP)}")
+        if self.catch_up not in CATCH_UP:
+            raise ValueError(f"catch_up {self.catch_up!r}: use one of {', '.join(CATCH_UP)}")
+        if not TENANT.fullmatch(self.tenant) or self.tenant in (".", ".."):
+            raise ValueError(f"tenant {self.tenant!r}: use 1-64 characters of A-Z a-z 0-9 _ . -")
 
 
 class Webhook(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):

@@ -7,6 +7,7 @@ Every error derives from one root, and each says what to fix::
     ├── DefinitionError           a workflow definition is invalid (every problem, with paths)
     ├── UnknownWorkflow           no workflow is registered under that id/version
     ├── UnknownExecution          no execution has that id
+    ├── UnknownSchedule           no schedule has that id
     ├── InputError                an execution input is refused (schema, JSON, size)
     ├── PayloadTooLarge           a value exceeds SPANE_MAX_PAYLOAD_BYTES
     │   └── ArgumentTooLarge      ... a message argument (middleware/claim_check.py)
@@ -65,6 +66,10 @@ class UnknownWorkflow(SpaneError):
 
 class UnknownExecution(SpaneError):
     """No execution has that id."""
+
+
+class UnknownSchedule(SpaneError):
+    """No schedule has that id."""
 
 
 class InputError(SpaneError):

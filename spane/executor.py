@@ -14,8 +14,8 @@ import msgspec
 import structlog
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from . import codec, registry
-from .context import NodeContext, Park, Route, Spawn
+from . import codec, registry, signals
+from .context import AwaitSignal, NodeContext, Park, Route, Spawn
 from .durations import parse_duration
 from .errors import NodeFailed, SpaneError
 from .inflight import Entry, HandedBack, Interrupted, inflight
@@ -364,6 +364,9 @@ def _succeeded(
         route, result = list(result.next), result.output
     if isinstance(result, Spawn):
         return _spawn(runtime, claim, result)
+    if isinstance(result, AwaitSignal):
+        signals.park(runtime, claim, result, continue_on_fail=node.continue_on_fail)
+        return AttemptResult(AttemptOutcome.PARKED)
     where = f"output of node {claim.node_id}"
     if isinstance(result, Park):
         park = result

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import structlog
 
-from . import backlog, executor
+from . import backlog, clock, executor
 from .broker import queue_name
 from .inflight import HandedBack, inflight
 
@@ -35,7 +35,7 @@ def sweep(runtime: Runtime) -> int:
     ttl = max(1.0, 4 * runtime.settings.sweep_interval)
     if not runtime.store.take_lease(SWEEPER, runtime.identity, ttl):
         return 0
-    fired = runtime.sweep_timers()
+    fired = runtime.sweep_timers() + clock.tick(runtime)
     for parent_id, node_id, child_id in runtime.store.unwoken_parents():
         executor.wake_parent(runtime, parent_id, node_id, child_id)
     superseded = runtime.store.recover_lost(now)

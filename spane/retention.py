@@ -34,6 +34,7 @@ def collect(older_than: float, *, grace: float = 3600.0) -> Collected:
     rt = runtime.get()
     now = time.time()
     executions = rt.store.delete_finished_before(now - older_than)
+    rt.store.delete_start_history_before(now - older_than)
     blobs = rt.blobs
     # List blobs before reading references: a blob written after the listing is not
     # a candidate, and one written before it is either referenced now or old enough.

@@ -16,7 +16,7 @@ from dramatiq import Worker
 from dramatiq.middleware import CurrentMessage
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from . import executor, logs, migrations, outages, recovery, registry
+from . import executor, logs, migrations, outages, recovery, registry, starts
 from .blobs import CachingBlobStore, open_blob_store
 from .broker import make_broker, queue_name
 from .consumer import guard_consumers
@@ -24,6 +24,7 @@ from .encoder import UNDECODABLE, MsgspecEncoder
 from .errors import ConfigurationError
 from .middleware import ClaimCheck, DeadLetters, Drain, Health, Sweeper
 from .payloads import Payloads
+from .producer import START_WORKFLOW
 from .registry import NodeType
 from .settings import Settings, from_env
 from .store import Dispatch, Outcome, Store, make_engine
@@ -104,6 +105,14 @@ class Runtime:
             priority=0,
             options={},
         )
+        dramatiq.Actor(
+            self._start,
+            broker=self.broker,
+            actor_name=START_WORKFLOW,
+            queue_name=queue_name(settings, "default"),
+            priority=LANE_PRIORITY["default"],
+            options={},
+        )
         for node_type in registry.all_types():
             self._declare(node_type)
         registry.on_register(self._declare)
@@ -152,6 +161,27 @@ class Runtime:
             self.apply(self.store.fire_timer(execution_id, node_id, attempt))
         elif event == "child_ended":
             executor.wake_parent(self, execution_id, node_id, child_id)
+
+    def _start(
+        self,
+        workflow_id: str,
+        input: Any = None,
+        tenant: str = "default",
+        idempotency_key: str | None = None,
+        priority: str | None = None,
+        version: int | None = None,
+    ) -> None:
+        """The start actor: create an execution asked for by a message (``spane.starts``)."""
+        starts.start_from_message(
+            self,
+            CurrentMessage.get_current_message(),
+            workflow_id,
+            input,
+            tenant=tenant,
+            idempotency_key=idempotency_key,
+            priority=priority,
+            version=version,
+        )
 
     def _undecodable(self, raw: str, error: str) -> None:
         """The actor of messages that could not be decoded: record a dead letter."""

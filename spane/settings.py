@@ -40,6 +40,8 @@ class Settings:
         max_depth: Deepest nesting of sub-workflows.
         max_stuck_threads: Threads stuck in node code past their timeout that a worker
             tolerates before it stops taking work.
+        schedule_grace: A schedule tick fired later than this (seconds) counts as missed
+            and follows the schedule's ``catch_up`` policy.
     """
 
     broker_url: str = ""
@@ -57,6 +59,7 @@ class Settings:
     embedded_threads: int = 8
     max_depth: int = 10
     max_stuck_threads: int = 4
+    schedule_grace: float = 60.0
 
     @property
     def embedded(self) -> bool:
@@ -194,4 +197,5 @@ def _read(env: Mapping[str, str]) -> Settings:
         embedded_threads=_int(env, "SPANE_EMBEDDED_THREADS", defaults.embedded_threads),
         max_depth=_int(env, "SPANE_MAX_DEPTH", defaults.max_depth),
         max_stuck_threads=_int(env, "SPANE_MAX_STUCK_THREADS", defaults.max_stuck_threads),
+        schedule_grace=_float(env, "SPANE_SCHEDULE_GRACE", defaults.schedule_grace),
     )

@@ -201,7 +201,8 @@ def test_unknown_fields_are_named_with_the_allowed_ones() -> None:
     assert "allowed: id, type, after, config, retry" in found["nodes[0].colour"]
     assert "(did you mean 'max_attempts'?)" in found["nodes[0].retry.max_atempts"]
     assert "allowed: max_attempts, backoff, delay, max_delay" in found["nodes[0].retry.max_atempts"]
-    assert found["triggers[0].schedule.tz"] == "unknown field; allowed: cron"
+    allowed = "cron, every, timezone, input, tenant, overlap, catch_up"
+    assert found["triggers[0].schedule.tz"] == f"unknown field; allowed: {allowed}"
     assert "(did you mean 'webhook'?); allowed: schedule, webhook" in found["triggers[1].web_hook"]
 
 

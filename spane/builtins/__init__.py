@@ -1,4 +1,5 @@
-"""Built-in node types: ``transform``, ``branch``, ``delay``, ``subworkflow``, ``noop``."""
+"""Built-in node types: ``transform``, ``branch``, ``delay``, ``subworkflow``, ``noop``,
+``wait_for``."""
 
 from __future__ import annotations
 
@@ -7,12 +8,19 @@ from typing import Any
 
 import jmespath
 
-from ..context import NodeContext, Park, Route, Spawn
+from ..context import AwaitSignal, NodeContext, Park, Route, Spawn
 from ..durations import parse_duration
 from ..registry import NodeType, register
-from .configs import BranchConfig, DelayConfig, NoopConfig, SubworkflowConfig, TransformConfig
+from .configs import (
+    BranchConfig,
+    DelayConfig,
+    NoopConfig,
+    SubworkflowConfig,
+    TransformConfig,
+    WaitForConfig,
+)
 
-__all__ = ["branch", "delay", "noop", "subworkflow", "transform"]
+__all__ = ["branch", "delay", "noop", "subworkflow", "transform", "wait_for"]
 
 
 def transform(ctx: NodeContext) -> Any:
@@ -51,8 +59,16 @@ def subworkflow(ctx: NodeContext) -> Spawn:
     return Spawn(config.workflow, config.version, value, config.output)
 
 
+def wait_for(ctx: NodeContext) -> AwaitSignal:
+    """Park until the configured signal arrives (``spane.signal``); output its payload."""
+    config: WaitForConfig = ctx.config
+    until = time.time() + parse_duration(config.timeout) if config.timeout is not None else None
+    return AwaitSignal(config.signal, until, config.on_timeout, config.default)
+
+
 register(NodeType("transform", transform, config=TransformConfig))
 register(NodeType("branch", branch, config=BranchConfig))
 register(NodeType("delay", delay, config=DelayConfig))
 register(NodeType("noop", noop, config=NoopConfig))
 register(NodeType("subworkflow", subworkflow, config=SubworkflowConfig))
+register(NodeType("wait_for", wait_for, config=WaitForConfig))

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import jmespath
 import msgspec
 from jmespath.exceptions import JMESPathError
 
 from ..durations import parse_duration
+
+#: What a signal may be called.
+SIGNAL_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 
 
 def _check_expression(expression: str) -> None:
@@ -67,3 +73,24 @@ class SubworkflowConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
         for expression in (self.input, self.output):
             if expression is not None:
                 _check_expression(expression)
+
+
+class WaitForConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``wait_for``: park until the signal ``signal`` arrives; its payload is the output.
+
+    Without a signal within ``timeout``, ``on_timeout: fail`` fails the node and
+    ``continue`` completes it with ``default``.
+    """
+
+    signal: str
+    timeout: str | float | None = None
+    on_timeout: str = "fail"
+    default: Any = None
+
+    def __post_init__(self) -> None:
+        if not SIGNAL_NAME.fullmatch(self.signal):
+            raise ValueError(f"signal {self.signal!r}: use 1-100 characters of A-Z a-z 0-9 _ . : -")
+        if self.timeout is not None:
+            parse_duration(self.timeout)
+        if self.on_timeout not in ("fail", "continue"):
+            raise ValueError(f"on_timeout {self.on_timeout!r}: use fail or continue")

@@ -27,6 +27,7 @@ _USAGE_ERRORS = (
     errors.InputError,
     errors.UnknownWorkflow,
     errors.UnknownExecution,
+    errors.UnknownSchedule,
     commands.UsageError,
 )
 

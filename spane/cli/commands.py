@@ -202,6 +202,8 @@ def start(args: argparse.Namespace, io: Streams) -> int:
         tenant=args.tenant,
         priority=args.priority,
         idempotency_key=args.idempotency_key,
+        delay=args.delay,
+        at=args.at,
     )
     if args.json:
         sys.stdout.write(render.to_json({"execution_id": execution_id}) + "\n")

@@ -8,7 +8,7 @@ from .. import __version__
 from ..durations import parse_duration
 from ..registry import LANES
 from ..store.records import EXECUTION_ACTIVE, EXECUTION_TERMINAL
-from . import commands, control, deadletters
+from . import commands, control, deadletters, starting
 
 _INPUT_HELP = "execution input as JSON, or @FILE to read it from a JSON file"
 
@@ -172,6 +172,9 @@ def build() -> argparse.ArgumentParser:
     start.add_argument("workflow_id", metavar="WORKFLOW_ID")
     _start_options(start)
     start.add_argument("--idempotency-key", metavar="K", help="start at most once per key")
+    when = start.add_mutually_exclusive_group()
+    when.add_argument("--in", dest="delay", type=_seconds, metavar="DELAY", help="start in DELAY")
+    when.add_argument("--at", type=starting.start_at, metavar="ISO", help="start at ISO time")
     _json(start)
     start.set_defaults(handler=commands.start)
 
@@ -199,6 +202,7 @@ def build() -> argparse.ArgumentParser:
     cancel.set_defaults(handler=commands.cancel)
 
     _controls(sub)
+    starting.add_commands(sub)
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)

@@ -89,3 +89,8 @@ class ClaimCheck(Middleware):
             message.kwargs.update(claims)
 
     after_skip_message = after_process_message
+
+
+def original_kwargs(message: Any) -> dict[str, Any]:
+    """A message's keyword arguments as they were sent: offloaded ones as references."""
+    return {**(message.kwargs or {}), **message.options.get(_RESOLVED, {})}

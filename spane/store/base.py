@@ -23,7 +23,8 @@ class StoreBase:
     """Attributes set by ``Store.__init__``, and the workflow graphs, used by every layer.
 
     The store is built in layers, each in its own module and each using only the
-    layers below it: History → Transitions → Parking → Recovery → Store.
+    layers below it: History → Transitions → Parking → Recovery → Starts → Schedules →
+    Signals → Store.
     """
 
     engine: Engine

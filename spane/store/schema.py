@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     Index,
@@ -119,4 +120,88 @@ locks = Table(
     Column("name", String(64), primary_key=True),
     Column("holder", String(200), nullable=False),
     Column("until", Float, nullable=False),
+)
+
+# -- starting work (schedules, delayed starts) and signals ---------------------------
+
+schedules = Table(
+    "spane_schedules",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("workflow_id", String(100), nullable=False),
+    Column("origin", String(16), nullable=False),  # definition | api
+    Column("cron", String(200)),
+    Column("every", Float),
+    Column("timezone", String(64), nullable=False),
+    Column("input", Text, nullable=False),
+    Column("tenant", String(64), nullable=False),
+    Column("overlap", String(16), nullable=False),
+    Column("catch_up", String(16), nullable=False),
+    Column("paused", Boolean, nullable=False),
+    Column("next_at", Float),
+    Column("last_execution_id", String(36)),
+    Column("last_fired_at", Float),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_spane_schedules_next", "paused", "next_at"),
+    Index("ix_spane_schedules_workflow", "workflow_id"),
+)
+
+# One row per schedule and tick: the primary key decides which worker fires a tick.
+schedule_ticks = Table(
+    "spane_schedule_ticks",
+    metadata,
+    Column("schedule_id", String(200), primary_key=True),
+    Column("tick_ms", BigInteger, primary_key=True),
+    Column("outcome", String(16), nullable=False),  # started | skipped
+    Column("execution_id", String(36)),
+    Column("fired_at", Float, nullable=False),
+)
+
+delayed_starts = Table(
+    "spane_delayed_starts",
+    metadata,
+    Column("id", String(36), primary_key=True),  # the id the execution will have
+    Column("workflow_id", String(100), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("tenant", String(64), nullable=False),
+    Column("lane", String(16)),
+    Column("input", Text, nullable=False),
+    Column("idempotency_key", String(200)),
+    Column("start_at", Float, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | started | cancelled
+    Column("created_at", Float, nullable=False),
+    Index("ix_spane_delayed_due", "status", "start_at"),
+    Index("ux_spane_delayed_idempotency", "tenant", "idempotency_key", unique=True),
+)
+
+signals = Table(
+    "spane_signals",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("execution_id", String(36), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("signal_id", String(200)),
+    Column("payload", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("consumed_node", String(100)),
+    Column("consumed_attempt", Integer),
+    Column("consumed_at", Float),
+    Index("ix_spane_signals_execution", "execution_id", "name"),
+    Index("ux_spane_signals_signal_id", "execution_id", "signal_id", unique=True),
+)
+
+# The ``wait_for`` nodes parked on a signal, written in the transaction that parks them.
+signal_waits = Table(
+    "spane_signal_waits",
+    metadata,
+    Column("execution_id", String(36), primary_key=True),
+    Column("node_id", String(100), primary_key=True),
+    Column("attempt", Integer, nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("on_timeout", String(16), nullable=False),  # fail | continue
+    Column("deadline", Float),
+    Index("ix_spane_signal_waits_deadline", "deadline"),
 )

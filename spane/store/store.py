@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
@@ -22,10 +21,11 @@ from .records import (
     NodeState,
     Outcome,
 )
-from .recovery import Recovery
 from .schema import executions as E
 from .schema import nodes as N
 from .schema import workflows as W
+from .signals import STARTING_VALUES, Signals
+from .starts import NewExecution
 from .transitions import _held
 
 #: The columns of an ``ExecutionSummary``: no payloads.
@@ -41,7 +41,7 @@ _SUMMARY = (
 )
 
 
-class Store(Recovery):
+class Store(Signals):
     """All persistence of workflows, executions and nodes.
 
     Args:
@@ -121,64 +121,22 @@ class Store(Recovery):
         in ``waiting`` on the new child in the same transaction; if that attempt is
         stale, nothing is written and ``("", [])`` is returned.
         """
-        graph = self.graph(workflow_id, version)
         now = time.time()
-        execution_id = str(uuid.uuid4())
-        parent_id = parent.execution_id if parent else None
-        parent_node_id = parent.node_id if parent else None
-        depth = parent.depth + 1 if parent else 0
-        node_rows = []
-        dispatches = []
-        for node_id in graph.order:
-            entry = not graph.parents[node_id]
-            node_type = graph.nodes[node_id].type
-            node_rows.append(
-                {
-                    "execution_id": execution_id,
-                    "node_id": node_id,
-                    "type": node_type,
-                    "lane": node_lanes[node_id],
-                    "status": "queued" if entry else "pending",
-                    "attempt": 1 if entry else 0,
-                    "waiting_on": len(graph.parents[node_id]),
-                    "live_parents": 0,
-                    "queued_at": now if entry else None,
-                    "lease_until": now + self.lease_seconds if entry else None,
-                }
-            )
-            if entry:
-                dispatches.append(
-                    Dispatch(execution_id, node_id, 1, node_type, node_lanes[node_id])
-                )
+        new = NewExecution(
+            workflow_id=workflow_id,
+            version=version,
+            tenant=tenant,
+            lane=lane,
+            node_lanes=node_lanes,
+            input=input,
+            idempotency_key=idempotency_key,
+        )
+        execution_id = new.execution_id
         try:
             with self.engine.begin() as conn:
                 if parent is not None and not self._park_on_child(conn, parent, execution_id):
                     return "", []
-                conn.execute(
-                    insert(E).values(
-                        id=execution_id,
-                        workflow_id=workflow_id,
-                        version=version,
-                        tenant=tenant,
-                        lane=lane,
-                        status="running",
-                        input=input,
-                        remaining=len(node_rows),
-                        parent_id=parent_id,
-                        parent_node_id=parent_node_id,
-                        depth=depth,
-                        idempotency_key=idempotency_key,
-                        created_at=now,
-                        started_at=now,
-                        updated_at=now,
-                    )
-                )
-                conn.execute(insert(N), node_rows)
-                self.record_events(
-                    conn,
-                    [(execution_id, None, "execution_started", None)]
-                    + [(execution_id, d.node_id, "queued", 1) for d in dispatches],
-                )
+                dispatches = self._insert_execution(conn, new, now, parent)
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -354,6 +312,8 @@ class Store(Recovery):
         """Delete executions that ended before ``cutoff``, with their nodes and events."""
         from .schema import dead_letters as D
         from .schema import events as V
+        from .schema import signal_waits as SW
+        from .schema import signals as G
 
         deleted = 0
         while True:
@@ -374,6 +334,8 @@ class Store(Recovery):
                     (N, N.c.execution_id),
                     (V, V.c.execution_id),
                     (D, D.c.execution_id),
+                    (G, G.c.execution_id),
+                    (SW, SW.c.execution_id),
                     (E, E.c.id),
                 ):
                     conn.execute(table.delete().where(column.in_(ids)))
@@ -384,7 +346,7 @@ class Store(Recovery):
         mark = self.payloads.is_ref
         refs: set[str] = set()
         with self.engine.connect() as conn:
-            for column in (E.c.input, E.c.output, N.c.output):
+            for column in (E.c.input, E.c.output, N.c.output, *STARTING_VALUES):
                 rows = conn.execute(select(column).where(column.like("@%")))
                 refs.update(text[1:] for (text,) in rows if mark(text))
         return refs
