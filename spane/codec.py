@@ -70,7 +70,9 @@ def check_json(value: Any, path: str = "input") -> None:
             if id(item) in enclosing:
                 raise InputError(f"{where}: the value contains itself (a reference cycle)")
             if len(enclosing) >= MAX_NESTING:
-                raise InputError(f"{path}: nested deeper than {MAX_NESTING} levels")
+                raise InputError(
+                    f"{path}: nested too deeply (deeper than {MAX_NESTING} levels); flatten it"
+                )
             enclosing.add(id(item))
             stack.append((_LEAVE, id(item)))
             if isinstance(item, dict):

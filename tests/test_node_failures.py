@@ -36,7 +36,7 @@ BASE_EXCEPTIONS = {
 BAD_OUTPUTS = {
     "huge_int": "integers longer than 4000 digits",
     "surrogate": "lone surrogates",
-    "deep": "nested deeper than 500 levels",
+    "deep": "nested too deeply (deeper than 500 levels)",
     "cycle": "the value contains itself",
 }
 
@@ -115,7 +115,7 @@ def test_check_json_names_cycles_and_allows_shared_values() -> None:
     deep: list[Any] = []
     for _ in range(codec.MAX_NESTING):
         deep = [deep]
-    with pytest.raises(InputError, match="nested deeper than 500 levels"):
+    with pytest.raises(InputError, match="nested too deeply"):
         codec.check_json(deep, "out")
 
 
