@@ -291,7 +291,8 @@ def _attempt(runtime: Runtime, claim: Claim, node: Node, entry: Entry) -> Attemp
             detail = f"node code raised {detail}"
         else:
             log.warning("node attempt raised", error=detail)
-        return _failed(runtime, claim, node, policy, detail, retryable=True, exc=exc)
+        trace = bounded_traceback(exc, detail)
+        return _failed(runtime, claim, node, policy, detail, retryable=True, exc=exc, trace=trace)
     return _succeeded(runtime, claim, node, policy, result)
 
 
@@ -399,16 +400,44 @@ def _failed(
     *,
     retryable: bool,
     exc: BaseException | None = None,
+    trace: str | None = None,
 ) -> AttemptResult:
     store = runtime.store
     if retryable and claim.tries < policy.max_attempts:
         delay = backoff(policy, claim.tries)
         log.info("node attempt failed; retrying", error=error, retry_in=delay)
-        record(runtime, lambda: store.retry_node(claim, error, delay))
+        record(runtime, lambda: store.retry_node(claim, error, delay, trace=trace))
         return AttemptResult(AttemptOutcome.RETRIED, error, exc, delay)
     log.warning("node failed", error=error, continue_on_fail=node.continue_on_fail)
-    record(runtime, lambda: store.fail_node(claim, error, continue_on_fail=node.continue_on_fail))
+    record(
+        runtime,
+        lambda: store.fail_node(claim, error, continue_on_fail=node.continue_on_fail, trace=trace),
+    )
     return AttemptResult(AttemptOutcome.FAILED, error, exc)
+
+
+#: The most of a traceback kept with a failed attempt (its end: the innermost frames
+#: and the error line).
+MAX_TRACEBACK_BYTES = 16 * 1024
+
+
+def bounded_traceback(exc: BaseException, last_line: str) -> str:
+    """The traceback of ``exc`` up to ``MAX_TRACEBACK_BYTES``, ending in ``last_line``.
+
+    Spane's own frames (the executor calling the node) are left out: the story starts
+    in node code. Where a traceback is cut, its start goes and a marker says so.
+    """
+    frames = list(traceback.extract_tb(exc.__traceback__))
+    ours = next((i for i, f in enumerate(frames) if f.name == "_call"), None)
+    if ours is not None:
+        frames = frames[ours + 1 :]
+    lines = traceback.format_list(frames)
+    text = "Traceback (most recent call last):\n" + "".join(lines) + last_line
+    data = text.encode()
+    if len(data) <= MAX_TRACEBACK_BYTES:
+        return text
+    kept = data[-(MAX_TRACEBACK_BYTES - 40) :].decode(errors="ignore")
+    return f"[traceback cut to its last {MAX_TRACEBACK_BYTES} bytes]\n…{kept}"
 
 
 def _spawn(runtime: Runtime, claim: Claim, spawn: Spawn) -> AttemptResult:

@@ -17,6 +17,7 @@ import spane
 import tests.nodes as test_nodes
 from spane import codec, executor
 from spane import runtime as runtime_module
+from spane.cli import main
 from spane.errors import InputError
 from spane.registry import RetryPolicy
 from spane.runtime import Runtime
@@ -246,3 +247,37 @@ def test_killed_postgres_backends_between_claim_and_completion(prod: Runtime, wo
         assert [e.kind for e in events(execution_id, "k")] == ["queued", "started", "completed"]
     assert faults.event_count(prod.engine, "lease_expired") == 0
     assert "recording the attempt failed on a database error; retrying" in worker.output()
+
+
+# -- tracebacks ----------------------------------------------------------------------------
+
+
+def test_failed_attempts_keep_their_traceback(
+    backend: Runtime, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node's error, its history and its dead letter keep the traceback (file and
+    line); ``spane status``, ``spane history --full`` and ``spane dlq show`` show it."""
+    monkeypatch.setenv("COLUMNS", "400")  # no folded lines in the CLI's output
+    execution = spane.run({"id": "tb", "nodes": [{"id": "l", "type": "lookup"}]}, None)
+    error = execution.nodes["l"].error or ""
+    assert error.startswith("Traceback (most recent call last):\n")
+    assert 'tests/nodes.py", line' in error and "in _route_of" in error
+    assert "executor.py" not in error  # the story starts in node code
+    assert error.endswith("\nKeyError: 'route'")
+    assert execution.error == "node 'l' failed: KeyError: 'route'"
+    assert [e.detail for e in events(execution.id, "l", "failed")] == [error]
+    (letter,) = [d for d in spane.dead_letters() if d.execution_id == execution.id]
+    assert letter.reason == error
+    for argv in (
+        ["status", execution.id],
+        ["history", "--full", execution.id],
+        ["dlq", "show", str(letter.id)],
+    ):
+        assert main(argv) == 0
+        assert "in _route_of" in capsys.readouterr().out, argv
+
+    deep = {"id": "l", "type": "lookup", "config": {"depth": 400}}
+    error = spane.run({"id": "tb-deep", "nodes": [deep]}, None).nodes["l"].error or ""
+    assert error.startswith("[traceback cut to its last 16384 bytes]")
+    assert len(error.encode()) <= executor.MAX_TRACEBACK_BYTES + 100
+    assert error.endswith("\nKeyError: 'route'")
