@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 import spane
 import tests.nodes as test_nodes
-from spane import codec, executor
+from spane import codec, outcomes
 from spane import runtime as runtime_module
 from spane.cli import main
 from spane.errors import InputError
@@ -181,8 +181,8 @@ def test_timeouts_fence_event_waits_and_socket_reads_and_stuck_threads_stop_work
 
 def test_backoff_has_jitter_and_never_shortens_the_wait() -> None:
     policy = RetryPolicy(max_attempts=5, backoff="exponential", delay="1s", max_delay="1m")
-    waits = [executor.backoff(policy, 3) for _ in range(50)]
-    assert all(4.0 <= w <= 4.0 * (1 + executor.JITTER) for w in waits)
+    waits = [outcomes.backoff(policy, 3) for _ in range(50)]
+    assert all(4.0 <= w <= 4.0 * (1 + outcomes.JITTER) for w in waits)
     assert len(set(waits)) > 40
 
 
@@ -279,5 +279,5 @@ def test_failed_attempts_keep_their_traceback(
     deep = {"id": "l", "type": "lookup", "config": {"depth": 400}}
     error = spane.run({"id": "tb-deep", "nodes": [deep]}, None).nodes["l"].error or ""
     assert error.startswith("[traceback cut to its last 16384 bytes]")
-    assert len(error.encode()) <= executor.MAX_TRACEBACK_BYTES + 100
+    assert len(error.encode()) <= outcomes.MAX_TRACEBACK_BYTES + 100
     assert error.endswith("\nKeyError: 'route'")
