@@ -1,7 +1,10 @@
 """Spane fault-recovery benchmark (run by hand, never in CI).
 
-    python bench/faults.py [kill|flush|all] [--executions 50] [--length 4] [--seconds 0.3]
-                           [--threads 8] [--lease 3] [--sweep 0.5]
+    python bench/faults.py [kill|flush|pgkill|all] [--executions 50] [--length 4]
+                           [--seconds 0.3] [--threads 8] [--lease S] [--sweep S]
+
+Runs at Spane's default settings (lease and sweep interval) unless ``--lease`` or
+``--sweep`` say otherwise.
 
 Scenarios (each on two ``python -m dramatiq spane.actors tests.nodes`` workers):
   kill   N executions of a chain of ``slow_add`` nodes; once half the nodes ran and the
@@ -11,9 +14,14 @@ Scenarios (each on two ``python -m dramatiq spane.actors tests.nodes`` workers):
          ``redis-server``; while timers are parked and node messages queued, the private
          Redis is flushed (FLUSHALL). Lost messages are sent again after their lease,
          timers fire from the database.
+  pgkill N executions of the ``kill`` chain; once half the nodes ran, every PostgreSQL
+         connection to the benchmark's own database is terminated, five times over a
+         second (``pg_terminate_backend``, filtered by database name): claims and
+         completions in flight fail on a dead connection and are retried.
 
 For each it prints the time from the fault until every execution completed (from the
-database: the latest ``finished_at`` minus the moment of the fault), how many node
+database: the latest ``finished_at`` minus the moment of the fault), executions lost
+(not completed), nodes completed twice (more than one completion event), how many node
 attempts ran more than once (``started`` events per node, minus one, summed), and the
 result of the same checks the tests make (every execution completed, every node
 finished exactly once, nothing left queued, running or waiting). Before each, a
@@ -67,8 +75,17 @@ class Options:
     length: int
     seconds: float
     threads: int
-    lease: float
-    sweep: float
+    lease: float | None
+    sweep: float | None
+
+    def settings(self, **values: Any) -> Settings:
+        """Settings at Spane's defaults, but for what the command line overrides."""
+        settings = Settings(**values)
+        if self.lease is not None:
+            settings = settings.with_(lease_seconds=self.lease)
+        if self.sweep is not None:
+            settings = settings.with_(sweep_interval=self.sweep)
+        return settings
 
 
 @dataclass
@@ -79,12 +96,16 @@ class Result:
     run_s: float
     repeated_attempts: int
     lease_expired: int
+    lost: int
+    completed_twice: int
     problems: list[str]
 
     def rows(self) -> list[tuple[str, str]]:
         return [
             ("executions", str(self.executions)),
             ("fault (or same moment) -> all completed", f"{self.recovery_s:.2f} s"),
+            ("executions lost (not completed)", str(self.lost)),
+            ("nodes completed twice", str(self.completed_twice)),
             ("whole run (enqueue -> all completed)", f"{self.run_s:.2f} s"),
             ("node attempts that ran more than once", str(self.repeated_attempts)),
             ("attempts superseded by lease expiry", str(self.lease_expired)),
@@ -173,8 +194,21 @@ def measure(
     fault_at = time.time()
     if fault is not None:
         fault(first)
-    faults.wait_all_ended(rt.engine, options.executions, timeout=300)
+    try:
+        faults.wait_all_ended(rt.engine, options.executions, timeout=300)
+    except faults.FaultError as exc:
+        print(f"  ! {exc}")
+    rt.engine.dispose()  # connections the fault may have cut
     last = float(faults.scalar(rt.engine, "SELECT max(finished_at) FROM spane_executions"))
+    done = ", ".join(f"'{k}'" for k in faults.DONE_EVENTS)
+    twice = faults.scalar(
+        rt.engine,
+        "SELECT count(*) FROM (SELECT 1 FROM spane_events WHERE kind IN "
+        f"({done}) GROUP BY execution_id, node_id HAVING count(*) > 1) AS t",
+    )
+    completed = faults.scalar(
+        rt.engine, "SELECT count(*) FROM spane_executions WHERE status = 'completed'"
+    )
     return Result(
         scenario=scenario if fault is not None else f"{scenario} (baseline, no fault)",
         executions=options.executions,
@@ -182,19 +216,19 @@ def measure(
         run_s=last - started,
         repeated_attempts=faults.repeated_attempts(rt.engine),
         lease_expired=faults.event_count(rt.engine, "lease_expired"),
+        lost=options.executions - int(completed),
+        completed_twice=int(twice),
         problems=faults.problems(rt.engine, options.executions),
     )
 
 
 def run_kill(options: Options, folder: Path, inject: bool) -> Result:
     with database() as db, namespace(REDIS_URL) as ns:
-        settings = Settings(
+        settings = options.settings(
             broker_url=REDIS_URL,
             database_url=db,
             blob_url=str(folder / "blobs-kill"),
             namespace=ns,
-            lease_seconds=options.lease,
-            sweep_interval=options.sweep,
         )
         with faults.client_runtime(settings) as rt, stopping(WorkerPool(folder)) as pool:
             total = options.executions * options.length
@@ -215,13 +249,11 @@ def run_kill(options: Options, folder: Path, inject: bool) -> Result:
 
 def run_flush(options: Options, folder: Path, inject: bool) -> Result:
     with database() as db, faults.private_redis(folder) as redis_url, namespace(redis_url) as ns:
-        settings = Settings(
+        settings = options.settings(
             broker_url=redis_url,
             database_url=db,
             blob_url=str(folder / "blobs-flush"),
             namespace=ns,
-            lease_seconds=options.lease,
-            sweep_interval=options.sweep,
         )
         with faults.client_runtime(settings) as rt, stopping(WorkerPool(folder)) as pool:
 
@@ -238,9 +270,50 @@ def run_flush(options: Options, folder: Path, inject: bool) -> Result:
             return measure("flush", rt, pool, options, workflow, ready, flush if inject else None)
 
 
+def terminate_backends(url: str) -> int:
+    """Terminate every connection to the database of ``url`` (ours alone), but this one."""
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    admin = f"host={HOST} port=5432 user={PG_USER} dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        ).fetchall()
+    return len(rows)
+
+
+def run_pgkill(options: Options, folder: Path, inject: bool) -> Result:
+    with database() as db, namespace(REDIS_URL) as ns:
+        settings = options.settings(
+            broker_url=REDIS_URL,
+            database_url=db,
+            blob_url=str(folder / "blobs-pgkill"),
+            namespace=ns,
+        )
+        with faults.client_runtime(settings) as rt, stopping(WorkerPool(folder)) as pool:
+            total = options.executions * options.length
+
+            def ready() -> bool:
+                return faults.event_count(rt.engine, "completed") >= total // 2
+
+            def kill(_: WorkerProcess) -> None:
+                killed = 0
+                for _round in range(5):
+                    killed += terminate_backends(db)
+                    time.sleep(0.2)
+                print(f"  terminated {killed} PostgreSQL connections")
+
+            workflow = chain(options.length, options.seconds)
+            return measure("pgkill", rt, pool, options, workflow, ready, kill if inject else None)
+
+
 SCENARIOS: dict[str, Callable[[Options, Path, bool], Result]] = {
     "kill": run_kill,
     "flush": run_flush,
+    "pgkill": run_pgkill,
 }
 
 
@@ -263,8 +336,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--length", type=int, default=4, help="nodes per chain (kill)")
     parser.add_argument("--seconds", type=float, default=0.3, help="sleep of each node")
     parser.add_argument("--threads", type=int, default=8, help="threads per worker")
-    parser.add_argument("--lease", type=float, default=3.0, help="SPANE_LEASE_SECONDS")
-    parser.add_argument("--sweep", type=float, default=0.5, help="SPANE_SWEEP_INTERVAL")
+    parser.add_argument("--lease", type=float, default=None, help="SPANE_LEASE_SECONDS")
+    parser.add_argument("--sweep", type=float, default=None, help="SPANE_SWEEP_INTERVAL")
     parser.add_argument(
         "--no-baseline",
         dest="baseline",
@@ -290,10 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     signal.signal(signal.SIGTERM, _raise_interrupt)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    shown = options.settings()
     print(
         f"fault benchmark: {options.executions} executions, 2 workers x {options.threads} "
-        f"threads, nodes sleep {options.seconds:g} s, lease {options.lease:g} s, "
-        f"sweep every {options.sweep:g} s"
+        f"threads, nodes sleep {options.seconds:g} s, lease {shown.lease_seconds:g} s, "
+        f"sweep every {shown.sweep_interval:g} s"
+        + ("" if options.lease is None and options.sweep is None else " (not the defaults)")
     )
     folder = Path(tempfile.mkdtemp(prefix="spane-bench-faults-"))
     results: list[Result] = []
@@ -316,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
                     "run_s": round(r.run_s, 3),
                     "repeated_attempts": r.repeated_attempts,
                     "lease_expired": r.lease_expired,
+                    "lost": r.lost,
+                    "completed_twice": r.completed_twice,
                     "problems": len(r.problems),
                 }
                 for r in results

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import jmespath
 import msgspec
 import structlog
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from . import codec, registry, signals
 from .context import AwaitSignal, NodeContext, Park, Route, Spawn
@@ -27,6 +25,7 @@ from .middleware.attempts import (
     emit_after,
     emit_before,
 )
+from .outcomes import RECORD_PATIENCE, backoff, bounded_traceback, retry_database
 from .registry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -36,28 +35,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("spane.node")
 _DEFAULT_RETRY = RetryPolicy()
-T = TypeVar("T")
-
-
-#: Retry waits are stretched by a random share of up to this much, so the nodes of a
-#: fan-out that failed together do not all retry in the same instant.
-JITTER = 0.25
-
-
-def backoff(policy: RetryPolicy, attempt: int) -> float:
-    """Seconds to wait before the attempt after ``attempt`` (1-based).
-
-    Never shorter than the policy says: the jitter only lengthens the wait.
-    """
-    base = parse_duration(policy.delay)
-    cap = parse_duration(policy.max_delay)
-    if policy.backoff == "fixed":
-        wait = min(base, cap)
-    elif policy.backoff == "linear":
-        wait = min(base * attempt, cap)
-    else:
-        wait = min(base * 2.0 ** (attempt - 1), cap)
-    return wait * (1.0 + random.uniform(0.0, JITTER))
 
 
 #: Successors run in the same thread, without a broker round trip, at most this many
@@ -194,37 +171,6 @@ def _not_claimed(runtime: Runtime, execution_id: str, node_id: str, attempt: int
     )
 
 
-#: How long a worker keeps trying to record an attempt's outcome through database errors
-#: (a restarting server, a killed connection) before leaving the attempt to its lease.
-RECORD_PATIENCE = 60.0
-
-
-def retry_database(action: Callable[[], T]) -> T:
-    """Run ``action`` (one store transaction), retrying it on database errors.
-
-    Used where a worker records an attempt's outcome: the worker that holds the attempt
-    (heartbeated meanwhile) retries, instead of leaving the attempt running until its
-    lease runs out. Every transition is guarded, so a retry after a commit that did land
-    changes nothing.
-    """
-    deadline = time.monotonic() + RECORD_PATIENCE
-    pause = 0.1
-    while True:
-        try:
-            return action()
-        except (OperationalError, InterfaceError) as exc:
-            if time.monotonic() + pause > deadline:
-                raise
-            first = str(exc.orig or exc).strip().splitlines()
-            log.warning(
-                "recording the attempt failed on a database error; retrying",
-                error=first[0] if first else type(exc).__name__,
-                retry_in=pause,
-            )
-            time.sleep(pause)
-            pause = min(pause * 2, 2.0)
-
-
 def record(runtime: Runtime, transition: Callable[[], Outcome]) -> Outcome:
     """Run a transition that records an attempt's outcome, then carry it out."""
     outcome = retry_database(transition)
@@ -291,7 +237,8 @@ def _attempt(runtime: Runtime, claim: Claim, node: Node, entry: Entry) -> Attemp
             detail = f"node code raised {detail}"
         else:
             log.warning("node attempt raised", error=detail)
-        return _failed(runtime, claim, node, policy, detail, retryable=True, exc=exc)
+        trace = bounded_traceback(exc, detail)
+        return _failed(runtime, claim, node, policy, detail, retryable=True, exc=exc, trace=trace)
     return _succeeded(runtime, claim, node, policy, result)
 
 
@@ -402,15 +349,19 @@ def _failed(
     *,
     retryable: bool,
     exc: BaseException | None = None,
+    trace: str | None = None,
 ) -> AttemptResult:
     store = runtime.store
     if retryable and claim.tries < policy.max_attempts:
         delay = backoff(policy, claim.tries)
         log.info("node attempt failed; retrying", error=error, retry_in=delay)
-        record(runtime, lambda: store.retry_node(claim, error, delay))
+        record(runtime, lambda: store.retry_node(claim, error, delay, trace=trace))
         return AttemptResult(AttemptOutcome.RETRIED, error, exc, delay)
     log.warning("node failed", error=error, continue_on_fail=node.continue_on_fail)
-    record(runtime, lambda: store.fail_node(claim, error, continue_on_fail=node.continue_on_fail))
+    record(
+        runtime,
+        lambda: store.fail_node(claim, error, continue_on_fail=node.continue_on_fail, trace=trace),
+    )
     return AttemptResult(AttemptOutcome.FAILED, error, exc)
 
 

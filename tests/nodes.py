@@ -289,3 +289,19 @@ def fail_once_file(ctx: spane.NodeContext) -> Any:
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.02)
     raise spane.NodeFailed(f"failed once {path} appeared", retryable=False)
+def _route_of(order: dict[str, Any]) -> Any:
+    return order["route"]
+
+
+@spane.node_type("lookup", retry={"max_attempts": 1})
+def lookup(ctx: spane.NodeContext) -> Any:
+    """Fail with a KeyError two frames down (``config.depth`` more frames of recursion)."""
+
+    # Two functions in turn: a traceback folds repeats of one line, not of two.
+    def down(depth: int) -> Any:
+        return _route_of({}) if depth == 0 else further(depth - 1)
+
+    def further(depth: int) -> Any:
+        return down(depth)
+
+    return down(int(ctx.config.get("depth", 0)))

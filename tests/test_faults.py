@@ -33,8 +33,8 @@ from tests.workers import WorkerPool, WorkerProcess
 
 pytestmark = pytest.mark.integration
 
-#: Short leases and sweeps, so recovery happens within seconds.
-FAST: dict[str, Any] = {"lease_seconds": 3.0, "sweep_interval": 0.5, "drain_seconds": 3.0}
+#: Default leases and sweeps (recovery takes seconds at defaults); a short drain grace.
+SHORT_DRAIN: dict[str, Any] = {"drain_seconds": 3.0}
 RUNS = 50
 
 
@@ -69,8 +69,8 @@ def assert_clean(rt: Runtime, count: int) -> None:
 
 @pytest.fixture
 def client(prod: Runtime) -> Iterator[Runtime]:
-    """A client runtime on ``prod``'s services with short leases (see ``client_runtime``)."""
-    with faults.client_runtime(prod.settings.with_(**FAST)) as rt:
+    """A client runtime on ``prod``'s services at default leases (see ``client_runtime``)."""
+    with faults.client_runtime(prod.settings.with_(**SHORT_DRAIN)) as rt:
         yield rt
 
 
@@ -165,7 +165,7 @@ def test_redis_flushall_mid_run(
             database_url=pg_url,
             blob_url=str(tmp_path / "blobs"),
             namespace=namespace,
-            **FAST,
+            **SHORT_DRAIN,
         )
         with faults.client_runtime(settings) as rt:
             try:
@@ -202,7 +202,7 @@ def test_postgres_restart_mid_run(
             database_url=pg.url,
             blob_url=str(tmp_path / "blobs"),
             namespace=namespace,
-            **FAST,
+            **SHORT_DRAIN,
         )
         with faults.client_runtime(settings) as rt:
             try:

@@ -15,8 +15,9 @@ from sqlalchemy.exc import OperationalError
 
 import spane
 import tests.nodes as test_nodes
-from spane import codec, executor
+from spane import codec, outcomes
 from spane import runtime as runtime_module
+from spane.cli import main
 from spane.errors import InputError
 from spane.registry import RetryPolicy
 from spane.runtime import Runtime
@@ -180,8 +181,8 @@ def test_timeouts_fence_event_waits_and_socket_reads_and_stuck_threads_stop_work
 
 def test_backoff_has_jitter_and_never_shortens_the_wait() -> None:
     policy = RetryPolicy(max_attempts=5, backoff="exponential", delay="1s", max_delay="1m")
-    waits = [executor.backoff(policy, 3) for _ in range(50)]
-    assert all(4.0 <= w <= 4.0 * (1 + executor.JITTER) for w in waits)
+    waits = [outcomes.backoff(policy, 3) for _ in range(50)]
+    assert all(4.0 <= w <= 4.0 * (1 + outcomes.JITTER) for w in waits)
     assert len(set(waits)) > 40
 
 
@@ -246,3 +247,37 @@ def test_killed_postgres_backends_between_claim_and_completion(prod: Runtime, wo
         assert [e.kind for e in events(execution_id, "k")] == ["queued", "started", "completed"]
     assert faults.event_count(prod.engine, "lease_expired") == 0
     assert "recording the attempt failed on a database error; retrying" in worker.output()
+
+
+# -- tracebacks ----------------------------------------------------------------------------
+
+
+def test_failed_attempts_keep_their_traceback(
+    backend: Runtime, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node's error, its history and its dead letter keep the traceback (file and
+    line); ``spane status``, ``spane history --full`` and ``spane dlq show`` show it."""
+    monkeypatch.setenv("COLUMNS", "400")  # no folded lines in the CLI's output
+    execution = spane.run({"id": "tb", "nodes": [{"id": "l", "type": "lookup"}]}, None)
+    error = execution.nodes["l"].error or ""
+    assert error.startswith("Traceback (most recent call last):\n")
+    assert 'tests/nodes.py", line' in error and "in _route_of" in error
+    assert "executor.py" not in error  # the story starts in node code
+    assert error.endswith("\nKeyError: 'route'")
+    assert execution.error == "node 'l' failed: KeyError: 'route'"
+    assert [e.detail for e in events(execution.id, "l", "failed")] == [error]
+    (letter,) = [d for d in spane.dead_letters() if d.execution_id == execution.id]
+    assert letter.reason == error
+    for argv in (
+        ["status", execution.id],
+        ["history", "--full", execution.id],
+        ["dlq", "show", str(letter.id)],
+    ):
+        assert main(argv) == 0
+        assert "in _route_of" in capsys.readouterr().out, argv
+
+    deep = {"id": "l", "type": "lookup", "config": {"depth": 400}}
+    error = spane.run({"id": "tb-deep", "nodes": [deep]}, None).nodes["l"].error or ""
+    assert error.startswith("[traceback cut to its last 16384 bytes]")
+    assert len(error.encode()) <= outcomes.MAX_TRACEBACK_BYTES + 100
+    assert error.endswith("\nKeyError: 'route'")

@@ -191,6 +191,10 @@ def summary(execution: Execution, *, now: float | None = None) -> Group:
         parts.insert(1, Text(f"parent {execution.parent_id}{of}", style="dim"))
     if execution.children:
         parts.append(Text(f"children: {', '.join(execution.children)}", style="dim"))
+    for node_id, node in execution.nodes.items():
+        if node.status == "failed" and node.error and "\n" in node.error.strip():
+            # A traceback: the table shows its last line, here it is whole.
+            parts += [Text(), Text(f"node {node_id} failed", style="bold red"), Text(node.error)]
     parts.append(Text())
     if execution.status == "completed":
         parts += [Text("output", style="bold"), value(execution.output)]

@@ -189,12 +189,22 @@ class Transitions(History):
         return self._finish(hot.FIRE_TIMER, {}, execution_id, node_id, attempt, "timer_fired", None)
 
     @retry_conflicts
-    def fail_node(self, claim: Claim, error: str, *, continue_on_fail: bool) -> Outcome:
-        """Fail a node for good; the execution fails too unless ``continue_on_fail``."""
+    def fail_node(
+        self, claim: Claim, error: str, *, continue_on_fail: bool, trace: str | None = None
+    ) -> Outcome:
+        """Fail a node for good; the execution fails too unless ``continue_on_fail``.
+
+        Args:
+            error: One line saying why; the execution's error and, with
+                ``continue_on_fail``, the node's ``{"error": ...}`` output.
+            trace: The whole story (a traceback), kept as the node's error, in its
+                history and in its dead letter; ``error`` when not given.
+        """
+        detail = trace or error
         if continue_on_fail:
             params = {
                 "output": self.payloads.pack(claim.tenant, {"error": error}),
-                "error": error,
+                "error": detail,
                 "from_status": claim.status,
             }
             outcome = self._finish(
@@ -207,7 +217,7 @@ class Transitions(History):
                 None,
             )
             if outcome.applied:
-                self._dead_node(None, claim, error)
+                self._dead_node(None, claim, detail)
             return outcome
         now = time.time()
         with self.engine.begin() as conn:
@@ -215,14 +225,14 @@ class Transitions(History):
             done = conn.execute(
                 update(N)
                 .where(_held(claim))
-                .values(status="failed", error=error, finished_at=now, lease_until=None)
+                .values(status="failed", error=detail, finished_at=now, lease_until=None)
             )
             if done.rowcount == 0:
                 return Outcome(applied=False)
             self.record_event(
-                conn, claim.execution_id, claim.node_id, "failed", claim.attempt, error
+                conn, claim.execution_id, claim.node_id, "failed", claim.attempt, detail
             )
-            self._dead_node(conn, claim, error)
+            self._dead_node(conn, claim, detail)
             if ex.status not in EXECUTION_ACTIVE:
                 return Outcome()
             message = f"node {claim.node_id!r} failed: {error}"
@@ -235,8 +245,14 @@ class Transitions(History):
             )
 
     @retry_conflicts
-    def retry_node(self, claim: Claim, error: str, delay: float) -> Outcome:
-        """Queue the next attempt of a node after ``delay`` seconds."""
+    def retry_node(
+        self, claim: Claim, error: str, delay: float, *, trace: str | None = None
+    ) -> Outcome:
+        """Queue the next attempt of a node after ``delay`` seconds.
+
+        ``trace`` (a traceback), when given, is kept as the error instead of ``error``.
+        """
+        error = trace or error
         now = time.time()
         with self.engine.begin() as conn:
             ex = self._lock_execution(conn, claim.execution_id, now)
