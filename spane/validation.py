@@ -9,6 +9,7 @@ can read.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import pathlib
 import re
@@ -28,12 +29,17 @@ from .definitions import Workflow, find_cycles, to_dict, topological_order
 from .durations import parse_duration
 from .errors import Problem
 
+if typing.TYPE_CHECKING:
+    from .builtins.configs import BranchConfig, SubworkflowConfig
+
 _ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
 _BACKOFFS = ("exponential", "fixed", "linear")
 _SUFFIXES = (".yaml", ".yml", ".json")
 _TOO_DEEP = "nested too deeply (over Python's recursion limit); flatten the definition"
 #: Expanded YAML nodes allowed beyond ten times the document's own.
 _ALIAS_ALLOWANCE = 100_000
+#: Missing node references that get a "did you mean" (each one scans every node id).
+_MAX_SUGGESTIONS = 20
 #: Longest time one ``pattern`` of an input schema may take on one value.
 _REGEX_SECONDS = 0.5
 _MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>.*)`)?$", re.DOTALL)
@@ -59,13 +65,19 @@ def load_definition(
     origin = ""
     try:
         data, origin = _read(source)
-        problems = list(_shape(data, Workflow, ""))
+        try:
+            # Converted once up front: when that succeeds there is no shape problem,
+            # and only a failure is taken apart field by field.
+            workflow: Workflow | None = msgspec.convert(data, Workflow)
+            problems = []
+        except msgspec.ValidationError:
+            workflow, problems = None, list(_shape(data, Workflow, ""))
         if isinstance(data, Mapping):
             problems += _meaning(data, workflow_exists)
             if not origin and isinstance(data.get("id"), str):
                 origin = data["id"]
-        if not problems:
-            return msgspec.convert(data, Workflow)
+        if not problems and workflow is not None:
+            return workflow
     except RecursionError:
         problems = [Problem("", _TOO_DEEP)]
     # Sorted by path (numbers as numbers), so each node's problems read together.
@@ -218,8 +230,12 @@ def _shape(data: object, cls: type[msgspec.Struct], path: str) -> Iterator[Probl
     if not isinstance(data, Mapping):
         yield Problem(path, f"expected a mapping, got {_kind(data)}")
         return
-    fields = {f.encode_name: f for f in msgspec.structs.fields(cls)}
-    allowed = ", ".join(fields) or "none"
+    try:
+        msgspec.convert(data, cls)
+        return  # the common case, in one call: only a failure is taken apart field by field
+    except msgspec.ValidationError:
+        pass
+    fields, allowed = _fields(cls)
     for key in data:
         if key not in fields:
             message = f"unknown field{_suggest(str(key), fields)}; allowed: {allowed}"
@@ -232,7 +248,7 @@ def _shape(data: object, cls: type[msgspec.Struct], path: str) -> Iterator[Probl
                 found = True
                 yield Problem(where, "required field is missing")
             continue
-        value, nested = data[name], _struct_in(field.type)
+        value, nested = data[name], _struct_in(field.type)  # cached: called per field
         if nested is not None and isinstance(value, Mapping):
             problems = list(_shape(value, nested, where))
         elif (
@@ -250,6 +266,31 @@ def _shape(data: object, cls: type[msgspec.Struct], path: str) -> Iterator[Probl
         yield from _convert({k: v for k, v in data.items() if k in fields}, cls, path)
 
 
+@functools.cache
+def _fields(cls: type[msgspec.Struct]) -> tuple[dict[str, Any], str]:
+    """The fields of ``cls`` by encoded name, and their list for messages (computed once
+    per Struct: msgspec resolves annotations on every call, which a 100k-node workflow
+    would otherwise pay per node)."""
+    fields = {f.encode_name: f for f in msgspec.structs.fields(cls)}
+    return fields, ", ".join(fields) or "none"
+
+
+@functools.cache
+def _rule_configs() -> tuple[type[BranchConfig], type[SubworkflowConfig]]:
+    """The configs checked across nodes. Imported late: importing spane.builtins registers
+    the built-in node types, whose modules may import the engine, and so this module."""
+    from .builtins.configs import BranchConfig, SubworkflowConfig
+
+    return BranchConfig, SubworkflowConfig
+
+
+@functools.cache
+def _empty(cls: type[msgspec.Struct]) -> msgspec.Struct:
+    """``cls`` made from an empty config (raises ``msgspec.ValidationError`` if it needs more)."""
+    return msgspec.convert({}, cls)
+
+
+@functools.cache
 def _struct_in(tp: Any) -> type[msgspec.Struct] | None:
     """Return the Struct inside ``S``, ``S | None`` or ``list[S]``, if any."""
     args = (
@@ -293,9 +334,10 @@ def _meaning(
         return
     if not raw_nodes:
         yield Problem("nodes", "a workflow needs at least one node")
-    yield from _graph(raw_nodes)
+    skeleton = _skeleton(raw_nodes)
+    yield from _graph(raw_nodes, skeleton)
     successors: dict[str, list[str]] = {}
-    for _, node_id, after in _skeleton(raw_nodes):
+    for _, node_id, after in skeleton:
         for parent in after:
             successors.setdefault(str(parent), []).append(node_id)
     for i, raw in enumerate(raw_nodes):
@@ -314,20 +356,22 @@ def _skeleton(raw_nodes: Sequence[object]) -> list[tuple[int, str, list[object]]
     ]
 
 
-def _graph(raw_nodes: Sequence[object]) -> Iterator[Problem]:
-    """Yield id, reference, cycle and reachability problems."""
-    nodes = _skeleton(raw_nodes)
+def _graph(
+    raw_nodes: Sequence[object], nodes: list[tuple[int, str, list[object]]]
+) -> Iterator[Problem]:
+    """Yield id, reference, cycle and reachability problems (``nodes``: the skeleton)."""
     ids = {node_id for _, node_id, _ in nodes}
     first: dict[str, int] = {}
     parents: dict[str, list[str]] = {}
     edges: dict[tuple[str, str], str] = {}  # (parent, child) -> path of the `after` entry
+    suggestions = _MAX_SUGGESTIONS
     for i, node_id, after in nodes:
         if not _ID.fullmatch(node_id):
             yield Problem(f"nodes[{i}].id", _bad_id(node_id))
         if node_id in first:
             where = f"first at nodes[{first[node_id]}]"
             yield Problem(f"nodes[{i}].id", f"duplicate node id {node_id!r} ({where})")
-        seen: list[str] = []
+        seen: dict[str, None] = {}  # ordered, and linear to test for a 100k-parent join
         for k, parent in enumerate(after):
             where = f"nodes[{i}].after[{k}]"
             if not isinstance(parent, str):
@@ -337,12 +381,15 @@ def _graph(raw_nodes: Sequence[object]) -> Iterator[Problem]:
             elif parent in seen:
                 yield Problem(where, f"{parent!r} is listed twice")
             elif parent not in ids:
-                yield Problem(where, f"no node {parent!r}{_suggest(parent, ids)}")
+                # A suggestion scans every id: only the first few typos get one.
+                hint = _suggest(parent, ids) if suggestions > 0 else ""
+                suggestions -= 1
+                yield Problem(where, f"no node {parent!r}{hint}")
             else:
-                seen.append(parent)
+                seen[parent] = None
                 edges.setdefault((parent, node_id), where)
         if node_id not in first:
-            first[node_id], parents[node_id] = i, seen
+            first[node_id], parents[node_id] = i, list(seen)
     if raw_nodes and all(isinstance(raw, Mapping) and raw.get("after") for raw in raw_nodes):
         yield Problem("nodes", "no entry node: every node has `after`")
     # Nodes left out of a topological order can never become ready: they are on a cycle or
@@ -360,6 +407,14 @@ def _graph(raw_nodes: Sequence[object]) -> Iterator[Problem]:
 
 def _node(raw: Mapping[str, Any], path: str) -> Iterator[Problem]:
     """Yield the problems of a node's type, durations and retry policy."""
+    node_type = raw.get("type")
+    if isinstance(node_type, str) and registry.get(node_type) is None:
+        known = registry.names()
+        listed = f"known types: {', '.join(known)}" if known else "no node types are registered"
+        message = f"unknown node type {node_type!r}{_suggest(node_type, known)}; {listed}"
+        yield Problem(f"{path}.type", message)
+    if "retry" not in raw and "timeout" not in raw:
+        return  # most nodes of a wide graph: nothing more to check
     retry = raw.get("retry")
     retry = retry if isinstance(retry, Mapping) else {}
     durations = {"timeout": raw.get("timeout")}
@@ -377,12 +432,6 @@ def _node(raw: Mapping[str, Any], path: str) -> Iterator[Problem]:
     if isinstance(backoff, str) and backoff not in _BACKOFFS:
         message = f"unknown backoff {backoff!r}; allowed: {', '.join(_BACKOFFS)}"
         yield Problem(f"{path}.retry.backoff", message)
-    node_type = raw.get("type")
-    if isinstance(node_type, str) and registry.get(node_type) is None:
-        known = registry.names()
-        listed = f"known types: {', '.join(known)}" if known else "no node types are registered"
-        message = f"unknown node type {node_type!r}{_suggest(node_type, known)}; {listed}"
-        yield Problem(f"{path}.type", message)
 
 
 def _config(
@@ -397,16 +446,15 @@ def _config(
     data = raw.get("config", {})
     if node_type is None or node_type.config is None or not isinstance(data, Mapping):
         return  # a type without a config struct takes any mapping
-    problems = list(_shape(data, node_type.config, path))
-    yield from problems
-    if problems:
+    try:
+        # Most nodes of a wide fan-out have no config: that conversion is made once.
+        config = msgspec.convert(data, node_type.config) if data else _empty(node_type.config)
+    except msgspec.ValidationError:
+        yield from _shape(data, node_type.config, path)
         return
-    # Imported here: importing spane.builtins registers the built-in node types, whose
-    # modules may import the engine, and so this module.
-    from .builtins.configs import BranchConfig, SubworkflowConfig
-
-    config, node_id = msgspec.convert(data, node_type.config), raw.get("id")
-    if isinstance(config, BranchConfig):
+    branch, subworkflow = _rule_configs()
+    node_id = raw.get("id")
+    if isinstance(config, branch):
         chosen = [
             (f"cases[{i}].next[{k}]", target)
             for i, case in enumerate(config.cases)
@@ -418,7 +466,7 @@ def _config(
             if target not in successors:
                 message = f"{target!r} is not a direct successor of {node_id!r} {listed}"
                 yield Problem(f"{path}.{where}", message)
-    if isinstance(config, SubworkflowConfig):
+    if isinstance(config, subworkflow):
         if config.workflow == workflow_id:
             message = f"recursive sub-workflow: {node_id!r} runs its own workflow"
             yield Problem(f"{path}.workflow", message)

@@ -6,7 +6,7 @@ import contextlib
 import functools
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -82,6 +82,17 @@ class StoreBase:
                 self._graphs.clear()
             self._graphs[key] = graph
         return graph
+
+
+#: Most ids one statement binds: a graph can be wider than a statement's parameter limit
+#: (65,535 on PostgreSQL, 32,766 on SQLite), so lists of node ids go in chunks.
+CHUNK = 10_000
+
+
+def chunks(ids: Sequence[str]) -> Iterator[list[str]]:
+    """``ids`` in lists of at most ``CHUNK``."""
+    for start in range(0, len(ids), CHUNK):
+        yield list(ids[start : start + CHUNK])
 
 
 _CONFLICTS = {"40P01", "40001"}  # PostgreSQL: deadlock detected, serialization failure

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
-from .base import retry_conflicts
+from .base import chunks, retry_conflicts
 from .parking import Parking
 from .records import EXECUTION_ACTIVE, EXECUTION_TERMINAL, Claim, Dispatch, Outcome, Overdue
 from .schema import dead_letters as D
@@ -265,10 +265,10 @@ class Recovery(Parking):
                     if child not in reset:
                         reset.add(child)
                         stack.append(child)
-            if reset:
+            for ids in chunks(sorted(reset)):
                 conn.execute(
                     update(N)
-                    .where(N.c.execution_id == execution_id, N.c.node_id.in_(sorted(reset)))
+                    .where(N.c.execution_id == execution_id, N.c.node_id.in_(ids))
                     .values(
                         status="pending",
                         attempt_base=N.c.attempt,
@@ -327,25 +327,25 @@ class Recovery(Parking):
             self.record_event(
                 conn, execution_id, None, "revived", None, ",".join(sorted(reset)) or None
             )
-            if reset:
-                # The dead letters of nodes that run again are settled by this revival.
+            # The dead letters of nodes that run again are settled by this revival.
+            for ids in chunks(sorted(reset)):
                 conn.execute(
                     update(D)
                     .where(
                         D.c.execution_id == execution_id,
-                        D.c.node_id.in_(sorted(reset)),
+                        D.c.node_id.in_(ids),
                         D.c.status == "open",
                     )
                     .values(status="retried", retried_at=now)
                 )
             dispatches = self._queue(conn, execution_id, ready_run, now) if ready_run else []
-            if ready_skip:
+            for ids in chunks(ready_skip):
                 conn.execute(
                     update(N)
-                    .where(N.c.execution_id == execution_id, N.c.node_id.in_(ready_skip))
+                    .where(N.c.execution_id == execution_id, N.c.node_id.in_(ids))
                     .values(status="skipped", finished_at=now)
                 )
-                self.record_events(conn, [(execution_id, n, "skipped", None) for n in ready_skip])
+            self.record_events(conn, [(execution_id, n, "skipped", None) for n in ready_skip])
             work: list[tuple[str, set[str] | None]] = [(n, set()) for n in ready_skip]
             outcome = self._settle(conn, execution_id, graph, now, work, len(ready_skip))
             outcome.dispatches[:0] = dispatches

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, bindparam, select, update
+from sqlalchemy import Connection, and_, select, update
 
 from .. import codec, errors
 from . import hot
-from .base import retry_conflicts
+from .base import chunks, retry_conflicts
 from .history import History
 from .records import EXECUTION_ACTIVE, Claim, Dispatch, Outcome
 from .schema import executions as E
@@ -153,10 +153,13 @@ class Transitions(History):
         return values.get(parents[0]) if len(parents) == 1 else values
 
     def _parent_outputs(
-        self, conn: Connection, execution_id: str, parents: Iterable[str]
+        self, conn: Connection, execution_id: str, parents: Sequence[str]
     ) -> dict[str, str]:
-        rows = conn.execute(hot.PARENT_OUTPUTS, {"e": execution_id, "ids": list(parents)})
-        return {r.node_id: r.output for r in rows}
+        return {
+            r.node_id: r.output
+            for ids in chunks(parents)
+            for r in conn.execute(hot.PARENT_OUTPUTS, {"e": execution_id, "ids": ids})
+        }
 
     def complete_node(
         self,
@@ -363,12 +366,14 @@ class Transitions(History):
             live = [k for k in kids if picked is None or k in picked]
             dead = [k for k in kids if not (picked is None or k in picked)]
             for group, inc in ((live, 1), (dead, 0)):
-                if not group:
-                    continue
-                rows = conn.execute(
-                    hot.PROPAGATE,
-                    {"e": execution_id, "ids": group, "inc": inc, "now": now, "lease": lease},
-                )
+                rows = [
+                    r
+                    for ids in chunks(group)
+                    for r in conn.execute(
+                        hot.PROPAGATE,
+                        {"e": execution_id, "ids": ids, "inc": inc, "now": now, "lease": lease},
+                    )
+                ]
                 for r in rows:
                     if r.status == "queued":
                         dispatches.append(
@@ -408,29 +413,36 @@ class Transitions(History):
     def _queue(
         self, conn: Connection, execution_id: str, ready: list[str], now: float
     ) -> list[Dispatch]:
-        rows = conn.execute(
-            update(N)
-            .where(N.c.execution_id == execution_id, N.c.node_id.in_(ready))
-            .values(
-                status="queued",
-                attempt=N.c.attempt + 1,
-                queued_at=now,
-                lease_until=now + self.lease_seconds,
+        rows = [
+            row
+            for ids in chunks(ready)
+            for row in conn.execute(
+                update(N)
+                .where(N.c.execution_id == execution_id, N.c.node_id.in_(ids))
+                .values(
+                    status="queued",
+                    attempt=N.c.attempt + 1,
+                    queued_at=now,
+                    lease_until=now + self.lease_seconds,
+                )
+                .returning(N.c.node_id, N.c.attempt, N.c.type, N.c.lane)
             )
-            .returning(N.c.node_id, N.c.attempt, N.c.type, N.c.lane)
-        ).all()
+        ]
         self.record_events(conn, [(execution_id, r.node_id, "queued", r.attempt) for r in rows])
         return [Dispatch(execution_id, r.node_id, r.attempt, r.type, r.lane) for r in rows]
 
     def _execution_output(
         self, conn: Connection, execution_id: str, graph: Graph, tenant: str
     ) -> str:
-        rows = conn.execute(
-            select(N.c.node_id, N.c.output, N.c.status).where(
-                N.c.execution_id == execution_id,
-                N.c.node_id.in_(bindparam("sinks", list(graph.sinks), expanding=True)),
+        rows = [
+            row
+            for ids in chunks(graph.sinks)
+            for row in conn.execute(
+                select(N.c.node_id, N.c.output, N.c.status).where(
+                    N.c.execution_id == execution_id, N.c.node_id.in_(ids)
+                )
             )
-        ).all()
+        ]
         if len(graph.sinks) == 1:
             done = rows and rows[0].status in ("completed", "failed") and rows[0].output
             return rows[0].output if done else "null"
