@@ -1,7 +1,7 @@
 """Starting work on Redis + PostgreSQL with real worker processes: a schedule fires
-once per tick across two workers (one killed midway), a delayed start outlives the
-broker's data, the start actor runs from a process that has only the broker, and
-signals reach ``wait_for`` nodes before and after they park."""
+once per tick across two workers (one killed midway); a delayed start, and signals sent
+before and after their ``wait_for`` node parks, outlive the broker's data; the start
+actor runs from a process that has only the broker."""
 
 from __future__ import annotations
 
@@ -68,18 +68,26 @@ def _sweeper(prod: Runtime, started: list[WorkerProcess]) -> WorkerProcess:
     return next(w for w in started if os.getpgid(pid) == w.pid)
 
 
-def test_delayed_start_survives_losing_the_broker_data(
+def test_delayed_start_and_signals_outlive_the_broker_data(
     prod: Runtime, workers: WorkerPool, namespace: str
 ) -> None:
     spane.register_workflow(ECHO)
+    spane.register_workflow(APPROVAL)
     workers.start(prod.settings, **FAST)
-    execution_id = spane.enqueue_workflow("echo", {"order_id": 5}, delay="2s")
+    delayed = spane.enqueue_workflow("echo", {"order_id": 5}, delay="2s")
+    early = spane.enqueue_workflow("approval", {"doc": 1})
+    spane.signal(early, "approve", {"by": "early"})  # most likely before the node parks
+    late = spane.enqueue_workflow("approval", {"doc": 2})
+    wait_for(lambda: node_status(late, "ask") == "waiting", "the node to park", 60)
     client = redis.Redis.from_url(prod.settings.broker_url)
     keys = list(client.scan_iter(f"{namespace}*"))
     if keys:
         client.delete(*keys)  # this test's share of a FLUSHALL
     client.close()
-    assert spane.wait(execution_id, timeout=60).output == {"order_id": 5}
+    spane.signal(late, "approve", {"by": "late"})
+    assert spane.wait(delayed, timeout=60).output == {"order_id": 5}
+    assert spane.wait(early, timeout=60).output == {"by": "early"}
+    assert spane.wait(late, timeout=60).output == {"by": "late"}
 
 
 PRODUCER = """
@@ -139,15 +147,3 @@ def test_start_actor_from_a_process_with_only_the_broker(
     assert "input.order_id" in letter.reason
     assert [e.id for e in spane.list_executions(workflow_id="echo")] == [execution_id]
     assert not (producer_dir / ".spane").exists()  # no database was opened
-
-
-def test_signals_before_and_after_the_node_parks(prod: Runtime, workers: WorkerPool) -> None:
-    spane.register_workflow(APPROVAL)
-    workers.start(prod.settings, **FAST)
-    early = spane.enqueue_workflow("approval", {"doc": 1})
-    spane.signal(early, "approve", {"by": "early"})
-    late = spane.enqueue_workflow("approval", {"doc": 2})
-    wait_for(lambda: node_status(late, "ask") == "waiting", "the node to park", 60)
-    spane.signal(late, "approve", {"by": "late"})
-    assert spane.wait(early, timeout=60).output == {"by": "early"}
-    assert spane.wait(late, timeout=60).output == {"by": "late"}
