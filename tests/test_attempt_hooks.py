@@ -15,6 +15,17 @@ from spane.runtime import Runtime
 TIMEOUT = 30
 
 
+def settled(calls: list[tuple[str, str, str, Any]], afters: int) -> None:
+    """Wait until ``afters`` after-hook calls were seen.
+
+    After-hooks run once the outcome is recorded, so the execution can end (and
+    ``spane.run`` return) a moment before the last of them.
+    """
+    deadline = time.monotonic() + TIMEOUT
+    while sum(1 for c in calls if c[1] == "after") < afters and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 class Recorder(AttemptMiddleware):
     """Records every hook call in order."""
 
@@ -64,6 +75,7 @@ def test_hooks_wrap_every_attempt_and_unwind_in_reverse(rt: Runtime) -> None:
     )
     execution = spane.run("hooked", 1, timeout=TIMEOUT)
     assert execution.status == "completed", execution.error
+    settled(calls, 8)  # two recorders x (a, b, c retried, c completed)
     # a and b run inline after each other in one thread: still one before/after pair each.
     for node_id in ("a", "b"):
         mine = [c for c in calls if c[2] == node_id]
@@ -97,6 +109,7 @@ def test_hooks_see_the_attempt_fail_for_good(rt: Runtime) -> None:
     )
     execution = spane.run("hooked-fail", None, timeout=TIMEOUT)
     assert execution.status == "failed"
+    settled(calls, 1)
     assert [c[3] for c in calls if c[1] == "after"] == [(1, "failed")]
 
 
