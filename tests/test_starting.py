@@ -271,6 +271,21 @@ def test_signals_before_and_after_the_node_is_reached(rt: Runtime) -> None:
     assert spane.wait(early, timeout=10).output == []
     with pytest.raises(spane.UnknownExecution):
         spane.signal("nope", "approve")
+    stray = spane.enqueue_workflow("approval", None)
+    spane.signal(stray, "other", 1)  # never taken: pending until its execution ends
+    spane.cancel(stray)
+    # Delivered or undeliverable signals stop being read by the sweep.
+    wait_for(lambda: _pending_signals(rt) == 0, "no pending signal")
+
+
+def _pending_signals(rt: Runtime) -> int:
+    from sqlalchemy import func, select
+
+    from spane.store.schema import signals
+
+    with rt.engine.connect() as conn:
+        query = select(func.count()).select_from(signals).where(signals.c.pending.is_(True))
+        return int(conn.execute(query).scalar_one())
 
 
 def test_a_signal_to_a_paused_execution_is_delivered_on_resume(rt: Runtime) -> None:

@@ -157,7 +157,8 @@ class Schedules(Starts):
         """Fire one tick: record it, apply the overlap policy, start the execution.
 
         ``new`` None records the tick as refused (its input is invalid). With
-        ``next_at`` the schedule's next tick moves on (never back).
+        ``next_at`` (a tick of the sweep, not a trigger) the schedule's next tick moves
+        on (never back), and nothing fires if the schedule was paused meanwhile.
         """
         now = time.time()
         try:
@@ -168,9 +169,10 @@ class Schedules(Starts):
                     update(SC)
                     .where(SC.c.id == schedule_id)
                     .values(updated_at=now)
-                    .returning(SC.c.overlap, SC.c.last_execution_id, SC.c.next_at)
+                    .returning(SC.c.overlap, SC.c.last_execution_id, SC.c.next_at, SC.c.paused)
                 ).first()
-                if sched is None:
+                # Paused (or deleted) meanwhile: once pause returns, no tick fires.
+                if sched is None or (sched.paused and next_at is not None):
                     return Fired(outcome=None)
                 fired = self._fire(conn, sched, new, now)
                 conn.execute(

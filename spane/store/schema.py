@@ -185,11 +185,14 @@ signals = Table(
     Column("name", String(100), nullable=False),
     Column("signal_id", String(200)),
     Column("payload", Text, nullable=False),
+    # True until delivered, or until it can no longer be (the sweep reads only these).
+    Column("pending", Boolean, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("consumed_node", String(100)),
     Column("consumed_attempt", Integer),
     Column("consumed_at", Float),
     Index("ix_spane_signals_execution", "execution_id", "name"),
+    Index("ix_spane_signals_pending", "pending"),
     Index("ux_spane_signals_signal_id", "execution_id", "signal_id", unique=True),
 )
 

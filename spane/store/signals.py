@@ -45,14 +45,13 @@ class Delivery:
     payload: str
 
 
-def _waiting(execution_id: Any) -> Any:
-    """Waits whose node is still parked at the attempt that registered the wait."""
+def _waiting() -> Any:
+    """Joins a wait to its node while that is still parked at the wait's attempt."""
     return and_(
         N.c.execution_id == W.c.execution_id,
         N.c.node_id == W.c.node_id,
         N.c.attempt == W.c.attempt,
         N.c.status == "waiting",
-        W.c.execution_id == execution_id,
     )
 
 
@@ -158,14 +157,17 @@ class Signals(Schedules):
                     name=name,
                     signal_id=signal_id,
                     payload=packed,
+                    pending=True,
                     created_at=now,
                 )
             )
             wait = conn.execute(
                 select(W.c.node_id)
-                .join(N, _waiting(execution_id))
+                .join(N, _waiting())
                 .where(
-                    W.c.name == name, ~exists().where(_took(execution_id, W.c.node_id, W.c.attempt))
+                    W.c.execution_id == execution_id,
+                    W.c.name == name,
+                    ~exists().where(_took(execution_id, W.c.node_id, W.c.attempt)),
                 )
                 .order_by(W.c.node_id)
                 .limit(1)
@@ -242,25 +244,50 @@ class Signals(Schedules):
 
     def pending_deliveries(self, limit: int = 100) -> list[Delivery]:
         """Parked ``wait_for`` attempts of running executions that have a signal to
-        take: sent while the execution was paused, or taken just before a crash."""
+        take: sent while the execution was paused, or taken just before a crash.
+
+        Only signals still marked pending are read; those that can no longer be
+        delivered (their execution ended, or the node that took them moved on) stop
+        being pending here, so this stays cheap however many signals were ever sent.
+        """
         now = time.time()
-        ready = or_(
-            _took(W.c.execution_id, W.c.node_id, W.c.attempt),
-            and_(
-                G.c.execution_id == W.c.execution_id,
-                G.c.name == W.c.name,
-                G.c.consumed_at.is_(None),
+        taker = and_(
+            N.c.execution_id == G.c.execution_id,
+            N.c.node_id == G.c.consumed_node,
+            N.c.attempt == G.c.consumed_attempt,
+            N.c.status == "waiting",
+        )
+        ended = select(E.c.id).where(E.c.status.in_(EXECUTION_TERMINAL))
+        matches = and_(
+            W.c.execution_id == G.c.execution_id,
+            or_(
+                and_(G.c.consumed_at.is_(None), W.c.name == G.c.name),
+                and_(W.c.node_id == G.c.consumed_node, W.c.attempt == G.c.consumed_attempt),
             ),
         )
-        deliveries = []
-        with self.engine.connect() as conn:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(G)
+                .where(
+                    G.c.pending.is_(True),
+                    or_(
+                        G.c.execution_id.in_(ended),
+                        and_(G.c.consumed_at.is_not(None), ~exists().where(taker)),
+                    ),
+                )
+                .values(pending=False)
+            )
             rows = conn.execute(
                 select(W.c.execution_id, W.c.node_id, W.c.name)
-                .join(N, _waiting(W.c.execution_id))
+                .select_from(G)
+                .join(W, matches)
+                .join(N, _waiting())
                 .join(E, and_(E.c.id == W.c.execution_id, E.c.status == "running"))
-                .where(exists().where(ready))
+                .where(G.c.pending.is_(True))
+                .distinct()
                 .limit(limit)
             ).all()
+        deliveries = []
         for row in rows:
             with self.engine.begin() as conn:
                 self._lock_execution(conn, row.execution_id, now)
@@ -273,11 +300,26 @@ class Signals(Schedules):
 
     def expired_signal_waits(self, now: float, limit: int = 100) -> list[tuple[Claim, str]]:
         """``(claim, signal name)`` of ``wait_for`` attempts with ``on_timeout: fail``
-        whose deadline passed without a signal, in running executions."""
-        with self.engine.connect() as conn:
+        whose deadline passed without a signal, in running executions.
+
+        Waits past their deadline whose node no longer waits are deleted first, so only
+        live ones are read again.
+        """
+        parked = and_(
+            N.c.execution_id == W.c.execution_id,
+            N.c.node_id == W.c.node_id,
+            N.c.attempt == W.c.attempt,
+            N.c.status == "waiting",
+        )
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(W).where(
+                    W.c.deadline <= now, W.c.on_timeout == "fail", ~exists().where(parked)
+                )
+            )
             rows = conn.execute(
                 select(W.c.execution_id, W.c.node_id, W.c.name)
-                .join(N, _waiting(W.c.execution_id))
+                .join(N, _waiting())
                 .join(E, and_(E.c.id == W.c.execution_id, E.c.status == "running"))
                 .where(
                     W.c.on_timeout == "fail",

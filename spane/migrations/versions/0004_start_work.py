@@ -71,12 +71,14 @@ def upgrade() -> None:
         sa.Column("name", sa.String(100), nullable=False),
         sa.Column("signal_id", sa.String(200)),
         sa.Column("payload", sa.Text, nullable=False),
+        sa.Column("pending", sa.Boolean, nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("consumed_node", sa.String(100)),
         sa.Column("consumed_attempt", sa.Integer),
         sa.Column("consumed_at", sa.Float),
     )
     op.create_index("ix_spane_signals_execution", "spane_signals", ["execution_id", "name"])
+    op.create_index("ix_spane_signals_pending", "spane_signals", ["pending"])
     op.create_index(
         "ux_spane_signals_signal_id", "spane_signals", ["execution_id", "signal_id"], unique=True
     )
