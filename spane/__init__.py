@@ -14,13 +14,15 @@ from .api import (
     run,
     wait,
 )
-from .context import NodeContext, Route
+from .context import Defer, NodeContext, Route
 from .control import (
+    breakers,
     dead_letters,
     history,
     pause,
     replay,
     rerun,
+    reset_breaker,
     resume,
     retry_dead_letter,
 )
@@ -35,10 +37,13 @@ from .errors import (
     PayloadTooLarge,
     Problem,
     SpaneError,
+    UnknownBreaker,
     UnknownExecution,
     UnknownWorkflow,
     WaitTimeout,
 )
+from .middleware.circuit_breaker import BreakerStatus
+from .protection import Breaker, RateLimit
 from .registry import RetryPolicy
 from .retention import Collected
 from .retention import collect as collect_garbage
@@ -77,6 +82,13 @@ __all__ = [
     "retry_dead_letter",
     "collect_garbage",
     "Collected",
+    # Protection of called services
+    "Breaker",
+    "BreakerStatus",
+    "Defer",
+    "RateLimit",
+    "breakers",
+    "reset_breaker",
     # Setup
     "configure",
     # Errors
@@ -88,6 +100,7 @@ __all__ = [
     "PayloadTooLarge",
     "Problem",
     "SpaneError",
+    "UnknownBreaker",
     "UnknownExecution",
     "UnknownWorkflow",
     "WaitTimeout",

@@ -1,4 +1,4 @@
-"""What node code receives (``NodeContext``) and may return (``Route``, ``Park``)."""
+"""What node code receives (``NodeContext``), returns (``Route``, ``Park``), raises (``Defer``)."""
 
 from __future__ import annotations
 
@@ -79,3 +79,21 @@ class Spawn:
     version: int | None
     input: Any
     output: str | None = None
+
+
+class Defer(Exception):
+    """Raised to put a claimed attempt back in the queue until ``until``, uncounted.
+
+    Raised by attempt middleware (an open circuit breaker, a rate limit) or by node code
+    (an HTTP 429 with ``Retry-After``). The node waits in the database like a timer: no
+    worker thread holds it, and the attempt does not count against its retry policy.
+
+    Args:
+        until: Epoch seconds before which the node must not run again.
+        reason: Recorded in the history, e.g. ``circuit breaker http:api.example.com is open``.
+    """
+
+    def __init__(self, until: float, reason: str) -> None:
+        super().__init__(reason)
+        self.until = until
+        self.reason = reason

@@ -16,6 +16,7 @@ from typing import Any, cast
 import msgspec
 
 from . import errors
+from .protection import Breaker, RateLimit
 from .registry import RetryPolicy
 
 
@@ -65,6 +66,8 @@ class Node(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_default
     timeout: str | float | None = None
     continue_on_fail: bool = False
     description: str = ""
+    breaker: Breaker | None = None
+    rate_limit: RateLimit | None = None
 
 
 class Workflow(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):

@@ -14,6 +14,7 @@ Every error derives from one root, and each says what to fix::
     │   └── ArgumentUnreadable    ... an offloaded message argument
     ├── InvalidTransition         a control (cancel, pause, ...) does not apply to that state
     ├── WaitTimeout               ``wait`` gave up before the execution ended
+    ├── UnknownBreaker            no circuit breaker has that name
     └── NodeFailed                raised by node code to fail the current attempt
 
 Control flow (park, skip, retry later) is not part of this tree.
@@ -85,6 +86,10 @@ class InvalidTransition(SpaneError):
 
 class WaitTimeout(SpaneError):
     """The execution did not end before the timeout."""
+
+
+class UnknownBreaker(SpaneError):
+    """No circuit breaker has that name; `spane breakers` lists them."""
 
 
 class NodeFailed(SpaneError):

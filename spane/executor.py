@@ -11,7 +11,7 @@ import msgspec
 import structlog
 
 from . import codec, registry
-from .context import NodeContext, Park, Route, Spawn
+from .context import Defer, NodeContext, Park, Route, Spawn
 from .durations import parse_duration
 from .errors import InputError, NodeFailed, SpaneError
 from .inflight import HandedBack, NodeTimeout, inflight
@@ -152,15 +152,18 @@ def _run_one(
         inline=inline,
     )
     with structlog.contextvars.bound_contextvars(**log_fields(claim)):
-        emit_before(runtime.broker, hooks, current)
+        entered, defer = emit_before(runtime.broker, hooks, current)
         result = AttemptResult(AttemptOutcome.FAILED, "the attempt did not finish")
         try:
-            result = _attempt(runtime, claim, node)
+            if defer is not None:
+                result = _deferred(runtime, claim, defer)
+            else:
+                result = _attempt(runtime, claim, node)
         except BaseException as exc:
             result = AttemptResult(AttemptOutcome.FAILED, str(exc), exc)
             raise
         finally:
-            emit_after(runtime.broker, hooks, current, result)
+            emit_after(runtime.broker, entered, current, result)
 
 
 def _attempt(runtime: Runtime, claim: Claim, node: Node) -> AttemptResult:
@@ -197,6 +200,8 @@ def _attempt(runtime: Runtime, claim: Claim, node: Node) -> AttemptResult:
     except HandedBack as exc:
         log.info("attempt handed back to the queue while draining")
         return AttemptResult(AttemptOutcome.HANDED_BACK, None, exc)
+    except Defer as exc:
+        return _deferred(runtime, claim, exc)
     except NodeFailed as exc:
         return _failed(runtime, claim, node, policy, str(exc), retryable=exc.retryable, exc=exc)
     except NodeTimeout as exc:
@@ -285,6 +290,13 @@ def _failed(
     log.warning("node failed", error=error, continue_on_fail=node.continue_on_fail)
     runtime.apply(store.fail_node(claim, error, continue_on_fail=node.continue_on_fail))
     return AttemptResult(AttemptOutcome.FAILED, error, exc)
+
+
+def _deferred(runtime: Runtime, claim: Claim, defer: Defer) -> AttemptResult:
+    """Put the node back in the queue until ``defer.until``, without counting the attempt."""
+    log.info("node attempt deferred", reason=defer.reason, until=defer.until)
+    runtime.apply(runtime.store.defer_node(claim, defer.until, defer.reason))
+    return AttemptResult(AttemptOutcome.DEFERRED, defer.reason, defer)
 
 
 def _spawn(runtime: Runtime, claim: Claim, spawn: Spawn) -> AttemptResult:

@@ -19,7 +19,8 @@ from .blobs import CachingBlobStore, open_blob_store
 from .broker import make_broker, queue_name
 from .consumer import guard_consumers
 from .encoder import UNDECODABLE, MsgspecEncoder
-from .middleware import ClaimCheck, DeadLetters, Drain, Sweeper
+from .middleware import CircuitBreaker, ClaimCheck, DeadLetters, Drain, Sweeper
+from .middleware.shared_state import open_shared_state
 from .payloads import Payloads
 from .registry import NodeType
 from .settings import Settings, from_env
@@ -60,11 +61,13 @@ class Runtime:
         )
         self.store = Store(self.engine, self.payloads, lease_seconds=settings.lease_seconds)
         dramatiq.set_encoder(MsgspecEncoder())
-        self.broker = make_broker(settings)
+        self.shared = open_shared_state(settings, self.store)
+        self.broker = make_broker(settings, self.shared, self.store.graph)
         guard_consumers(self.broker)
         self.last_heartbeat = 0.0
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.drain: Drain | None = None
+        self.breakers = next(m for m in self.broker.middleware if isinstance(m, CircuitBreaker))
         for middleware in self.broker.middleware:
             if isinstance(middleware, Sweeper):
                 middleware.sweep = lambda: recovery.sweep(self)

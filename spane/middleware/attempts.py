@@ -19,6 +19,8 @@ from typing import Any
 import structlog
 from dramatiq import Broker, Middleware
 
+from ..context import Defer
+
 log = structlog.get_logger("spane.middleware")
 
 
@@ -31,6 +33,7 @@ class AttemptOutcome(StrEnum):
     TIMED_OUT = "timed_out"
     PARKED = "parked"
     HANDED_BACK = "handed_back"
+    DEFERRED = "deferred"
 
 
 @dataclass
@@ -87,13 +90,23 @@ def attempt_middleware(broker: Broker) -> list[AttemptMiddleware]:
     return [m for m in broker.middleware if isinstance(m, AttemptMiddleware)]
 
 
-def emit_before(broker: Broker, hooks: list[AttemptMiddleware], attempt: Attempt) -> None:
-    """Run the before-hooks; a failing hook is logged and never fails the attempt."""
-    for hook in hooks:
+def emit_before(
+    broker: Broker, hooks: list[AttemptMiddleware], attempt: Attempt
+) -> tuple[list[AttemptMiddleware], Defer | None]:
+    """Run the before-hooks; a failing hook is logged and never fails the attempt.
+
+    A hook that raises ``Defer`` stops the hooks after it: the attempt is deferred, not
+    run. Returns the hooks whose before-hook ran (their after-hooks run too) and the
+    ``Defer``, if any.
+    """
+    for index, hook in enumerate(hooks):
         try:
             hook.before_attempt(broker, attempt)
+        except Defer as defer:
+            return hooks[: index + 1], defer
         except Exception:
             log.exception("attempt middleware failed", hook=type(hook).__name__, at="before")
+    return hooks, None
 
 
 def emit_after(

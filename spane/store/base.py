@@ -19,7 +19,8 @@ class StoreBase:
     """Attributes set by ``Store.__init__`` and used by every layer.
 
     The store is built in layers, each in its own module and each using only the
-    layers below it: History → Transitions → Parking → Recovery → Store.
+    layers below it: History → Transitions → Parking → Recovery → Protection
+    → Store.
     """
 
     engine: Engine

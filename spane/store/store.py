@@ -15,6 +15,7 @@ from .. import errors
 from ..definitions import Graph, Workflow, build_graph
 from ..payloads import Payloads
 from .base import retry_conflicts
+from .protection import Protection
 from .records import (
     EXECUTION_TERMINAL,
     Claim,
@@ -24,7 +25,6 @@ from .records import (
     NodeState,
     Outcome,
 )
-from .recovery import Recovery
 from .schema import executions as E
 from .schema import nodes as N
 from .schema import workflows as W
@@ -43,7 +43,7 @@ _SUMMARY = (
 )
 
 
-class Store(Recovery):
+class Store(Protection):
     """All persistence of workflows, executions and nodes.
 
     Args:
