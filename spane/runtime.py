@@ -17,6 +17,7 @@ from dramatiq.middleware import CurrentMessage
 from . import executor, logs, migrations, recovery, registry
 from .blobs import CachingBlobStore, open_blob_store
 from .broker import make_broker, queue_name
+from .builtins import http as http_node
 from .consumer import guard_consumers
 from .encoder import UNDECODABLE, MsgspecEncoder
 from .middleware import CircuitBreaker, ClaimCheck, DeadLetters, Drain, Sweeper
@@ -49,6 +50,7 @@ class Runtime:
 
     def __init__(self, settings: Settings, *, migrate: bool = True) -> None:
         logs.configure(settings.log_format, settings.log_level)
+        http_node.configure(settings.http_allowed_hosts)
         self.settings = settings
         self.engine = make_engine(settings.database_url)
         if migrate:

@@ -32,6 +32,8 @@ class Settings:
         drain_seconds: Grace period a draining worker gives in-flight nodes.
         embedded_threads: Worker threads of the embedded (in-process) worker.
         max_depth: Deepest nesting of sub-workflows.
+        http_allowed_hosts: Hosts the ``http`` node type may call (``api.example.com``,
+            ``*.example.com``, ``127.0.0.1:8080``); empty allows every host.
     """
 
     broker_url: str = ""
@@ -48,6 +50,7 @@ class Settings:
     drain_seconds: float = 30.0
     embedded_threads: int = 8
     max_depth: int = 10
+    http_allowed_hosts: tuple[str, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -112,4 +115,15 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         drain_seconds=_float(env, "SPANE_DRAIN_SECONDS", defaults.drain_seconds),
         embedded_threads=_int(env, "SPANE_EMBEDDED_THREADS", defaults.embedded_threads),
         max_depth=_int(env, "SPANE_MAX_DEPTH", defaults.max_depth),
+        http_allowed_hosts=tuple(
+            h.strip().lower()
+            for h in env.get("SPANE_HTTP_ALLOWED_HOSTS", "").split(",")
+            if h.strip()
+        ),
     )
+
+
+def secret(name: str) -> str | None:
+    """Return the secret in the environment variable ``name`` (``${env:NAME}`` in an
+    ``http`` node), read at the moment it is used and never kept."""
+    return os.environ.get(name)

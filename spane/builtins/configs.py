@@ -9,7 +9,7 @@ from jmespath.exceptions import JMESPathError
 from ..durations import parse_duration
 
 
-def _check_expression(expression: str) -> None:
+def check_expression(expression: str) -> None:
     try:
         jmespath.compile(expression)
     except JMESPathError as exc:
@@ -22,7 +22,7 @@ class TransformConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     expression: str
 
     def __post_init__(self) -> None:
-        _check_expression(self.expression)
+        check_expression(self.expression)
 
 
 class BranchCase(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -32,7 +32,7 @@ class BranchCase(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     next: list[str]
 
     def __post_init__(self) -> None:
-        _check_expression(self.when)
+        check_expression(self.when)
 
 
 class BranchConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -66,4 +66,4 @@ class SubworkflowConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     def __post_init__(self) -> None:
         for expression in (self.input, self.output):
             if expression is not None:
-                _check_expression(expression)
+                check_expression(expression)
