@@ -3,6 +3,7 @@ database backend (real workers and Redis are in ``test_protection_workers.py``).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import msgspec
 import pytest
 
 import spane
+from spane.cli import main
 from spane.context import Defer
 from spane.definitions import Graph, Workflow, build_graph
 from spane.inflight import NodeTimeout
@@ -96,6 +98,24 @@ def test_reset_closes_a_breaker_and_unknown_names_are_refused(
     assert (spane.breakers()[0].state, spane.breakers()[0].failures) == ("closed", 0)
     with pytest.raises(spane.UnknownBreaker, match="spane breakers"):
         spane.reset_breaker("no-such-breaker")
+
+
+def test_cli_lists_and_resets_breakers(
+    rt: Runtime, service: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    spane.register_workflow({"id": "guarded", "nodes": [{"id": "call", "type": "guarded_call"}]})
+    for _ in range(2):
+        spane.run("guarded", {}, timeout=TIMEOUT)
+    assert main(["breakers", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert (listed["name"], listed["state"], listed["failures"]) == ("guarded_call", "open", 2)
+    assert main(["breakers"]) == 0
+    table = capsys.readouterr().out
+    assert "guarded_call" in table and "open" in table and "2/2" in table
+    assert main(["breakers", "reset", "guarded_call"]) == 0
+    assert "circuit breaker guarded_call is closed" in capsys.readouterr().out
+    assert spane.breakers()[0].state == "closed"
+    assert main(["breakers", "reset", "nope"]) == 2
 
 
 # -- the middleware itself, on each shared-state twin -------------------------------------
