@@ -17,7 +17,7 @@ Every error derives from one root, and each says what to fix::
     ├── UnknownBreaker            no circuit breaker has that name
     └── NodeFailed                raised by node code to fail the current attempt
 
-Control flow (park, skip, retry later) is not part of this tree.
+Control flow (park, skip, retry later, ``Defer``) is not part of this tree.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ runs inline never becomes a message. So a Spane middleware may also be an
 is claimed and its ``after_attempt`` once the attempt's outcome is recorded, for message
 and inline attempts alike. Before-hooks run in stack order and after-hooks unwind in
 reverse, as Dramatiq's do; tracing, metrics and circuit breakers plug in here without
-edits to the executor.
+edits to the executor. A before-hook may raise ``Defer`` (an open breaker, a rate limit):
+the attempt does not run, the node goes back to the queue until then, uncounted, and the
+after-hooks of the hooks that ran see the outcome ``DEFERRED``.
 """
 
 from __future__ import annotations
