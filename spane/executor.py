@@ -294,7 +294,8 @@ def _failed(
 
 def _deferred(runtime: Runtime, claim: Claim, defer: Defer) -> AttemptResult:
     """Put the node back in the queue until ``defer.until``, without counting the attempt."""
-    log.info("node attempt deferred", reason=defer.reason, until=defer.until)
+    # Debug: a backlog behind a rate limit defers every second; the history keeps each.
+    log.debug("node attempt deferred", reason=defer.reason, until=defer.until)
     runtime.apply(runtime.store.defer_node(claim, defer.until, defer.reason))
     return AttemptResult(AttemptOutcome.DEFERRED, defer.reason, defer)
 
