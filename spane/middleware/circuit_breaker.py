@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pybreaker
 import structlog
@@ -40,6 +40,7 @@ log = structlog.get_logger("spane.breakers")
 #: Seconds before a node held back by another attempt's trial looks again.
 TRIAL_RECHECK = 1.0
 _STATE_KEY = "circuit_breaker"
+Storage = pybreaker.CircuitBreakerStorage
 _SUCCEEDED = (AttemptOutcome.COMPLETED, AttemptOutcome.PARKED)
 _FAILED = (AttemptOutcome.RETRIED, AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT)
 
@@ -102,7 +103,7 @@ class CircuitBreaker(AttemptMiddleware):
         self.shared = shared
         self._graph = graph
         self._lock = threading.Lock()
-        self._breakers: dict[str, tuple[pybreaker.CircuitBreaker, Any]] = {}
+        self._breakers: dict[str, tuple[pybreaker.CircuitBreaker, Storage]] = {}
         self._declared: dict[str, tuple[int, float]] = {}
 
     # -- attempts --------------------------------------------------------------------
@@ -173,7 +174,7 @@ class CircuitBreaker(AttemptMiddleware):
 
     def _breaker(
         self, name: str, spec: Breaker | None = None
-    ) -> tuple[pybreaker.CircuitBreaker, Any]:
+    ) -> tuple[pybreaker.CircuitBreaker, Storage]:
         """The pybreaker breaker ``name`` of this process, declared with ``spec``."""
         with self._lock:
             if spec is not None:
