@@ -287,3 +287,47 @@ def test_concurrent_hits_never_exceed_the_limit(every_shared: SharedState) -> No
     with ThreadPoolExecutor(16) as pool:
         won = sum(pool.map(hit, range(16)))
     assert won == 10
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.integration),
+        pytest.param("redis", marks=pytest.mark.integration),
+    ],
+)
+def test_workers_with_their_own_connections_share_a_breaker(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    graph = _graph({"breaker": {"fail_max": 2, "reset_timeout": 30}})
+    runtimes: list[Runtime] = []
+
+    def worker() -> CircuitBreaker:
+        """A breaker middleware with its own connection, as another worker has."""
+        state: SharedState
+        if kind == "redis":
+            state = RedisState(
+                request.getfixturevalue("redis_url"), request.getfixturevalue("namespace")
+            )
+        else:
+            url = request.getfixturevalue("pg_url") if kind == "postgresql" else ""
+            runtimes.append(
+                Runtime(embedded_settings(tmp_path, **({"database_url": url} if url else {})))
+            )
+            state = DatabaseState(runtimes[-1].store)
+        return CircuitBreaker(state, lambda _w, _v: graph)
+
+    try:
+        a, b = worker(), worker()
+        failed = AttemptResult(AttemptOutcome.FAILED, "503", spane.NodeFailed("503"))
+        _run(a, {}, failed)
+        _run(b, {}, failed)  # failures seen by either worker add up
+        assert [s.state for s in b.status()] == ["open"]
+        with pytest.raises(Defer, match="circuit breaker http is open"):
+            a.before_attempt(None, _attempt({}))  # type: ignore[arg-type]
+        b.reset("http")
+        a.before_attempt(None, _attempt({}))  # type: ignore[arg-type]
+    finally:
+        for runtime in runtimes:
+            runtime.close()
