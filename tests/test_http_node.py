@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import structlog
 
@@ -12,6 +13,7 @@ import spane
 from spane import runtime as runtime_module
 from spane.builtins import http as http_node
 from spane.runtime import Runtime
+from spane.settings import from_env
 from tests.conftest import embedded_settings
 from tests.history import events
 from tests.httpserver import Service, downstream
@@ -164,3 +166,26 @@ def test_connection_errors_are_retried(rt: Runtime) -> None:
     ex = spane.run("caller", {}, timeout=TIMEOUT)
     assert ex.status == "failed" and "ConnectError" in (ex.nodes["call"].error or "")
     assert len(events(ex.id, "call", "retrying")) == 1
+
+
+def test_allow_list_entries() -> None:
+    env = {"SPANE_HTTP_ALLOWED_HOSTS": " API.example.com, *.pay.example.org ,127.0.0.1:8080"}
+    hosts = from_env(env).http_allowed_hosts
+    assert hosts == ("api.example.com", "*.pay.example.org", "127.0.0.1:8080")
+    http_node.configure(hosts)
+    try:
+        allowed = [
+            "https://api.example.com/x",
+            "https://eu.pay.example.org/",
+            "http://127.0.0.1:8080/",
+        ]
+        refused = [
+            "https://example.com/",
+            "https://pay.example.org/",  # the wildcard is for subdomains
+            "http://127.0.0.1:8081/",
+            "http://169.254.169.254/latest/meta-data",
+        ]
+        assert all(http_node._allowed(httpx.URL(u)) for u in allowed)
+        assert not any(http_node._allowed(httpx.URL(u)) for u in refused)
+    finally:
+        http_node.configure(())
