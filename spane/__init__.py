@@ -14,13 +14,15 @@ from .api import (
     run,
     wait,
 )
-from .context import NodeContext, Route
+from .context import Defer, NodeContext, Route
 from .control import (
+    breakers,
     dead_letters,
     history,
     pause,
     replay,
     rerun,
+    reset_breaker,
     resume,
     retry_dead_letter,
 )
@@ -35,12 +37,15 @@ from .errors import (
     PayloadTooLarge,
     Problem,
     SpaneError,
+    UnknownBreaker,
     UnknownExecution,
     UnknownSchedule,
     UnknownWorkflow,
     WaitTimeout,
 )
+from .middleware.circuit_breaker import BreakerStatus
 from .producer import send_start
+from .protection import Breaker, RateLimit
 from .registry import RetryPolicy
 from .retention import Collected
 from .retention import collect as collect_garbage
@@ -101,6 +106,13 @@ __all__ = [
     "list_schedules",
     "ScheduleInfo",
     "signal",
+    # Protection of called services
+    "Breaker",
+    "BreakerStatus",
+    "Defer",
+    "RateLimit",
+    "breakers",
+    "reset_breaker",
     # Setup
     "configure",
     # Errors
@@ -112,6 +124,7 @@ __all__ = [
     "PayloadTooLarge",
     "Problem",
     "SpaneError",
+    "UnknownBreaker",
     "UnknownExecution",
     "UnknownSchedule",
     "UnknownWorkflow",

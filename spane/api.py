@@ -25,6 +25,7 @@ from .errors import (
     UnknownExecution,
     WaitTimeout,
 )
+from .protection import Breaker, RateLimit
 from .registry import NodeType, RetryPolicy
 from .store import Claim, Dispatch, Execution, ExecutionSummary
 
@@ -45,6 +46,8 @@ def node_type(
     config: type[msgspec.Struct] | None = None,
     retry: RetryPolicy | dict[str, Any] | None = None,
     timeout: str | float | None = None,
+    breaker: Breaker | None = None,
+    rate_limit: RateLimit | None = None,
 ) -> Callable[[F], F]:
     """Register the decorated function as a node type (a Dramatiq actor on its lane).
 
@@ -54,6 +57,8 @@ def node_type(
         config: A msgspec Struct that node configs are checked against.
         retry: Default retry policy of nodes of this type.
         timeout: Default per-attempt timeout, e.g. ``"30s"``.
+        breaker: A circuit breaker, shared by all workers, in front of what it calls.
+        rate_limit: At most so many attempts per window, across all workers.
     """
     if isinstance(retry, dict):
         retry = msgspec.convert(retry, RetryPolicy)
@@ -61,7 +66,16 @@ def node_type(
 
     def decorate(fn: F) -> F:
         registry.register(
-            NodeType(name=name, fn=fn, lane=lane, config=config, retry=retry, timeout=seconds)
+            NodeType(
+                name=name,
+                fn=fn,
+                lane=lane,
+                config=config,
+                retry=retry,
+                timeout=seconds,
+                breaker=breaker,
+                rate_limit=rate_limit,
+            )
         )
         return fn
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from dramatiq import Broker, Middleware
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.errors import ConnectionFailed
 from dramatiq.middleware import CurrentMessage, Retries
 
 from .errors import ConfigurationError
-from .middleware import default_middleware
+from .middleware import SharedState, default_middleware
 from .registry import LANES
 from .settings import Settings, mask_url
+
+if TYPE_CHECKING:
+    from .definitions import Graph
 
 
 def queue_name(settings: Settings, lane: str) -> str:
@@ -18,15 +24,23 @@ def queue_name(settings: Settings, lane: str) -> str:
     return f"{settings.namespace}.{lane}"
 
 
-def make_broker(settings: Settings) -> Broker:
-    """Create the broker for ``settings`` with Spane's middleware, lane queues declared."""
+def make_broker(
+    settings: Settings, shared: SharedState, graph: Callable[[str, int], Graph]
+) -> Broker:
+    """Create the broker for ``settings`` with Spane's middleware, lane queues declared.
+
+    Args:
+        settings: Which broker, and the middleware's settings.
+        shared: Where circuit breakers and rate limits keep their shared state.
+        graph: Returns the graph of a workflow version (for node declarations).
+    """
     # Node failures are retried by Spane itself (per node policy, state in the database);
     # Dramatiq's Retries only covers infrastructure errors such as a database outage.
     middleware: list[Middleware] = [
         Retries(max_retries=20, min_backoff=500, max_backoff=30_000),
         CurrentMessage(),
     ]
-    middleware += default_middleware(settings)
+    middleware += default_middleware(settings, shared, graph)
     url = settings.broker_url
     broker: Broker
     if not url:

@@ -1,5 +1,5 @@
-"""What node code receives (``NodeContext``) and may return (``Route``; built-ins also
-``Park``, ``Spawn``, ``AwaitSignal``)."""
+"""What node code receives (``NodeContext``), may return (``Route``; built-ins also
+``Park``, ``Spawn``, ``AwaitSignal``) and may raise (``Defer``)."""
 
 from __future__ import annotations
 
@@ -97,3 +97,21 @@ class AwaitSignal:
     until: float | None = None
     on_timeout: str = "fail"
     default: Any = None
+
+
+class Defer(Exception):
+    """Raised to put a claimed attempt back in the queue until ``until``, uncounted.
+
+    Raised by attempt middleware (an open circuit breaker, a rate limit) or by node code
+    (an HTTP 429 with ``Retry-After``). The node waits in the database like a timer: no
+    worker thread holds it, and the attempt does not count against its retry policy.
+
+    Args:
+        until: Epoch seconds before which the node must not run again.
+        reason: Recorded in the history, e.g. ``circuit breaker http:api.example.com is open``.
+    """
+
+    def __init__(self, until: float, reason: str) -> None:
+        super().__init__(reason)
+        self.until = until
+        self.reason = reason

@@ -1,4 +1,4 @@
-"""Execution control: pause, resume, replay, rerun, history and dead letters."""
+"""Execution control: pause, resume, replay, rerun, history, dead letters, breakers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import dramatiq
 
 from . import codec, runtime
 from .errors import InvalidTransition
+from .middleware.circuit_breaker import BreakerStatus
 from .store.history import DeadLetter, Event
 
 
@@ -95,3 +96,17 @@ def retry_dead_letter(dead_letter_id: int) -> None:
         data["args"] = tuple(data.get("args", ()))
         rt.broker.enqueue(dramatiq.Message(**data))
     rt.store.mark_dead_letter_retried(dead_letter_id)
+
+
+def breakers() -> list[BreakerStatus]:
+    """Every circuit breaker the workers declared: state, failures, when it may close."""
+    return runtime.get().breakers.status()
+
+
+def reset_breaker(name: str) -> None:
+    """Close the circuit breaker ``name`` now, for every worker.
+
+    Raises:
+        UnknownBreaker: If no breaker has that name (``breakers()`` lists them).
+    """
+    runtime.get().breakers.reset(name)

@@ -17,6 +17,7 @@ from typing import Any, cast
 import msgspec
 
 from . import cron, errors
+from .protection import Breaker, RateLimit
 from .registry import RetryPolicy
 
 #: What a schedule does with a tick while its previous execution still runs.
@@ -101,6 +102,8 @@ class Node(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_default
     timeout: str | float | None = None
     continue_on_fail: bool = False
     description: str = ""
+    breaker: Breaker | None = None
+    rate_limit: RateLimit | None = None
 
 
 class Workflow(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):

@@ -15,9 +15,10 @@ Every error derives from one root, and each says what to fix::
     │   └── ArgumentUnreadable    ... an offloaded message argument
     ├── InvalidTransition         a control (cancel, pause, ...) does not apply to that state
     ├── WaitTimeout               ``wait`` gave up before the execution ended
+    ├── UnknownBreaker            no circuit breaker has that name
     └── NodeFailed                raised by node code to fail the current attempt
 
-Control flow (park, skip, retry later) is not part of this tree.
+Control flow (park, skip, retry later, ``Defer``) is not part of this tree.
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ class InvalidTransition(SpaneError):
 
 class WaitTimeout(SpaneError):
     """The execution did not end before the timeout."""
+
+
+class UnknownBreaker(SpaneError):
+    """No circuit breaker has that name; `spane breakers` lists them."""
 
 
 class NodeFailed(SpaneError):

@@ -13,7 +13,7 @@ import msgspec
 import structlog
 
 from . import codec, registry, signals
-from .context import AwaitSignal, NodeContext, Park, Route, Spawn
+from .context import AwaitSignal, Defer, NodeContext, Park, Route, Spawn
 from .durations import parse_duration
 from .errors import NodeFailed, SpaneError
 from .inflight import Entry, HandedBack, Interrupted, inflight
@@ -141,15 +141,18 @@ def _run_one(
             inline=inline,
         )
         with structlog.contextvars.bound_contextvars(**log_fields(claim)):
-            emit_before(runtime.broker, hooks, current)
+            entered, defer = emit_before(runtime.broker, hooks, current)
             result = AttemptResult(AttemptOutcome.FAILED, "the attempt did not finish")
             try:
-                result = _attempt(runtime, claim, node, entry)
+                if defer is not None:
+                    result = _deferred(runtime, claim, defer)
+                else:
+                    result = _attempt(runtime, claim, node, entry)
             except BaseException as exc:
                 result = AttemptResult(AttemptOutcome.FAILED, str(exc), exc)
                 raise
             finally:
-                emit_after(runtime.broker, hooks, current, result)
+                emit_after(runtime.broker, entered, current, result)
     finally:
         inflight.release(entry)
 
@@ -226,6 +229,8 @@ def _attempt(runtime: Runtime, claim: Claim, node: Node, entry: Entry) -> Attemp
     except BaseException as exc:
         if entry.fenced is not None:
             return _after_fence(runtime, claim, entry, exc)
+        if isinstance(exc, Defer):
+            return _deferred(runtime, claim, exc)
         if isinstance(exc, NodeFailed):
             return _failed(runtime, claim, node, policy, str(exc), retryable=exc.retryable, exc=exc)
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -363,6 +368,14 @@ def _failed(
         lambda: store.fail_node(claim, error, continue_on_fail=node.continue_on_fail, trace=trace),
     )
     return AttemptResult(AttemptOutcome.FAILED, error, exc)
+
+
+def _deferred(runtime: Runtime, claim: Claim, defer: Defer) -> AttemptResult:
+    """Put the node back in the queue until ``defer.until``, without counting the attempt."""
+    # Debug: a backlog behind a rate limit defers every second; the history keeps each.
+    log.debug("node attempt deferred", reason=defer.reason, until=defer.until)
+    record(runtime, lambda: runtime.store.defer_node(claim, defer.until, defer.reason))
+    return AttemptResult(AttemptOutcome.DEFERRED, defer.reason, defer)
 
 
 def _spawn(runtime: Runtime, claim: Claim, spawn: Spawn) -> AttemptResult:

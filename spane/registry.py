@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from . import errors
+from .protection import Breaker, RateLimit
 
 LANES = ("high", "default", "low")
 
@@ -32,6 +33,8 @@ class NodeType:
     config: type[msgspec.Struct] | None = None
     retry: RetryPolicy | None = None
     timeout: float | None = None
+    breaker: Breaker | None = None
+    rate_limit: RateLimit | None = None
 
 
 _types: dict[str, NodeType] = {}

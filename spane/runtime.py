@@ -19,10 +19,12 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from . import executor, logs, migrations, outages, recovery, registry, starts
 from .blobs import CachingBlobStore, open_blob_store
 from .broker import make_broker, queue_name
+from .builtins import http as http_node
 from .consumer import guard_consumers
 from .encoder import UNDECODABLE, MsgspecEncoder
 from .errors import ConfigurationError
-from .middleware import ClaimCheck, DeadLetters, Drain, Health, Sweeper
+from .middleware import CircuitBreaker, ClaimCheck, DeadLetters, Drain, Health, Sweeper
+from .middleware.shared_state import open_shared_state
 from .payloads import Payloads
 from .producer import START_WORKFLOW
 from .registry import NodeType
@@ -52,6 +54,7 @@ class Runtime:
 
     def __init__(self, settings: Settings, *, migrate: bool = True) -> None:
         logs.configure(settings.log_format, settings.log_level)
+        http_node.configure(settings.http_allowed_hosts)
         self.settings = settings
         self.engine = make_engine(settings.database_url)
         if migrate:
@@ -67,12 +70,14 @@ class Runtime:
         )
         self.store = Store(self.engine, self.payloads, lease_seconds=settings.lease_seconds)
         dramatiq.set_encoder(MsgspecEncoder())
-        self.broker = make_broker(settings)
+        self.shared = open_shared_state(settings, self.store)
+        self.broker = make_broker(settings, self.shared, self.store.graph)
         guard_consumers(self.broker)
         self.last_heartbeat = 0.0
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.drain: Drain | None = None
         self.health: Health | None = None
+        self.breakers = next(m for m in self.broker.middleware if isinstance(m, CircuitBreaker))
         for middleware in self.broker.middleware:
             if isinstance(middleware, Sweeper):
                 middleware.sweep = lambda: recovery.sweep(self)

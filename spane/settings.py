@@ -42,6 +42,8 @@ class Settings:
             tolerates before it stops taking work.
         schedule_grace: A schedule tick fired later than this (seconds) counts as missed
             and follows the schedule's ``catch_up`` policy.
+        http_allowed_hosts: Hosts the ``http`` node type may call (``api.example.com``,
+            ``*.example.com``, ``127.0.0.1:8080``); empty allows every host.
     """
 
     broker_url: str = ""
@@ -60,6 +62,7 @@ class Settings:
     max_depth: int = 10
     max_stuck_threads: int = 4
     schedule_grace: float = 60.0
+    http_allowed_hosts: tuple[str, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -198,4 +201,15 @@ def _read(env: Mapping[str, str]) -> Settings:
         max_depth=_int(env, "SPANE_MAX_DEPTH", defaults.max_depth),
         max_stuck_threads=_int(env, "SPANE_MAX_STUCK_THREADS", defaults.max_stuck_threads),
         schedule_grace=_float(env, "SPANE_SCHEDULE_GRACE", defaults.schedule_grace),
+        http_allowed_hosts=tuple(
+            h.strip().lower()
+            for h in env.get("SPANE_HTTP_ALLOWED_HOSTS", "").split(",")
+            if h.strip()
+        ),
     )
+
+
+def secret(name: str) -> str | None:
+    """Return the secret in the environment variable ``name`` (``${env:NAME}`` in an
+    ``http`` node), read at the moment it is used and never kept."""
+    return os.environ.get(name)

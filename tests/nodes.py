@@ -289,6 +289,8 @@ def fail_once_file(ctx: spane.NodeContext) -> Any:
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.02)
     raise spane.NodeFailed(f"failed once {path} appeared", retryable=False)
+
+
 def _route_of(order: dict[str, Any]) -> Any:
     return order["route"]
 

@@ -1,5 +1,5 @@
 """Built-in node types: ``transform``, ``branch``, ``delay``, ``subworkflow``, ``noop``,
-``wait_for``."""
+``wait_for``, and ``http`` (in ``http.py``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import jmespath
 from ..context import AwaitSignal, NodeContext, Park, Route, Spawn
 from ..durations import parse_duration
 from ..registry import NodeType, register
+from . import http as _http  # noqa: F401  (registers the ``http`` node type)
 from .configs import (
     BranchConfig,
     DelayConfig,

@@ -15,7 +15,7 @@ from ..durations import parse_duration
 SIGNAL_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 
 
-def _check_expression(expression: str) -> None:
+def check_expression(expression: str) -> None:
     try:
         jmespath.compile(expression)
     except JMESPathError as exc:
@@ -28,7 +28,7 @@ class TransformConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     expression: str
 
     def __post_init__(self) -> None:
-        _check_expression(self.expression)
+        check_expression(self.expression)
 
 
 class BranchCase(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -38,7 +38,7 @@ class BranchCase(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     next: list[str]
 
     def __post_init__(self) -> None:
-        _check_expression(self.when)
+        check_expression(self.when)
 
 
 class BranchConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -72,7 +72,7 @@ class SubworkflowConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     def __post_init__(self) -> None:
         for expression in (self.input, self.output):
             if expression is not None:
-                _check_expression(expression)
+                check_expression(expression)
 
 
 class WaitForConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

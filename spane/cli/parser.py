@@ -8,7 +8,7 @@ from .. import __version__
 from ..durations import parse_duration
 from ..registry import LANES
 from ..store.records import EXECUTION_ACTIVE, EXECUTION_TERMINAL
-from . import commands, control, deadletters, starting
+from . import breakers, commands, control, deadletters, starting
 
 _INPUT_HELP = "execution input as JSON, or @FILE to read it from a JSON file"
 
@@ -111,6 +111,14 @@ def _controls(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     retry.add_argument("dead_letter_id", type=_positive, metavar="ID")
     _wait(retry)
     retry.set_defaults(handler=deadletters.retry)
+
+    guards = sub.add_parser("breakers", help="list circuit breakers; reset one")
+    _json(guards)
+    guards.set_defaults(handler=breakers.list_)
+    guards_sub = guards.add_subparsers(dest="breakers_command", metavar="COMMAND")
+    reset = guards_sub.add_parser("reset", help="close a circuit breaker now, for every worker")
+    reset.add_argument("name", metavar="NAME")
+    reset.set_defaults(handler=breakers.reset)
 
     gc = sub.add_parser("gc", help="delete old finished executions and unreferenced blobs")
     gc.add_argument(

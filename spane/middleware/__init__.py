@@ -7,39 +7,60 @@ before the actor runs.
 
 Middleware that also subclass ``AttemptMiddleware`` get ``before_attempt`` and
 ``after_attempt`` around every node attempt, including successors run inline without
-a message (see ``attempts.py``).
+a message (see ``attempts.py``). ``CircuitBreaker`` comes before ``RateLimits``: an open
+breaker defers a node without spending its share of the rate limit.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from dramatiq import Middleware
 
 from ..settings import Settings
 from .attempts import Attempt, AttemptMiddleware, AttemptOutcome, AttemptResult
+from .circuit_breaker import CircuitBreaker
 from .claim_check import ClaimCheck
 from .dead_letters import DeadLetters
 from .drain import Drain
 from .health import Health
 from .log_context import LogContext
+from .rate_limit import RateLimits
+from .shared_state import SharedState
 from .sweeper import Sweeper
+
+if TYPE_CHECKING:
+    from ..definitions import Graph
 
 __all__ = [
     "Attempt",
     "AttemptMiddleware",
     "AttemptOutcome",
     "AttemptResult",
+    "CircuitBreaker",
     "ClaimCheck",
     "DeadLetters",
     "Drain",
     "Health",
     "LogContext",
+    "RateLimits",
+    "SharedState",
     "Sweeper",
     "default_middleware",
 ]
 
 
-def default_middleware(settings: Settings) -> list[Middleware]:
-    """Return Spane's middleware for a broker built from ``settings``."""
+def default_middleware(
+    settings: Settings, shared: SharedState, graph: Callable[[str, int], Graph]
+) -> list[Middleware]:
+    """Return Spane's middleware for a broker built from ``settings``.
+
+    Args:
+        settings: Where the broker and database are, and their limits.
+        shared: Where circuit breakers and rate limits keep their shared state.
+        graph: Returns the graph of a workflow version (for node declarations).
+    """
     return [
         Drain(grace=settings.drain_seconds),
         Health(max_stuck=settings.max_stuck_threads),
@@ -47,4 +68,6 @@ def default_middleware(settings: Settings) -> list[Middleware]:
         ClaimCheck(threshold=settings.claim_check_bytes, max_bytes=settings.max_payload_bytes),
         DeadLetters(),
         Sweeper(interval=settings.sweep_interval),
+        CircuitBreaker(shared, graph),
+        RateLimits(shared, graph, settings.namespace),
     ]

@@ -6,7 +6,9 @@ runs inline never becomes a message. So a Spane middleware may also be an
 is claimed and its ``after_attempt`` once the attempt's outcome is recorded, for message
 and inline attempts alike. Before-hooks run in stack order and after-hooks unwind in
 reverse, as Dramatiq's do; tracing, metrics and circuit breakers plug in here without
-edits to the executor.
+edits to the executor. A before-hook may raise ``Defer`` (an open breaker, a rate limit):
+the attempt does not run, the node goes back to the queue until then, uncounted, and the
+after-hooks of the hooks that ran see the outcome ``DEFERRED``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 import structlog
 from dramatiq import Broker, Middleware
+
+from ..context import Defer
 
 log = structlog.get_logger("spane.middleware")
 
@@ -31,6 +35,7 @@ class AttemptOutcome(StrEnum):
     TIMED_OUT = "timed_out"
     PARKED = "parked"
     HANDED_BACK = "handed_back"
+    DEFERRED = "deferred"
 
 
 @dataclass
@@ -87,13 +92,23 @@ def attempt_middleware(broker: Broker) -> list[AttemptMiddleware]:
     return [m for m in broker.middleware if isinstance(m, AttemptMiddleware)]
 
 
-def emit_before(broker: Broker, hooks: list[AttemptMiddleware], attempt: Attempt) -> None:
-    """Run the before-hooks; a failing hook is logged and never fails the attempt."""
-    for hook in hooks:
+def emit_before(
+    broker: Broker, hooks: list[AttemptMiddleware], attempt: Attempt
+) -> tuple[list[AttemptMiddleware], Defer | None]:
+    """Run the before-hooks; a failing hook is logged and never fails the attempt.
+
+    A hook that raises ``Defer`` stops the hooks after it: the attempt is deferred, not
+    run. Returns the hooks whose before-hook ran (their after-hooks run too) and the
+    ``Defer``, if any.
+    """
+    for index, hook in enumerate(hooks):
         try:
             hook.before_attempt(broker, attempt)
+        except Defer as defer:
+            return hooks[: index + 1], defer
         except Exception:
             log.exception("attempt middleware failed", hook=type(hook).__name__, at="before")
+    return hooks, None
 
 
 def emit_after(

@@ -24,7 +24,7 @@ class StoreBase:
 
     The store is built in layers, each in its own module and each using only the
     layers below it: History → Transitions → Parking → Recovery → Starts → Schedules →
-    Signals → Store.
+    Signals → Protection → Store.
     """
 
     engine: Engine

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from .base import retry_conflicts
-from .records import EXECUTION_ACTIVE, Claim
+from .records import EXECUTION_ACTIVE, Claim, Dispatch, Outcome
 from .schema import executions as E
 from .schema import nodes as N
 from .transitions import Transitions, _held
@@ -35,6 +35,46 @@ class Parking(Transitions):
                     conn, [(claim.execution_id, claim.node_id, "waiting", claim.attempt)]
                 )
             return bool(done.rowcount)
+
+    @retry_conflicts
+    def defer_node(self, claim: Claim, until: float, reason: str) -> Outcome:
+        """Put a claimed node back in ``queued`` until ``until``, the attempt not counted.
+
+        Like a hand-back, the next attempt gets a new number (so this attempt's message
+        is stale) and the retry count is unchanged (``attempt_base`` moves with it). The
+        returned message is delayed until ``until``; if the broker loses it, the lease
+        (from ``until``) brings it back.
+        """
+        now = time.time()
+        with self.engine.begin() as conn:
+            ex = self._lock_execution(conn, claim.execution_id, now)
+            cancelled = ex.status not in EXECUTION_ACTIVE
+            row = conn.execute(
+                update(N)
+                .where(_held(claim))
+                .values(
+                    status="cancelled" if cancelled else "queued",
+                    attempt=N.c.attempt + (0 if cancelled else 1),
+                    attempt_base=N.c.attempt_base + (0 if cancelled else 1),
+                    queued_at=now,
+                    wake_at=until,
+                    lease_until=None if cancelled else max(now, until) + self.lease_seconds,
+                    finished_at=now if cancelled else None,
+                )
+                .returning(N.c.attempt, N.c.type, N.c.lane)
+            ).first()
+            if row is None:
+                return Outcome(applied=False)
+            kind = "cancelled" if cancelled else "deferred"
+            self.record_event(conn, claim.execution_id, claim.node_id, kind, claim.attempt, reason)
+        if cancelled:
+            return Outcome()
+        delay = max(0.0, until - now)
+        return Outcome(
+            dispatches=[
+                Dispatch(claim.execution_id, claim.node_id, row.attempt, row.type, row.lane, delay)
+            ]
+        )
 
     def _may_park(self, conn: Connection, claim: Claim) -> bool:
         """Lock the execution; if it ended meanwhile, cancel the node instead of parking."""

@@ -208,3 +208,25 @@ signal_waits = Table(
     Column("deadline", Float),
     Index("ix_spane_signal_waits_deadline", "deadline"),
 )
+
+breakers = Table(
+    "spane_breakers",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("successes", Integer, nullable=False),
+    Column("opened_at", Float),
+    Column("trial_until", Float),
+    Column("fail_max", Integer, nullable=False),
+    Column("reset_timeout", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+rate_limits = Table(
+    "spane_rate_limits",
+    metadata,
+    Column("key", String(300), primary_key=True),
+    Column("value", Integer, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)

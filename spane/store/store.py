@@ -12,6 +12,7 @@ from .. import errors
 from ..definitions import Graph, Workflow
 from ..payloads import Payloads
 from .base import retry_conflicts
+from .protection import Protection
 from .records import (
     EXECUTION_TERMINAL,
     Claim,
@@ -24,7 +25,7 @@ from .records import (
 from .schema import executions as E
 from .schema import nodes as N
 from .schema import workflows as W
-from .signals import STARTING_VALUES, Signals
+from .signals import STARTING_VALUES
 from .starts import NewExecution
 from .transitions import _held
 
@@ -41,7 +42,7 @@ _SUMMARY = (
 )
 
 
-class Store(Signals):
+class Store(Protection):
     """All persistence of workflows, executions and nodes.
 
     Args:
