@@ -150,6 +150,7 @@ def _run_one(
         attempt=claim.tries,
         config=node.config,
         inline=inline,
+        traceparent=claim.traceparent,
     )
     with structlog.contextvars.bound_contextvars(**log_fields(claim)):
         emit_before(runtime.broker, hooks, current)
@@ -252,7 +253,7 @@ def _succeeded(runtime: Runtime, claim: Claim, node: Node, result: Any) -> Attem
             return AttemptResult(AttemptOutcome.FAILED, str(exc), exc)
         if parked:
             runtime.send_timer(claim.execution_id, claim.node_id, claim.attempt, result.until)
-        return AttemptResult(AttemptOutcome.PARKED)
+        return AttemptResult(AttemptOutcome.PARKED, wake_at=result.until)
     try:
         codec.check_json(result, f"output of node {claim.node_id}")
         outcome = store.complete_node(claim, result, route=route)

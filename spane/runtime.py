@@ -19,7 +19,7 @@ from .blobs import CachingBlobStore, open_blob_store
 from .broker import make_broker, queue_name
 from .consumer import guard_consumers
 from .encoder import UNDECODABLE, MsgspecEncoder
-from .middleware import ClaimCheck, DeadLetters, Drain, Sweeper
+from .middleware import ClaimCheck, DeadLetters, Drain, Sweeper, Tracing
 from .payloads import Payloads
 from .registry import NodeType
 from .settings import Settings, from_env
@@ -58,10 +58,18 @@ class Runtime:
             claim_check_bytes=settings.claim_check_bytes,
             blobs=self.blobs,
         )
-        self.store = Store(self.engine, self.payloads, lease_seconds=settings.lease_seconds)
         dramatiq.set_encoder(MsgspecEncoder())
         self.broker = make_broker(settings)
         guard_consumers(self.broker)
+        self.tracing = next(
+            (m for m in self.broker.middleware if isinstance(m, Tracing)), Tracing()
+        )
+        self.store = Store(
+            self.engine,
+            self.payloads,
+            lease_seconds=settings.lease_seconds,
+            trace_execution=self.tracing.execution,
+        )
         self.last_heartbeat = 0.0
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.drain: Drain | None = None
@@ -238,6 +246,7 @@ class Runtime:
                 self._worker.stop(timeout=10_000)
                 self._worker = None
         self.broker.close()
+        self.tracing.flush()
         self.engine.dispose()
 
 

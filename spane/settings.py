@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .errors import ConfigurationError
 
@@ -32,6 +32,14 @@ class Settings:
         drain_seconds: Grace period a draining worker gives in-flight nodes.
         embedded_threads: Worker threads of the embedded (in-process) worker.
         max_depth: Deepest nesting of sub-workflows.
+        traces_exporters: ``OTEL_TRACES_EXPORTER``: ``otlp``, ``console`` or ``none``
+            (comma-separated); unset, nothing is traced.
+        traces_file: With the console exporter, append spans (one JSON line each) to this
+            file instead of standard output.
+        otlp_protocol: ``grpc`` or ``http/protobuf``, from ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``
+            or ``OTEL_EXPORTER_OTLP_PROTOCOL``.
+        tracer_provider: An OpenTelemetry tracer provider to trace with instead (set by
+            embedding apps and tests through ``spane.configure``; never from the environment).
     """
 
     broker_url: str = ""
@@ -48,6 +56,10 @@ class Settings:
     drain_seconds: float = 30.0
     embedded_threads: int = 8
     max_depth: int = 10
+    traces_exporters: tuple[str, ...] = ()
+    traces_file: str = ""
+    otlp_protocol: str = "http/protobuf"
+    tracer_provider: Any = None
 
     @property
     def embedded(self) -> bool:
@@ -97,6 +109,21 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             f"got {broker_url!r}"
         )
     modules = tuple(m.strip() for m in env.get("SPANE_MODULES", "").split(",") if m.strip())
+    exporters = _names(env.get("OTEL_TRACES_EXPORTER", ""))
+    unknown = [e for e in exporters if e not in ("otlp", "console", "none")]
+    if unknown:
+        raise ConfigurationError(
+            f"OTEL_TRACES_EXPORTER must list otlp, console or none, got {unknown[0]!r}"
+        )
+    protocol = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or defaults.otlp_protocol
+    )
+    if protocol not in ("grpc", "http/protobuf"):
+        raise ConfigurationError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL must be grpc or http/protobuf, got {protocol!r}"
+        )
     return Settings(
         broker_url=broker_url,
         database_url=env.get("SPANE_DATABASE_URL") or defaults.database_url,
@@ -112,4 +139,11 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         drain_seconds=_float(env, "SPANE_DRAIN_SECONDS", defaults.drain_seconds),
         embedded_threads=_int(env, "SPANE_EMBEDDED_THREADS", defaults.embedded_threads),
         max_depth=_int(env, "SPANE_MAX_DEPTH", defaults.max_depth),
+        traces_exporters=exporters,
+        traces_file=env.get("SPANE_TRACES_FILE", ""),
+        otlp_protocol=protocol,
     )
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(name.strip().lower() for name in raw.split(",") if name.strip())

@@ -190,3 +190,18 @@ def cc_slice(ctx: spane.NodeContext) -> Any:
 def cc_concat(ctx: spane.NodeContext) -> Any:
     """Concatenate the parents' lists in the order ``config.order`` names them."""
     return [item for parent in ctx.config["order"] for item in ctx.input[parent]]
+
+
+# -- added for tests/test_tracing.py -------------------------------------------------------
+
+
+@spane.node_type("traced")
+def traced(ctx: spane.NodeContext) -> Any:
+    """Annotate the attempt's span, open a span of its own under it, and log."""
+    from opentelemetry import trace
+
+    ctx.span.set_attribute("tests.input", str(ctx.input))
+    ctx.log.info("inside node code")
+    with trace.get_tracer("tests").start_as_current_span("node code's own span"):
+        ctx.log.info("inside node code's own span")
+    return ctx.input

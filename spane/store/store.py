@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import msgspec
@@ -43,6 +46,10 @@ _SUMMARY = (
 )
 
 
+def _untraced(**_: Any) -> AbstractContextManager[str | None]:
+    return contextlib.nullcontext()
+
+
 class Store(Recovery):
     """All persistence of workflows, executions and nodes.
 
@@ -50,12 +57,23 @@ class Store(Recovery):
         engine: A SQLAlchemy engine (SQLite or PostgreSQL) migrated to the latest schema.
         payloads: Packs and unpacks stored values.
         lease_seconds: How long a queued or running node may go unheard before recovery.
+        trace_execution: Opens an execution's root span around its creation and yields
+            its W3C traceparent, stored with the execution (see ``Tracing.execution``).
+            Every creation path comes through ``create_execution``, so each gets one.
     """
 
-    def __init__(self, engine: Engine, payloads: Payloads, *, lease_seconds: float = 300.0):
+    def __init__(
+        self,
+        engine: Engine,
+        payloads: Payloads,
+        *,
+        lease_seconds: float = 300.0,
+        trace_execution: Callable[..., AbstractContextManager[str | None]] | None = None,
+    ):
         self.engine = engine
         self.payloads = payloads
         self.lease_seconds = lease_seconds
+        self.trace_execution = trace_execution or _untraced
         self.graph = functools.lru_cache(maxsize=512)(self._load_graph)
         self._meta_cache: dict[str, Any] = {}
         self._definitions: dict[tuple[str, int], Workflow] = {}
@@ -180,8 +198,16 @@ class Store(Recovery):
                 dispatches.append(
                     Dispatch(execution_id, node_id, 1, node_type, node_lanes[node_id])
                 )
+        root = self.trace_execution(
+            execution_id=execution_id,
+            workflow_id=workflow_id,
+            version=version,
+            tenant=tenant,
+            lane=lane,
+            parent=parent,
+        )
         try:
-            with self.engine.begin() as conn:
+            with root as traceparent, self.engine.begin() as conn:
                 if parent is not None and not self._park_on_child(conn, parent, execution_id):
                     return "", []
                 conn.execute(
@@ -201,6 +227,7 @@ class Store(Recovery):
                         created_at=now,
                         started_at=now,
                         updated_at=now,
+                        traceparent=traceparent,
                     )
                 )
                 conn.execute(insert(N), node_rows)

@@ -97,6 +97,7 @@ class Transitions(History):
             input=packed,
             tries=attempt - row.attempt_base,
             lane=row.lane,
+            traceparent=meta.traceparent,
         )
 
     def execution_meta(self, conn: Connection, execution_id: str) -> Any:

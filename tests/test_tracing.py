@@ -1,0 +1,178 @@
+"""Tracing on the embedded twin, spans caught by an in-memory exporter."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
+from structlog.testing import capture_logs
+
+import spane
+from spane import logs
+from spane import runtime as runtime_module
+from spane.runtime import Runtime
+from tests.conftest import embedded_settings
+
+TIMEOUT = 30
+
+CHILD = {"id": "traced-child", "nodes": [{"id": "inner", "type": "add_one"}]}
+PARENT = {
+    "id": "traced-parent",
+    "nodes": [
+        {"id": "start", "type": "echo"},
+        {
+            "id": "route",
+            "type": "branch",
+            "after": ["start"],
+            "config": {"cases": [{"when": "@ > `0`", "next": ["sub"]}], "default": ["never"]},
+        },
+        {
+            "id": "sub",
+            "type": "subworkflow",
+            "after": ["route"],
+            "config": {"workflow": "traced-child"},
+        },
+        {"id": "never", "type": "noop", "after": ["route"]},
+        {"id": "flaky", "type": "fail", "after": ["sub"], "config": {"times": 1}},
+        {"id": "wait", "type": "delay", "after": ["flaky"], "config": {"duration": "50ms"}},
+        {"id": "end", "type": "echo", "after": ["wait"]},
+    ],
+}
+
+
+@pytest.fixture
+def spans(tmp_path: Path) -> Iterator[InMemorySpanExporter]:
+    """An embedded runtime tracing into memory; yields the exporter."""
+    import tests.nodes  # noqa: F401
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    runtime = Runtime(embedded_settings(tmp_path, tracer_provider=provider))
+    old = runtime_module.install(runtime)
+    try:
+        yield exporter
+    finally:
+        runtime_module.install(old)
+        runtime.close()
+        provider.shutdown()
+
+
+def by_name(found: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
+    return [s for s in found if s.name == name]
+
+
+def parent_of(span: ReadableSpan) -> int | None:
+    return span.parent.span_id if span.parent is not None else None
+
+
+def test_one_connected_trace_per_execution(spans: InMemorySpanExporter) -> None:
+    spane.register_workflow(CHILD)
+    spane.register_workflow(PARENT)
+    done = spane.run("traced-parent", 1, tenant="acme", timeout=TIMEOUT)
+    assert done.status == "completed", done.error
+    found = spans.get_finished_spans()
+    (root,) = by_name(found, "execution traced-parent")
+    assert {s.context.trace_id for s in found} == {root.context.trace_id}
+    assert root.parent is None
+    assert root.attributes is not None
+    assert root.attributes["spane.execution.id"] == done.id
+    assert root.attributes["spane.tenant"] == "acme"
+
+    # Every attempt of the parent is a child of its root; the skipped branch has none.
+    for node_id in ("start", "route", "sub", "flaky", "wait", "end"):
+        for span in by_name(found, f"node {node_id}"):
+            assert parent_of(span) == root.context.span_id, node_id
+    assert by_name(found, "node never") == []
+
+    # The child execution nests under the attempt of the node that started it.
+    (sub,) = by_name(found, "node sub")
+    (child_root,) = by_name(found, "execution traced-child")
+    assert parent_of(child_root) == sub.context.span_id
+    (inner,) = by_name(found, "node inner")
+    assert parent_of(inner) == child_root.context.span_id
+    assert sub.attributes is not None and sub.attributes["spane.outcome"] == "parked"
+
+    # The retry: two attempts, the first failed with its exception and a retry event;
+    # the second links to the first (its message was sent from the failed attempt).
+    first, second = sorted(by_name(found, "node flaky"), key=lambda s: s.start_time or 0)
+    assert first.attributes is not None and second.attributes is not None
+    assert (first.attributes["spane.attempt"], second.attributes["spane.attempt"]) == (1, 2)
+    assert first.attributes["spane.outcome"] == "retried"
+    assert first.status.status_code is StatusCode.ERROR
+    assert [e.name for e in first.events] == ["exception", "retry"]
+    assert first.events[0].attributes is not None
+    assert first.events[0].attributes["exception.type"] == "spane.errors.NodeFailed"
+    assert second.attributes["spane.outcome"] == "completed"
+    assert [link.context.span_id for link in second.links] == [first.context.span_id]
+
+    # The timer: an event on the parked attempt; the successor links to it.
+    (wait,) = by_name(found, "node wait")
+    (timer,) = [e for e in wait.events if e.name == "timer"]
+    assert timer.attributes is not None and timer.attributes["spane.wake_at"] > 0
+    (end,) = by_name(found, "node end")
+    assert [link.context.span_id for link in end.links] == [wait.context.span_id]
+
+    attributes = dict(second.attributes)
+    assert {k: attributes[k] for k in ("spane.execution.id", "spane.node.id", "spane.tenant")} == {
+        "spane.execution.id": done.id,
+        "spane.node.id": "flaky",
+        "spane.tenant": "acme",
+    }
+    assert attributes["spane.workflow.id"] == "traced-parent"
+    assert attributes["spane.workflow.version"] == 1
+    assert attributes["spane.node.type"] == "fail"
+    assert attributes["spane.lane"] == "default"
+
+
+def test_node_code_and_logs_see_the_attempt_span(spans: InMemorySpanExporter) -> None:
+    definition = {"id": "traced-code", "nodes": [{"id": "work", "type": "traced"}]}
+    with capture_logs(
+        processors=[structlog.contextvars.merge_contextvars, logs.add_trace_ids]
+    ) as entries:
+        done = spane.run(definition, 7, timeout=TIMEOUT)
+    assert done.status == "completed", done.error
+    (work,) = by_name(spans.get_finished_spans(), "node work")
+    assert work.attributes is not None and work.attributes["tests.input"] == "7"
+    (line,) = [e for e in entries if e.get("event") == "inside node code"]
+    assert line["trace_id"] == format_trace_id(work.context.trace_id)
+    assert line["span_id"] == format_span_id(work.context.span_id)
+    assert line["node_id"] == "work"
+
+
+def test_an_execution_created_untraced_still_gets_one_trace(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = runtime_module.current()
+    assert isinstance(rt, Runtime)
+    # As if created before the migration, or by a process with tracing off.
+    monkeypatch.setattr(rt.store, "trace_execution", lambda **_: contextlib.nullcontext())
+    definition = {
+        "id": "late-traced",
+        "nodes": [{"id": "a", "type": "echo"}, {"id": "b", "type": "echo", "after": ["a"]}],
+    }
+    done = spane.run(definition, 1, timeout=TIMEOUT)
+    assert done.status == "completed"
+    found = spans.get_finished_spans()
+    assert by_name(found, "execution late-traced") == []
+    (a,) = by_name(found, "node a")
+    (b,) = by_name(found, "node b")
+    assert format_trace_id(a.context.trace_id) == done.id.replace("-", "")
+    assert a.context.trace_id == b.context.trace_id
+    assert parent_of(a) == parent_of(b) is not None
+
+
+def test_untraced_by_default(rt: Runtime) -> None:
+    assert not rt.tracing.enabled
+    done = spane.run({"id": "plain", "nodes": [{"id": "x", "type": "traced"}]}, 1)
+    assert done.status == "completed"
+    with rt.engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT traceparent FROM spane_executions").scalar()
+    assert stored is None
