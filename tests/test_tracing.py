@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import dramatiq
 import pytest
 import structlog
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
+from opentelemetry.trace import SpanContext, StatusCode, format_span_id, format_trace_id
 from structlog.testing import capture_logs
 
 import spane
 from spane import logs
 from spane import runtime as runtime_module
+from spane.errors import ConfigurationError
+from spane.middleware.tracing import Tracing, exporter
 from spane.runtime import Runtime
+from spane.settings import from_env
 from tests.conftest import embedded_settings
+from tests.history import wait_for
 
 TIMEOUT = 30
 
@@ -113,12 +120,13 @@ def test_one_connected_trace_per_execution(spans: InMemorySpanExporter) -> None:
     assert second.attributes["spane.outcome"] == "completed"
     assert [link.context.span_id for link in second.links] == [first.context.span_id]
 
-    # The timer: an event on the parked attempt; the successor links to it.
+    # The timer: an event on the parked attempt. The successor links to it when the
+    # coordinator's timer message fired it, not when the sweeper did (from the database).
     (wait,) = by_name(found, "node wait")
     (timer,) = [e for e in wait.events if e.name == "timer"]
     assert timer.attributes is not None and timer.attributes["spane.wake_at"] > 0
     (end,) = by_name(found, "node end")
-    assert [link.context.span_id for link in end.links] == [wait.context.span_id]
+    assert [link.context.span_id for link in end.links] in ([], [wait.context.span_id])
 
     attributes = dict(second.attributes)
     assert {k: attributes[k] for k in ("spane.execution.id", "spane.node.id", "spane.tenant")} == {
@@ -176,3 +184,71 @@ def test_untraced_by_default(rt: Runtime) -> None:
     with rt.engine.connect() as conn:
         stored = conn.exec_driver_sql("SELECT traceparent FROM spane_executions").scalar()
     assert stored is None
+
+
+def test_trace_context_travels_in_options_past_the_claim_check(
+    spans: InMemorySpanExporter,
+) -> None:
+    rt = runtime_module.current()
+    assert isinstance(rt, Runtime)
+    seen: list[tuple[SpanContext, int]] = []
+
+    def receive(big: str) -> None:
+        seen.append((trace.get_current_span().get_span_context(), len(big)))
+
+    actor = dramatiq.Actor(
+        receive,
+        broker=rt.broker,
+        actor_name="tests.traced_receive",
+        queue_name="tests.traced",
+        priority=0,
+        options={},
+    )
+    big = "x" * (rt.settings.claim_check_bytes + 1)
+    assert rt.tracing.tracer is not None
+    with rt.tracing.tracer.start_as_current_span("sender") as sender:
+        message = actor.send(big=big)
+    assert message.options["traceparent"].split("-")[2] == format_span_id(
+        sender.get_span_context().span_id
+    )
+    assert message.kwargs["big"] != big  # offloaded to the blob store, a small reference
+    worker = dramatiq.Worker(rt.broker, queues={"tests.traced"}, worker_threads=1)
+    worker.start()
+    try:
+        wait_for(lambda: seen, "the message to be processed")
+    finally:
+        worker.stop()
+    (context, size) = seen[0]
+    assert size == len(big)
+    assert (context.trace_id, context.span_id) == (
+        sender.get_span_context().trace_id,
+        sender.get_span_context().span_id,
+    )
+
+
+def test_exporters_come_from_the_standard_variables(tmp_path: Path) -> None:
+    env = {"OTEL_TRACES_EXPORTER": "console,otlp", "SPANE_TRACES_FILE": str(tmp_path / "t")}
+    settings = from_env(env)
+    assert settings.traces_exporters == ("console", "otlp")
+    assert settings.otlp_protocol == "http/protobuf"
+    assert type(exporter("otlp", settings)).__module__.endswith("proto.http.trace_exporter")
+    console = exporter("console", settings)
+    assert isinstance(console, ConsoleSpanExporter)
+    with pytest.raises(ConfigurationError, match="OTEL_TRACES_EXPORTER"):
+        from_env({"OTEL_TRACES_EXPORTER": "jaeger"})
+    with pytest.raises(ConfigurationError, match="grpc or http/protobuf"):
+        from_env({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
+    assert not Tracing.from_settings(from_env({"OTEL_TRACES_EXPORTER": "none"})).enabled
+    assert not Tracing.from_settings(from_env({})).enabled
+
+
+def test_a_missing_otlp_exporter_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = from_env({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter", None)
+    with pytest.raises(
+        ConfigurationError, match="pip install opentelemetry-exporter-otlp-proto-grpc"
+    ):
+        exporter("otlp", settings)
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http.trace_exporter", None)
+    with pytest.raises(ConfigurationError, match=r"pip install 'spane\[otel\]'"):
+        exporter("otlp", settings.with_(otlp_protocol="http/protobuf"))
