@@ -26,13 +26,16 @@ Without a tracer provider every hook returns at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from dramatiq import Broker
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -43,7 +46,7 @@ from ..errors import ConfigurationError
 from .attempts import Attempt, AttemptMiddleware, AttemptOutcome, AttemptResult
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
 
     from ..settings import Settings
@@ -69,17 +72,19 @@ class Tracing(AttemptMiddleware):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Tracing:
-        """Trace to ``settings.tracer_provider``, else to the exporters of
-        ``OTEL_TRACES_EXPORTER`` (installed as the global provider, so that node code's
-        own spans and auto-instrumentation export too), else not at all."""
+        """Trace to ``settings.tracer_provider`` if given; else, when ``OTEL_TRACES_EXPORTER``
+        names exporters, to the global tracer provider, built from the standard variables
+        and installed unless the application installed its own (so node code's own spans
+        and auto-instrumentation go to the same place); else not at all."""
         if settings.tracer_provider is not None:
             return cls(settings.tracer_provider)
-        exporters = [e for e in settings.traces_exporters if e != "none"]
-        if not exporters or "none" in settings.traces_exporters:
+        if not settings.traces_exporters or "none" in settings.traces_exporters:
             return cls()
+        installed = trace.get_tracer_provider()
+        if not isinstance(installed, trace.ProxyTracerProvider):
+            return cls(installed)
         provider = build_provider(settings)
-        if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-            trace.set_tracer_provider(provider)
+        trace.set_tracer_provider(provider)
         return cls(provider)
 
     @property
@@ -92,6 +97,9 @@ class Tracing(AttemptMiddleware):
         flush = getattr(self.provider, "force_flush", None)
         if flush is not None:
             flush()
+
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        self.flush()
 
     # -- executions ------------------------------------------------------------------
 
@@ -216,7 +224,7 @@ def _execution_context(attempt: Attempt) -> otel_context.Context:
     trace id is).
     """
     if attempt.traceparent:
-        return _W3C.extract({"traceparent": attempt.traceparent})
+        return _stored_context(attempt.traceparent)
     number = int(attempt.execution_id.replace("-", ""), 16)
     root = SpanContext(
         trace_id=number,
@@ -225,6 +233,12 @@ def _execution_context(attempt: Attempt) -> otel_context.Context:
         trace_flags=TraceFlags(TraceFlags.SAMPLED),
     )
     return trace.set_span_in_context(trace.NonRecordingSpan(root))
+
+
+@functools.lru_cache(maxsize=4096)
+def _stored_context(traceparent: str) -> otel_context.Context:
+    """Parsed once per execution and process: contexts are immutable."""
+    return _W3C.extract({"traceparent": traceparent})
 
 
 def _span_id(context: otel_context.Context) -> int:
@@ -251,6 +265,63 @@ class _AppendFile:
         """Nothing is buffered."""
 
 
+_ENCODER = msgspec.json.Encoder()
+
+
+def span_line(span: ReadableSpan) -> str:
+    """One span as one JSON line, with the fields of the SDK's ``ReadableSpan.to_json``.
+
+    Encoded with msgspec: the SDK's own formatting costs more than recording the span,
+    and a worker exports a span per node attempt.
+    """
+    parent = span.parent
+    status = span.status
+    return (
+        _ENCODER.encode(
+            {
+                "name": span.name,
+                "context": _context(span.context),
+                "kind": str(span.kind),
+                "parent_id": f"0x{parent.span_id:016x}" if parent is not None else None,
+                "start_time": _iso(span.start_time),
+                "end_time": _iso(span.end_time),
+                "status": {"status_code": status.status_code.name}
+                | ({"description": status.description} if status.description else {}),
+                "attributes": dict(span.attributes or {}),
+                "events": [
+                    {
+                        "name": event.name,
+                        "timestamp": _iso(event.timestamp),
+                        "attributes": dict(event.attributes or {}),
+                    }
+                    for event in span.events
+                ],
+                "links": [
+                    {"context": _context(link.context), "attributes": dict(link.attributes or {})}
+                    for link in span.links
+                ],
+                "resource": {
+                    "attributes": dict(span.resource.attributes),
+                    "schema_url": span.resource.schema_url,
+                },
+            }
+        ).decode()
+        + "\n"
+    )
+
+
+def _context(context: SpanContext | None) -> dict[str, str] | None:
+    if context is None:
+        return None
+    return {"trace_id": f"0x{context.trace_id:032x}", "span_id": f"0x{context.span_id:016x}"}
+
+
+def _iso(nanoseconds: int | None) -> str | None:
+    if nanoseconds is None:
+        return None
+    return datetime.fromtimestamp(nanoseconds / 1e9, UTC).isoformat().replace("+00:00", "Z")
+
+
 def build_provider(settings: Settings) -> TracerProvider:
     """A tracer provider exporting, in batches, to each of ``settings.traces_exporters``.
 
@@ -267,8 +338,7 @@ def build_provider(settings: Settings) -> TracerProvider:
         resource = resource.merge(Resource({SERVICE_NAME: "spane"}))
     provider = TracerProvider(resource=resource)
     for name in settings.traces_exporters:
-        if name != "none":
-            provider.add_span_processor(BatchSpanProcessor(exporter(name, settings)))
+        provider.add_span_processor(BatchSpanProcessor(exporter(name, settings)))
     return provider
 
 
@@ -282,10 +352,7 @@ def exporter(name: str, settings: Settings) -> SpanExporter:
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         out: Any = _AppendFile(settings.traces_file) if settings.traces_file else sys.stdout
-        return ConsoleSpanExporter(
-            out=out,
-            formatter=lambda span: span.to_json(indent=None) + "\n",
-        )
+        return ConsoleSpanExporter(out=out, formatter=span_line)
     transport = "grpc" if settings.otlp_protocol == "grpc" else "http"
     try:
         module = importlib.import_module(
