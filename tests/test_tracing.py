@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import dramatiq
@@ -21,7 +23,7 @@ import spane
 from spane import logs
 from spane import runtime as runtime_module
 from spane.errors import ConfigurationError
-from spane.middleware.tracing import Tracing, exporter
+from spane.middleware.tracing import Tracing, build_provider, exporter
 from spane.runtime import Runtime
 from spane.settings import from_env
 from tests.conftest import embedded_settings
@@ -252,3 +254,46 @@ def test_a_missing_otlp_exporter_says_what_to_install(monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http.trace_exporter", None)
     with pytest.raises(ConfigurationError, match=r"pip install 'spane\[otel\]'"):
         exporter("otlp", settings.with_(otlp_protocol="http/protobuf"))
+
+
+def test_otlp_exports_to_the_endpoint_of_the_standard_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    received: list[tuple[str, bytes]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, body))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "orders-worker")
+        provider = build_provider(from_env({"OTEL_TRACES_EXPORTER": "otlp"}))
+        with provider.get_tracer("tests").start_as_current_span("sent over otlp"):
+            pass
+        assert provider.force_flush()
+        provider.shutdown()
+    finally:
+        server.shutdown()
+        server.server_close()
+    ((path, body),) = received
+    assert path == "/v1/traces"
+    request = ExportTraceServiceRequest.FromString(body)
+    (resource_spans,) = request.resource_spans
+    service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+    assert service["service.name"] == "orders-worker"
+    assert [s.name for s in resource_spans.scope_spans[0].spans] == ["sent over otlp"]
