@@ -106,7 +106,18 @@ def test_a_trace_connects_client_and_worker_processes(
     (inner,) = named("node inner")
     assert inner["parent_id"] == child_root["context"]["span_id"]
     (own,) = named("node code's own span")
+    (end,) = named("node end")
     assert parent_name(own) == "node end"
+    # The worker's log lines inside node work carry the ids of the span they were logged in.
+    logged = [
+        json.loads(line)
+        for line in workers.started[0].output().splitlines()
+        if line.startswith("{")
+    ]
+    lines = {entry.get("event"): entry for entry in logged if isinstance(entry, dict)}
+    assert lines["inside node code"]["trace_id"] == root["context"]["trace_id"][2:]
+    assert lines["inside node code"]["span_id"] == end["context"]["span_id"][2:]
+    assert lines["inside node code's own span"]["span_id"] == own["context"]["span_id"][2:]
 
     flaky = sorted(named("node flaky"), key=lambda s: s["attributes"]["spane.attempt"])
     assert [s["attributes"]["spane.outcome"] for s in flaky] == ["retried", "completed"]
@@ -119,7 +130,6 @@ def test_a_trace_connects_client_and_worker_processes(
     assert [e["name"] for e in wait["events"]] == ["timer"]
     # The coordinator's timer message links the successor to the parked attempt; when the
     # sweeper fired the timer first (from the database), there is no sender to link to.
-    (end,) = named("node end")
     assert [link["context"]["span_id"] for link in end["links"]] in (
         [],
         [wait["context"]["span_id"]],

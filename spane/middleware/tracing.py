@@ -31,8 +31,8 @@ import importlib
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -300,13 +300,20 @@ def span_line(span: ReadableSpan) -> str:
                     {"context": _context(link.context), "attributes": dict(link.attributes or {})}
                     for link in span.links
                 ],
-                "resource": {
-                    "attributes": dict(span.resource.attributes),
-                    "schema_url": span.resource.schema_url,
-                },
+                "resource": _resource(span.resource),
             }
         ).decode()
         + "\n"
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _resource(resource: Any) -> msgspec.Raw:
+    """A process has one resource: encode it once."""
+    return msgspec.Raw(
+        _ENCODER.encode(
+            {"attributes": dict(resource.attributes), "schema_url": resource.schema_url}
+        )
     )
 
 
@@ -319,7 +326,14 @@ def _context(context: SpanContext | None) -> dict[str, str] | None:
 def _iso(nanoseconds: int | None) -> str | None:
     if nanoseconds is None:
         return None
-    return datetime.fromtimestamp(nanoseconds / 1e9, UTC).isoformat().replace("+00:00", "Z")
+    seconds, rest = divmod(nanoseconds, 1_000_000_000)
+    return f"{_second(seconds)}.{rest // 1000:06d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _second(seconds: int) -> str:
+    """Spans of a batch start and end within a few seconds: format each second once."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def build_provider(settings: Settings) -> TracerProvider:
