@@ -6,9 +6,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 _HOME = Path(".spane")
 
@@ -59,7 +62,7 @@ class Settings:
     traces_exporters: tuple[str, ...] = ()
     traces_file: str = ""
     otlp_protocol: str = "http/protobuf"
-    tracer_provider: Any = None
+    tracer_provider: TracerProvider | None = None
 
     @property
     def embedded(self) -> bool:
