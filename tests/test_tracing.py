@@ -23,9 +23,10 @@ import spane
 from spane import logs
 from spane import runtime as runtime_module
 from spane.errors import ConfigurationError
-from spane.middleware.tracing import Tracing, build_provider, exporter
+from spane.middleware.tracing import Tracing
 from spane.runtime import Runtime
 from spane.settings import from_env
+from spane.traces import build_provider, exporter
 from tests.conftest import embedded_settings
 from tests.history import wait_for
 
