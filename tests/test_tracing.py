@@ -28,7 +28,7 @@ from spane.runtime import Runtime
 from spane.settings import from_env
 from spane.traces import build_provider, exporter
 from tests.conftest import embedded_settings
-from tests.history import wait_for
+from tests.history import node_status, wait_for
 
 TIMEOUT = 30
 
@@ -298,3 +298,25 @@ def test_otlp_exports_to_the_endpoint_of_the_standard_variable(
     service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
     assert service["service.name"] == "orders-worker"
     assert [s.name for s in resource_spans.scope_spans[0].spans] == ["sent over otlp"]
+
+
+def test_a_resumed_execution_continues_its_trace(spans: InMemorySpanExporter) -> None:
+    definition = {
+        "id": "traced-pause",
+        "nodes": [
+            {"id": "slow", "type": "sleep", "config": {"seconds": 0.3}},
+            {"id": "after", "type": "echo", "after": ["slow"]},
+        ],
+    }
+    spane.register_workflow(definition)
+    execution_id = spane.enqueue_workflow("traced-pause", 1)
+    wait_for(lambda: node_status(execution_id, "slow") == "running", "the slow node to start")
+    spane.pause(execution_id)
+    wait_for(lambda: node_status(execution_id, "after") == "queued", "the successor to queue")
+    spane.resume(execution_id)  # sends the successor again, from a thread with no span
+    assert spane.wait(execution_id, timeout=TIMEOUT).status == "completed"
+    found = spans.get_finished_spans()
+    (root,) = by_name(found, "execution traced-pause")
+    (after,) = by_name(found, "node after")
+    assert parent_of(after) == root.context.span_id
+    assert after.context.trace_id == root.context.trace_id
