@@ -2,6 +2,7 @@
 
     python bench/bench.py [chain|fanout|latency|all] [--executions 200] [--processes 2]
                           [--threads 8] [--broker redis|rabbitmq] [--probe] [--py-spy DIR]
+                          [--traces FILE]
 
 Self-contained: it creates its own PostgreSQL database (``spane_bench_<random>``,
 dropped at the end), its own queue namespace (Redis keys / RabbitMQ queues removed at
@@ -198,9 +199,12 @@ class Bench:
             log_format="json",
             log_level="warning",
         )
+        modules, env = [], {}
+        if self.args.traces:
+            settings = settings.with_(traces_exporters=("console",), traces_file=self.args.traces)
+            env.update(OTEL_TRACES_EXPORTER="console", SPANE_TRACES_FILE=self.args.traces)
         self.rt = Runtime(settings)
         self.old_runtime = runtime_module.install(self.rt)
-        modules, env = [], {}
         if self.args.probe:
             modules.append("bench.probe")
             (self.folder / "probe").mkdir()
@@ -825,6 +829,7 @@ def environment(bench: Bench) -> dict[str, Any]:
         "workers": f"{bench.args.processes} processes x {bench.args.threads} threads",
         "database": bench.db_name,
         "namespace": bench.namespace,
+        "tracing": f"console exporter to {bench.args.traces}" if bench.args.traces else "off",
     }
     with contextlib.suppress(Exception):
         env["postgresql"] = bench.sql("SHOW server_version")[0][0]
@@ -892,6 +897,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="with --py-spy: sample only the thread holding the GIL (Python CPU), "
         "instead of every non-idle thread (wall time incl. waiting on I/O)",
+    )
+    parser.add_argument(
+        "--traces",
+        metavar="FILE",
+        default="",
+        help="trace the client and the workers with the console exporter, spans appended "
+        "to FILE (OTEL_TRACES_EXPORTER=console, SPANE_TRACES_FILE=FILE)",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the worker log folder")
     args = parser.parse_args(argv)

@@ -11,7 +11,7 @@ from dramatiq.errors import ConnectionFailed
 from dramatiq.middleware import CurrentMessage, Retries
 
 from .errors import ConfigurationError
-from .middleware import SharedState, default_middleware
+from .middleware import SharedState, Tracing, default_middleware
 from .registry import LANES
 from .settings import Settings, mask_url
 
@@ -25,7 +25,10 @@ def queue_name(settings: Settings, lane: str) -> str:
 
 
 def make_broker(
-    settings: Settings, shared: SharedState, graph: Callable[[str, int], Graph]
+    settings: Settings,
+    shared: SharedState,
+    graph: Callable[[str, int], Graph],
+    tracing: Tracing,
 ) -> Broker:
     """Create the broker for ``settings`` with Spane's middleware, lane queues declared.
 
@@ -33,6 +36,7 @@ def make_broker(
         settings: Which broker, and the middleware's settings.
         shared: Where circuit breakers and rate limits keep their shared state.
         graph: Returns the graph of a workflow version (for node declarations).
+        tracing: The tracing middleware (see ``default_middleware``).
     """
     # Node failures are retried by Spane itself (per node policy, state in the database);
     # Dramatiq's Retries only covers infrastructure errors such as a database outage.
@@ -40,7 +44,7 @@ def make_broker(
         Retries(max_retries=20, min_backoff=500, max_backoff=30_000),
         CurrentMessage(),
     ]
-    middleware += default_middleware(settings, shared, graph)
+    middleware += default_middleware(settings, shared, graph, tracing)
     url = settings.broker_url
     broker: Broker
     if not url:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,9 @@ class NodeContext:
         attempt: 1 for the first attempt, 2 for the first retry, ...
         tenant: The tenant the execution runs for.
         log: A structlog logger bound to this attempt.
+        span: The attempt's OpenTelemetry span (a non-recording one when tracing is
+            off), current while node code runs: set attributes and events on it, or
+            open child spans with any tracer.
     """
 
     input: Any
@@ -32,6 +36,7 @@ class NodeContext:
     attempt: int
     tenant: str
     log: Any = field(default_factory=structlog.get_logger)
+    span: trace.Span = field(default_factory=trace.get_current_span)
 
     @property
     def idempotency_key(self) -> str:

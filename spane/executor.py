@@ -139,6 +139,7 @@ def _run_one(
             attempt=claim.tries,
             config=node.config,
             inline=inline,
+            traceparent=claim.traceparent,
         )
         with structlog.contextvars.bound_contextvars(**log_fields(claim)):
             entered, defer = emit_before(runtime.broker, hooks, current)
@@ -329,7 +330,7 @@ def _succeeded(
             return _failed(runtime, claim, node, policy, str(exc), retryable=True, exc=exc)
         if parked:
             runtime.send_timer(claim.execution_id, claim.node_id, claim.attempt, park.until)
-        return AttemptResult(AttemptOutcome.PARKED)
+        return AttemptResult(AttemptOutcome.PARKED, wake_at=park.until)
     output = result
     try:
         codec.check_json(output, where)

@@ -19,7 +19,7 @@ from .broker import make_broker, queue_name
 from .definitions import Graph
 from .encoder import MsgspecEncoder
 from .errors import ConfigurationError
-from .middleware import ClaimCheck
+from .middleware import ClaimCheck, Tracing
 from .middleware.shared_state import MemoryState
 from .settings import Settings, from_env
 
@@ -131,7 +131,7 @@ def _sending_broker(settings: Settings) -> dramatiq.Broker:
     so they get in-memory state and no workflow graphs.
     """
     dramatiq.set_encoder(MsgspecEncoder())
-    broker = make_broker(settings, MemoryState(), _no_graphs)
+    broker = make_broker(settings, MemoryState(), _no_graphs, Tracing.from_settings(settings))
     for middleware in broker.middleware:
         if isinstance(middleware, ClaimCheck):
             middleware.blobs = CachingBlobStore(open_blob_store(settings.blob_url))

@@ -23,7 +23,7 @@ from .builtins import http as http_node
 from .consumer import guard_consumers
 from .encoder import UNDECODABLE, MsgspecEncoder
 from .errors import ConfigurationError
-from .middleware import CircuitBreaker, ClaimCheck, DeadLetters, Drain, Health, Sweeper
+from .middleware import CircuitBreaker, ClaimCheck, DeadLetters, Drain, Health, Sweeper, Tracing
 from .middleware.shared_state import open_shared_state
 from .payloads import Payloads
 from .producer import START_WORKFLOW
@@ -68,10 +68,16 @@ class Runtime:
             claim_check_bytes=settings.claim_check_bytes,
             blobs=self.blobs,
         )
-        self.store = Store(self.engine, self.payloads, lease_seconds=settings.lease_seconds)
+        self.tracing = Tracing.from_settings(settings)
+        self.store = Store(
+            self.engine,
+            self.payloads,
+            lease_seconds=settings.lease_seconds,
+            trace_execution=self.tracing.execution,
+        )
         dramatiq.set_encoder(MsgspecEncoder())
         self.shared = open_shared_state(settings, self.store)
-        self.broker = make_broker(settings, self.shared, self.store.graph)
+        self.broker = make_broker(settings, self.shared, self.store.graph, self.tracing)
         guard_consumers(self.broker)
         self.last_heartbeat = 0.0
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -293,6 +299,7 @@ class Runtime:
                 self._worker.stop(timeout=10_000)
                 self._worker = None
         self.broker.close()
+        self.tracing.flush()
         self.engine.dispose()
 
 

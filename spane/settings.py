@@ -9,9 +9,12 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 _HOME = Path(".spane")
 
@@ -44,6 +47,14 @@ class Settings:
             and follows the schedule's ``catch_up`` policy.
         http_allowed_hosts: Hosts the ``http`` node type may call (``api.example.com``,
             ``*.example.com``, ``127.0.0.1:8080``); empty allows every host.
+        traces_exporters: ``OTEL_TRACES_EXPORTER``: ``otlp``, ``console`` or ``none``
+            (comma-separated); unset, nothing is traced.
+        traces_file: With the console exporter, append spans (one JSON line each) to this
+            file instead of standard output.
+        otlp_protocol: ``grpc`` or ``http/protobuf``, from ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``
+            or ``OTEL_EXPORTER_OTLP_PROTOCOL``.
+        tracer_provider: An OpenTelemetry tracer provider to trace with instead (set by
+            embedding apps and tests through ``spane.configure``; never from the environment).
     """
 
     broker_url: str = ""
@@ -63,6 +74,10 @@ class Settings:
     max_stuck_threads: int = 4
     schedule_grace: float = 60.0
     http_allowed_hosts: tuple[str, ...] = ()
+    traces_exporters: tuple[str, ...] = ()
+    traces_file: str = ""
+    otlp_protocol: str = "http/protobuf"
+    tracer_provider: TracerProvider | None = None
 
     @property
     def embedded(self) -> bool:
@@ -184,6 +199,21 @@ def _read(env: Mapping[str, str]) -> Settings:
             f"got {mask_url(broker_url)!r}"
         )
     modules = tuple(m.strip() for m in env.get("SPANE_MODULES", "").split(",") if m.strip())
+    exporters = _names(env.get("OTEL_TRACES_EXPORTER", ""))
+    unknown = [e for e in exporters if e not in ("otlp", "console", "none")]
+    if unknown:
+        raise ConfigurationError(
+            f"OTEL_TRACES_EXPORTER must list otlp, console or none, got {unknown[0]!r}"
+        )
+    protocol = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or defaults.otlp_protocol
+    )
+    if protocol not in ("grpc", "http/protobuf"):
+        raise ConfigurationError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL must be grpc or http/protobuf, got {protocol!r}"
+        )
     return Settings(
         broker_url=broker_url,
         database_url=env.get("SPANE_DATABASE_URL") or defaults.database_url,
@@ -206,6 +236,9 @@ def _read(env: Mapping[str, str]) -> Settings:
             for h in env.get("SPANE_HTTP_ALLOWED_HOSTS", "").split(",")
             if h.strip()
         ),
+        traces_exporters=exporters,
+        traces_file=env.get("SPANE_TRACES_FILE", ""),
+        otlp_protocol=protocol,
     )
 
 
@@ -213,3 +246,7 @@ def secret(name: str) -> str | None:
     """Return the secret in the environment variable ``name`` (``${env:NAME}`` in an
     ``http`` node), read at the moment it is used and never kept."""
     return os.environ.get(name)
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(name.strip().lower() for name in raw.split(",") if name.strip())

@@ -307,3 +307,18 @@ def lookup(ctx: spane.NodeContext) -> Any:
         return down(depth)
 
     return down(int(ctx.config.get("depth", 0)))
+
+
+# -- added for tests/test_tracing.py -------------------------------------------------------
+
+
+@spane.node_type("traced")
+def traced(ctx: spane.NodeContext) -> Any:
+    """Annotate the attempt's span, open a span of its own under it, and log."""
+    from opentelemetry import trace
+
+    ctx.span.set_attribute("tests.input", str(ctx.input))
+    ctx.log.info("inside node code")
+    with trace.get_tracer("tests").start_as_current_span("node code's own span"):
+        ctx.log.info("inside node code's own span")
+    return ctx.input

@@ -2,8 +2,10 @@
 
 Before-hooks run top to bottom, after-hooks unwind bottom to top: ``Drain`` sees a
 message first (and refuses it while draining), ``LogContext`` binds identifiers for
-everything after it and clears them last; ``ClaimCheck`` resolves offloaded arguments
-before the actor runs.
+everything after it and clears them last; ``Tracing`` makes the sender's trace context
+current (so the claim check's blob reads are traced too) and, among the attempt hooks,
+opens each attempt's span first and closes it last; ``ClaimCheck`` resolves offloaded
+arguments before the actor runs.
 
 Middleware that also subclass ``AttemptMiddleware`` get ``before_attempt`` and
 ``after_attempt`` around every node attempt, including successors run inline without
@@ -29,6 +31,7 @@ from .log_context import LogContext
 from .rate_limit import RateLimits
 from .shared_state import SharedState
 from .sweeper import Sweeper
+from .tracing import Tracing
 
 if TYPE_CHECKING:
     from ..definitions import Graph
@@ -47,12 +50,16 @@ __all__ = [
     "RateLimits",
     "SharedState",
     "Sweeper",
+    "Tracing",
     "default_middleware",
 ]
 
 
 def default_middleware(
-    settings: Settings, shared: SharedState, graph: Callable[[str, int], Graph]
+    settings: Settings,
+    shared: SharedState,
+    graph: Callable[[str, int], Graph],
+    tracing: Tracing,
 ) -> list[Middleware]:
     """Return Spane's middleware for a broker built from ``settings``.
 
@@ -60,11 +67,14 @@ def default_middleware(
         settings: Where the broker and database are, and their limits.
         shared: Where circuit breakers and rate limits keep their shared state.
         graph: Returns the graph of a workflow version (for node declarations).
+        tracing: The tracing middleware, built first because the store opens an
+            execution's root span through it.
     """
     return [
         Drain(grace=settings.drain_seconds),
         Health(max_stuck=settings.max_stuck_threads),
         LogContext(),
+        tracing,
         ClaimCheck(threshold=settings.claim_check_bytes, max_bytes=settings.max_payload_bytes),
         DeadLetters(),
         Sweeper(interval=settings.sweep_interval),

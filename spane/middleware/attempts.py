@@ -44,6 +44,7 @@ class Attempt:
 
     Attributes:
         inline: True when the thread ran it straight after its parent, without a message.
+        traceparent: W3C traceparent of the execution's root span, if it has one.
         state: Scratch space for middleware to carry values from before- to after-hook.
     """
 
@@ -57,6 +58,7 @@ class Attempt:
     attempt: int
     config: Any
     inline: bool
+    traceparent: str | None = None
     started: float = field(default_factory=time.monotonic)
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -75,6 +77,8 @@ class AttemptResult:
     exception: BaseException | None = None
     #: For a retry, seconds until the next attempt.
     retry_in: float | None = None
+    #: For a node parked on a durable timer, the epoch second it fires.
+    wake_at: float | None = None
 
 
 class AttemptMiddleware(Middleware):

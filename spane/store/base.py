@@ -7,6 +7,7 @@ import functools
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import msgspec
@@ -30,6 +31,7 @@ class StoreBase:
     engine: Engine
     payloads: Payloads
     lease_seconds: float
+    trace_execution: Callable[..., AbstractContextManager[str | None]]
     _meta_cache: dict[str, Any]
     _definitions: dict[tuple[str, int], Workflow]
     _graphs: dict[tuple[str, int], Graph]

@@ -23,7 +23,7 @@ LOCK_EXECUTION = text(
 )
 
 EXECUTION_META = text(
-    "SELECT workflow_id, version, tenant, depth, parent_id, parent_node_id "
+    "SELECT workflow_id, version, tenant, depth, parent_id, parent_node_id, traceparent "
     "FROM spane_executions WHERE id = :e"
 )
 

@@ -52,6 +52,8 @@ class Claim:
     tries: int = 1
     status: str = "running"
     lane: str = "default"
+    #: W3C traceparent of the execution's root span (None: traced without one).
+    traceparent: str | None = None
 
 
 @dataclass

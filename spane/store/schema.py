@@ -48,6 +48,9 @@ executions = Table(
     Column("started_at", Float),
     Column("finished_at", Float),
     Column("updated_at", Float, nullable=False),
+    # W3C traceparent of the execution's root span: every attempt, however it is
+    # dispatched (re-sent, resumed, replayed, inline), continues this trace.
+    Column("traceparent", String(64)),
     Index("ix_spane_executions_status", "status"),
     Index("ix_spane_executions_workflow", "workflow_id"),
     Index("ix_spane_executions_parent", "parent_id"),

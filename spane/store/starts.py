@@ -107,8 +107,20 @@ class Starts(Recovery):
                 if entry:
                     dispatches.append(Dispatch(execution_id, node_id, 1, node_type, lane))
                     events.append((execution_id, node_id, "queued", 1))
+            # The root span marks the execution's creation; every span of its nodes
+            # descends from the traceparent stored here, in whatever process they run.
+            with self.trace_execution(
+                execution_id=execution_id,
+                workflow_id=new.workflow_id,
+                version=new.version,
+                tenant=new.tenant,
+                lane=new.lane,
+                parent=parent,
+            ) as traceparent:
+                pass
             execution_rows.append(
                 {
+                    "traceparent": traceparent,
                     "id": execution_id,
                     "workflow_id": new.workflow_id,
                     "version": new.version,

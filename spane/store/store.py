@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
@@ -42,6 +45,10 @@ _SUMMARY = (
 )
 
 
+def _untraced(**_: Any) -> AbstractContextManager[str | None]:
+    return contextlib.nullcontext()
+
+
 class Store(Protection):
     """All persistence of workflows, executions and nodes.
 
@@ -49,12 +56,23 @@ class Store(Protection):
         engine: A SQLAlchemy engine (SQLite or PostgreSQL) migrated to the latest schema.
         payloads: Packs and unpacks stored values.
         lease_seconds: How long a queued or running node may go unheard before recovery.
+        trace_execution: Opens an execution's root span around its creation and yields
+            its W3C traceparent, stored with the execution (see ``Tracing.execution``).
+            Every creation path inserts through ``_insert_executions``, so each gets one.
     """
 
-    def __init__(self, engine: Engine, payloads: Payloads, *, lease_seconds: float = 15.0):
+    def __init__(
+        self,
+        engine: Engine,
+        payloads: Payloads,
+        *,
+        lease_seconds: float = 15.0,
+        trace_execution: Callable[..., AbstractContextManager[str | None]] | None = None,
+    ):
         self.engine = engine
         self.payloads = payloads
         self.lease_seconds = lease_seconds
+        self.trace_execution = trace_execution or _untraced
         self._meta_cache: dict[str, Any] = {}
         self._definitions: dict[tuple[str, int], Workflow] = {}
         self._graphs: dict[tuple[str, int], Graph] = {}

@@ -97,6 +97,7 @@ class Transitions(History):
             input=packed,
             tries=attempt - row.attempt_base,
             lane=row.lane,
+            traceparent=meta.traceparent,
         )
 
     def early_message(self, execution_id: str, node_id: str, attempt: int) -> Dispatch | None:
