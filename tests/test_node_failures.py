@@ -224,6 +224,28 @@ def test_a_completion_that_fails_on_a_database_error_is_retried_by_its_worker(
     assert [e.kind for e in events(execution.id, "a")] == ["queued", "started", "completed"]
 
 
+def test_an_inline_successor_that_cannot_be_claimed_goes_through_the_broker(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A successor run inline has no message of its own: when its claim meets a database
+    error, it is sent as a message, not left queued until its lease runs out."""
+    claim = rt.store.claim_node
+    failed: list[str] = []
+
+    def flaky(execution_id: str, node_id: str, attempt: int, known: Any = None) -> Any:
+        if node_id == "b" and not failed:
+            failed.append(node_id)
+            raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
+        return claim(execution_id, node_id, attempt, known)
+
+    monkeypatch.setattr(rt.store, "claim_node", flaky)
+    nodes = [{"id": "a", "type": "echo"}, {"id": "b", "type": "add_one", "after": ["a"]}]
+    execution = spane.run(
+        {"id": "inline-claim", "nodes": nodes}, 1, timeout=rt.settings.lease_seconds / 2
+    )
+    assert failed == ["b"] and execution.output == 2
+
+
 @pytest.mark.integration
 def test_killed_postgres_backends_between_claim_and_completion(prod: Runtime, workers: Any) -> None:
     """The node kills every pooled connection of its worker; the worker's completion
