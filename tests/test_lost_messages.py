@@ -159,3 +159,15 @@ def test_messages_a_worker_holds_are_heartbeated(
     consumer.ack(message)
     assert (first, "a", 1) not in inflight.heartbeat_keys()
     consumer.close()
+
+
+def test_a_received_message_is_heartbeated_for_a_bounded_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A message its consumer dropped without settling it stops holding its node's lease."""
+    from spane import inflight as inflight_module
+
+    inflight.received("dropped-message", ("e", "n", 1))
+    assert ("e", "n", 1) in inflight.heartbeat_keys()
+    monkeypatch.setattr(inflight_module, "RECEIVED_TTL", 0.0)
+    assert ("e", "n", 1) not in inflight.heartbeat_keys()
