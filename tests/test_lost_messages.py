@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import dramatiq
 import pytest
 
 import spane
 from spane import backlog, recovery
-from spane import runtime as runtime_module
 from spane.broker import queue_name
 from spane.inflight import inflight
 from spane.runtime import Runtime
-from spane.settings import Settings
 from tests import faults
 
 BACKLOG = 300
@@ -91,28 +88,6 @@ def test_embedded_backlog_is_not_duplicated_and_lost_messages_are_sent(
     ids = _backlog(rt, lambda: [queue.popleft() for _ in range(LOST)] and None)
     assert recovery.resend_lost(rt, _later(rt)) == BACKLOG
     _assert_one_message_each(ids, _keys(list(queue)))
-
-
-@pytest.fixture
-def rabbit(tmp_path: Path, pg_url: str, amqp_url: str, namespace: str) -> Iterator[Runtime]:
-    settings = Settings(
-        broker_url=amqp_url,
-        database_url=pg_url,
-        blob_url=str(tmp_path / "blobs"),
-        namespace=namespace,
-    )
-    runtime = Runtime(settings)
-    old = runtime_module.install(runtime)
-    try:
-        yield runtime
-    finally:
-        runtime_module.install(old)
-        channel = runtime.broker.channel  # type: ignore[attr-defined]
-        for lane in ("high", "default", "low"):
-            name = queue_name(settings, lane)
-            for queue in (name, f"{name}.DQ", f"{name}.XQ"):
-                channel.queue_delete(queue)
-        runtime.close()
 
 
 def test_rabbitmq_backlog_is_not_duplicated_and_a_purged_queue_is_sent_again(
