@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.exc import OperationalError
+from structlog.testing import capture_logs
 
 import spane
 import tests.nodes as test_nodes
@@ -153,18 +154,23 @@ def test_timeouts_fence_event_waits_and_socket_reads_and_stuck_threads_stop_work
     try:
         nodes = [
             {"id": how, "type": "block", "continue_on_fail": True,
-             "config": {"how": how, "seconds": 30 if how == "event" else 4}}
+             "config": {"how": how, "seconds": 30 if how == "event" else 6}}
             for how in ("sleep", "event", "socket")
         ]  # fmt: skip
-        execution = spane.run({"id": "blocked", "nodes": nodes}, None, timeout=TIMEOUT)
-        assert not test_nodes.RELEASE.is_set()
-        assert execution.status == "completed"
-        for how in ("sleep", "event", "socket"):
-            assert execution.nodes[how].error == "attempt timed out after 1s"
-            assert execution.nodes[how].attempts == 2
-        wait_for(lambda: not runtime.healthy or None, "the worker to report itself unhealthy")
-        test_nodes.RELEASE.set()
-        wait_for(lambda: runtime.healthy or None, "the stuck threads to come back", timeout=30)
+        with capture_logs() as entries:
+            execution = spane.run({"id": "blocked", "nodes": nodes}, None, timeout=TIMEOUT)
+            assert not test_nodes.RELEASE.is_set()
+            assert execution.status == "completed"
+            for how in ("sleep", "event", "socket"):
+                assert execution.nodes[how].error == "attempt timed out after 1s"
+                assert execution.nodes[how].attempts == 2
+            wait_for(lambda: not runtime.healthy or None, "the worker to report it is unhealthy")
+            test_nodes.RELEASE.set()
+            wait_for(lambda: runtime.healthy or None, "the stuck threads to come back", timeout=30)
+        said = [e for e in entries if e["log_level"] in ("error", "info")]
+        stopped = next(e for e in said if e["event"].startswith("worker stopped taking work"))
+        assert stopped["stuck_threads"] == 6 and stopped["setting"] == "SPANE_MAX_STUCK_THREADS"
+        assert any(e["event"].startswith("stuck threads came back") for e in said)
         wait_for(
             lambda: len(events(execution.id, kind="stale_result")) == 6 or None, "stale results"
         )
