@@ -1,7 +1,8 @@
 """Spane fault-recovery benchmark (run by hand, never in CI).
 
-    python bench/faults.py [kill|flush|pgkill|all] [--executions 50] [--length 4]
+    python bench/faults.py [kill|flush|pgkill|all|backlog] [--executions 50] [--length 4]
                            [--seconds 0.3] [--threads 8] [--lease S] [--sweep S]
+                           [--backlog 5000]
 
 Runs at Spane's default settings (lease and sweep interval) unless ``--lease`` or
 ``--sweep`` say otherwise.
@@ -14,6 +15,11 @@ Scenarios (each on two ``python -m dramatiq spane.actors tests.nodes`` workers):
          ``redis-server``; while timers are parked and node messages queued, the private
          Redis is flushed (FLUSHALL). Lost messages are sent again after their lease,
          timers fire from the database.
+  backlog (not a fault; not in ``all``) ``--backlog`` single-node executions queued at once
+         behind two busy workers, so most wait in the broker far longer than the lease;
+         prints how many lost-message re-sends recovery made (from the workers' logs:
+         every one is a second message for a node that was only waiting) and the
+         longest wait. Nothing is lost, so the goal is 0.
   pgkill N executions of the ``kill`` chain; once half the nodes ran, every PostgreSQL
          connection to the benchmark's own database is terminated, five times over a
          second (``pg_terminate_backend``, filtered by database name): claims and
@@ -310,6 +316,50 @@ def run_pgkill(options: Options, folder: Path, inject: bool) -> Result:
             return measure("pgkill", rt, pool, options, workflow, ready, kill if inject else None)
 
 
+def run_backlog(options: Options, folder: Path, count: int) -> dict[str, Any]:
+    """Queue ``count`` single-node executions at once; count the second messages."""
+    with database() as db, namespace(REDIS_URL) as ns:
+        settings = options.settings(
+            broker_url=REDIS_URL,
+            database_url=db,
+            blob_url=str(folder / "blobs-backlog"),
+            namespace=ns,
+        )
+        with faults.client_runtime(settings) as rt, stopping(WorkerPool(folder)) as pool:
+            node = {"id": "n", "type": "slow_add", "config": {"seconds": options.seconds}}
+            spane.register_workflow({"id": "bench-backlog", "nodes": [node]})
+            workers = [pool.start(rt.settings, threads=options.threads) for _ in range(2)]
+            started = time.time()
+            for i in range(count):
+                spane.enqueue_workflow("bench-backlog", i)
+            faults.wait_all_ended(rt.engine, count, timeout=1200)
+            run_s = time.time() - started
+            resent = 0
+            for worker in workers:
+                for line in worker.output().splitlines():
+                    with contextlib.suppress(ValueError):
+                        entry = json.loads(line)
+                        if entry.get("event") == "lost node messages sent again":
+                            resent += int(entry["count"])
+            return {
+                "nodes": count,
+                "lease_s": rt.settings.lease_seconds,
+                "longest_wait_s": round(
+                    float(
+                        faults.scalar(
+                            rt.engine, "SELECT max(started_at - queued_at) FROM spane_nodes"
+                        )
+                    ),
+                    1,
+                ),
+                "run_s": round(run_s, 1),
+                "second_messages": resent,
+                "second_message_ratio": resent / count,
+                "attempts_run_twice": faults.repeated_attempts(rt.engine),
+                "problems": len(faults.problems(rt.engine, count)),
+            }
+
+
 SCENARIOS: dict[str, Callable[[Options, Path, bool], Result]] = {
     "kill": run_kill,
     "flush": run_flush,
@@ -331,7 +381,10 @@ def print_result(result: Result) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", nargs="?", default="all", choices=[*SCENARIOS, "all"])
+    parser.add_argument(
+        "scenario", nargs="?", default="all", choices=[*SCENARIOS, "all", "backlog"]
+    )
+    parser.add_argument("--backlog", type=int, default=5000, help="nodes queued (backlog)")
     parser.add_argument("--executions", type=int, default=50)
     parser.add_argument("--length", type=int, default=4, help="nodes per chain (kill)")
     parser.add_argument("--seconds", type=float, default=0.3, help="sleep of each node")
@@ -362,6 +415,13 @@ def main(argv: list[str] | None = None) -> int:
         sweep=args.sweep,
     )
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    if args.scenario == "backlog":
+        with tempfile.TemporaryDirectory(prefix="spane-bench-backlog-") as folder:
+            found = run_backlog(options, Path(folder), args.backlog)
+        for key, value in found.items():
+            print(f"  {key.ljust(22)}  {value}")
+        print(json.dumps(found))
+        return 1 if found["problems"] or found["second_messages"] else 0
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     shown = options.settings()
     print(

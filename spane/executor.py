@@ -89,12 +89,20 @@ def run_node(runtime: Runtime, execution_id: str, node_id: str, attempt: int) ->
     """Run one attempt of a node, then any successor kept to run inline."""
     step: tuple[str, str, int] | None = (execution_id, node_id, attempt)
     known: dict[str, str] | None = None
-    inline = False
+    kept: Dispatch | None = None
     try:
         while step is not None:
             continuation.next, continuation.known = None, None
-            _run_one(runtime, *step, known, inline=inline)
-            inline = True
+            try:
+                _run_one(runtime, *step, known, inline=kept is not None)
+            except Exception as exc:
+                if kept is None:
+                    raise  # the message's own step: Dramatiq retries the message
+                # No message stands for an inline step: send one, so that the step is
+                # retried like any message instead of waiting for its lease.
+                log.warning("inline successor failed; sent through the broker", error=str(exc))
+                continuation.next = kept
+                return
             kept, continuation.next = continuation.next, None
             step = known = None
             if kept is not None:

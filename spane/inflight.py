@@ -30,6 +30,10 @@ log = structlog.get_logger("spane.inflight")
 
 #: A fenced thread still inside node code this long after its fence counts as stuck.
 STUCK_AFTER = 1.0
+#: A received message is heartbeated at most this long: one its consumer dropped without
+#: settling it (a connection error) must not keep its node from recovery forever. One
+#: still waiting behind busy threads after that may get a second (harmless) message.
+RECEIVED_TTL = 300.0
 
 
 class Interrupted(BaseException):
@@ -75,7 +79,7 @@ class Inflight:
         self._tick = tick
         self._lock = threading.Lock()
         self._held: set[Entry] = set()
-        self._received: dict[str, tuple[str, str, int]] = {}
+        self._received: dict[str, tuple[tuple[str, str, int], float]] = {}
         self._thread: threading.Thread | None = None
 
     def hold(self, claim: Any) -> Entry:
@@ -152,7 +156,7 @@ class Inflight:
         heartbeat tells recovery that they are not lost.
         """
         with self._lock:
-            self._received[message_id] = key
+            self._received[message_id] = (key, time.monotonic())
 
     def settled(self, message_id: str) -> None:
         """Record that a received message was acknowledged or rejected."""
@@ -162,13 +166,18 @@ class Inflight:
     def heartbeat_keys(self) -> list[tuple[str, str, int]]:
         """``(execution_id, node_id, attempt)`` of every attempt and message to heartbeat:
         attempts held and not fenced, and node messages received and not yet settled."""
+        oldest = time.monotonic() - RECEIVED_TTL
         with self._lock:
             keys = {
                 (e.claim.execution_id, e.claim.node_id, e.claim.attempt)
                 for e in self._held
                 if e.fenced is None
             }
-            keys.update(self._received.values())
+            for message_id, (key, at) in list(self._received.items()):
+                if at < oldest:
+                    del self._received[message_id]
+                else:
+                    keys.add(key)
         return sorted(keys)
 
     def stuck(self) -> int:

@@ -16,6 +16,7 @@ import pytest
 
 import spane
 from spane import runtime as runtime_module
+from spane.broker import queue_name
 from spane.runtime import Runtime
 from spane.settings import Settings
 from tests.history import BACKENDS
@@ -135,6 +136,31 @@ def prod(tmp_path: Path, pg_url: str, redis_url: str, namespace: str) -> Iterato
         yield runtime
     finally:
         runtime_module.install(old)
+        runtime.close()
+
+
+@pytest.fixture
+def rabbit(tmp_path: Path, pg_url: str, amqp_url: str, namespace: str) -> Iterator[Runtime]:
+    """A client runtime on RabbitMQ + PostgreSQL; its queues are deleted afterwards."""
+    import tests.nodes  # noqa: F401
+
+    settings = Settings(
+        broker_url=amqp_url,
+        database_url=pg_url,
+        blob_url=str(tmp_path / "blobs"),
+        namespace=namespace,
+    )
+    runtime = Runtime(settings)
+    old = runtime_module.install(runtime)
+    try:
+        yield runtime
+    finally:
+        runtime_module.install(old)
+        channel = runtime.broker.channel  # type: ignore[attr-defined]
+        for lane in ("high", "default", "low"):
+            name = queue_name(settings, lane)
+            for queue in (name, f"{name}.DQ", f"{name}.XQ"):
+                channel.queue_delete(queue)
         runtime.close()
 
 

@@ -98,6 +98,28 @@ def test_worker_killed_mid_run(client: Runtime, workers: WorkerPool) -> None:
     assert faults.event_count(client.engine, "lease_expired") >= 1
 
 
+def test_worker_killed_mid_run_on_rabbitmq(rabbit: Runtime, workers: WorkerPool) -> None:
+    """The same on RabbitMQ: it requeues the dead worker's unacknowledged messages, and
+    the dead worker's running attempts are run again once their lease runs out."""
+    runs = 20
+    spane.register_workflow(chain("killed-amqp"))
+    doomed = workers.start(rabbit.settings, threads=8)
+    workers.start(rabbit.settings, threads=4)
+    ids = [spane.enqueue_workflow("killed-amqp", i) for i in range(runs)]
+    faults.wait_until(
+        lambda: faults.node_count(rabbit.engine, "running") > 4,
+        60,
+        "the run to be under way on both workers",
+    )
+    workers.signal(doomed, signal.SIGKILL)
+    doomed.proc.wait(timeout=10)
+
+    faults.wait_all_ended(rabbit.engine, runs)
+    assert_clean(rabbit, runs)
+    assert outputs(ids) == [i + 4 for i in range(runs)]
+    assert faults.event_count(rabbit.engine, "lease_expired") >= 1
+
+
 def _freeze_outside_sweep(workers: WorkerPool, worker: WorkerProcess, rt: Runtime) -> None:
     """SIGSTOP a worker. If it held the sweeper lease, another worker takes the lease over
     once it expires (test_recovery_goes_on_while_the_sweep_lease_holder_is_stalled)."""

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import dramatiq
 import pytest
 
 import spane
 from spane import backlog, recovery
-from spane import runtime as runtime_module
 from spane.broker import queue_name
 from spane.inflight import inflight
 from spane.runtime import Runtime
-from spane.settings import Settings
 from tests import faults
 
 BACKLOG = 300
@@ -93,28 +90,6 @@ def test_embedded_backlog_is_not_duplicated_and_lost_messages_are_sent(
     _assert_one_message_each(ids, _keys(list(queue)))
 
 
-@pytest.fixture
-def rabbit(tmp_path: Path, pg_url: str, amqp_url: str, namespace: str) -> Iterator[Runtime]:
-    settings = Settings(
-        broker_url=amqp_url,
-        database_url=pg_url,
-        blob_url=str(tmp_path / "blobs"),
-        namespace=namespace,
-    )
-    runtime = Runtime(settings)
-    old = runtime_module.install(runtime)
-    try:
-        yield runtime
-    finally:
-        runtime_module.install(old)
-        channel = runtime.broker.channel  # type: ignore[attr-defined]
-        for lane in ("high", "default", "low"):
-            name = queue_name(settings, lane)
-            for queue in (name, f"{name}.DQ", f"{name}.XQ"):
-                channel.queue_delete(queue)
-        runtime.close()
-
-
 def test_rabbitmq_backlog_is_not_duplicated_and_a_purged_queue_is_sent_again(
     rabbit: Runtime,
 ) -> None:
@@ -159,3 +134,15 @@ def test_messages_a_worker_holds_are_heartbeated(
     consumer.ack(message)
     assert (first, "a", 1) not in inflight.heartbeat_keys()
     consumer.close()
+
+
+def test_a_received_message_is_heartbeated_for_a_bounded_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A message its consumer dropped without settling it stops holding its node's lease."""
+    from spane import inflight as inflight_module
+
+    inflight.received("dropped-message", ("e", "n", 1))
+    assert ("e", "n", 1) in inflight.heartbeat_keys()
+    monkeypatch.setattr(inflight_module, "RECEIVED_TTL", 0.0)
+    assert ("e", "n", 1) not in inflight.heartbeat_keys()

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.exc import OperationalError
+from structlog.testing import capture_logs
 
 import spane
 import tests.nodes as test_nodes
@@ -153,18 +154,23 @@ def test_timeouts_fence_event_waits_and_socket_reads_and_stuck_threads_stop_work
     try:
         nodes = [
             {"id": how, "type": "block", "continue_on_fail": True,
-             "config": {"how": how, "seconds": 30 if how == "event" else 4}}
+             "config": {"how": how, "seconds": 30 if how == "event" else 6}}
             for how in ("sleep", "event", "socket")
         ]  # fmt: skip
-        execution = spane.run({"id": "blocked", "nodes": nodes}, None, timeout=TIMEOUT)
-        assert not test_nodes.RELEASE.is_set()
-        assert execution.status == "completed"
-        for how in ("sleep", "event", "socket"):
-            assert execution.nodes[how].error == "attempt timed out after 1s"
-            assert execution.nodes[how].attempts == 2
-        wait_for(lambda: not runtime.healthy or None, "the worker to report itself unhealthy")
-        test_nodes.RELEASE.set()
-        wait_for(lambda: runtime.healthy or None, "the stuck threads to come back", timeout=30)
+        with capture_logs() as entries:
+            execution = spane.run({"id": "blocked", "nodes": nodes}, None, timeout=TIMEOUT)
+            assert not test_nodes.RELEASE.is_set()
+            assert execution.status == "completed"
+            for how in ("sleep", "event", "socket"):
+                assert execution.nodes[how].error == "attempt timed out after 1s"
+                assert execution.nodes[how].attempts == 2
+            wait_for(lambda: not runtime.healthy or None, "the worker to report it is unhealthy")
+            test_nodes.RELEASE.set()
+            wait_for(lambda: runtime.healthy or None, "the stuck threads to come back", timeout=30)
+        said = [e for e in entries if e["log_level"] in ("error", "info")]
+        stopped = next(e for e in said if e["event"].startswith("worker stopped taking work"))
+        assert stopped["stuck_threads"] == 6 and stopped["setting"] == "SPANE_MAX_STUCK_THREADS"
+        assert any(e["event"].startswith("stuck threads came back") for e in said)
         wait_for(
             lambda: len(events(execution.id, kind="stale_result")) == 6 or None, "stale results"
         )
@@ -222,6 +228,28 @@ def test_a_completion_that_fails_on_a_database_error_is_retried_by_its_worker(
     execution = spane.run({"id": "flaky-db", "nodes": [{"id": "a", "type": "echo"}]}, 7)
     assert execution.status == "completed" and execution.output == 7
     assert [e.kind for e in events(execution.id, "a")] == ["queued", "started", "completed"]
+
+
+def test_an_inline_successor_that_cannot_be_claimed_goes_through_the_broker(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A successor run inline has no message of its own: when its claim meets a database
+    error, it is sent as a message, not left queued until its lease runs out."""
+    claim = rt.store.claim_node
+    failed: list[str] = []
+
+    def flaky(execution_id: str, node_id: str, attempt: int, known: Any = None) -> Any:
+        if node_id == "b" and not failed:
+            failed.append(node_id)
+            raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
+        return claim(execution_id, node_id, attempt, known)
+
+    monkeypatch.setattr(rt.store, "claim_node", flaky)
+    nodes = [{"id": "a", "type": "echo"}, {"id": "b", "type": "add_one", "after": ["a"]}]
+    execution = spane.run(
+        {"id": "inline-claim", "nodes": nodes}, 1, timeout=rt.settings.lease_seconds / 2
+    )
+    assert failed == ["b"] and execution.output == 2
 
 
 @pytest.mark.integration

@@ -478,11 +478,11 @@ class LockStep:
         fail_node, record_events = store.fail_node, store.record_events
         lock_execution = store._lock_execution
 
-        def held_fail_node(claim: Any, error: str, *, continue_on_fail: bool) -> Any:
+        def held_fail_node(claim: Any, error: str, *, continue_on_fail: bool, **more: Any) -> Any:
             if not continue_on_fail:
                 self.failing[claim.execution_id].set()
                 self.settling[claim.execution_id].wait(self.hold)
-            return fail_node(claim, error, continue_on_fail=continue_on_fail)
+            return fail_node(claim, error, continue_on_fail=continue_on_fail, **more)
 
         def held_record_events(conn: Any, rows: list[Any]) -> None:
             settle = [r[0] for r in rows if r[2] in ("queued", "skipped")]
