@@ -203,3 +203,10 @@ def fail_once_file(ctx: spane.NodeContext) -> Any:
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.02)
     raise spane.NodeFailed(f"failed once {path} appeared", retryable=False)
+
+
+@spane.node_type("distinct_inputs")
+def distinct_inputs(ctx: spane.NodeContext) -> Any:
+    """How many distinct objects a join's input holds (parents that returned one stored
+    value share one decoded object)."""
+    return len({id(value) for value in ctx.input.values()})

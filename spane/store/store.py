@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from typing import Any
@@ -225,7 +226,9 @@ class Store(Recovery):
                 select(E.c.id).where(E.c.parent_id == execution_id).order_by(E.c.created_at)
             ).scalars()
             child_ids = list(children)
-        unpack = self.payloads.unpack
+        # One memo for the whole execution: a value that many nodes returned is decoded
+        # and held once.
+        unpack = functools.partial(self.payloads.unpack, memo={})
         graph = self.graph(ex.workflow_id, ex.version)
         order = {node_id: i for i, node_id in enumerate(graph.order)}
         nodes = {
@@ -381,10 +384,9 @@ class Store(Recovery):
 
     def referenced_blobs(self) -> set[str]:
         """Every blob reference the database still holds (inputs and outputs)."""
-        mark = self.payloads.is_ref
         refs: set[str] = set()
         with self.engine.connect() as conn:
             for column in (E.c.input, E.c.output, N.c.output):
-                rows = conn.execute(select(column).where(column.like("@%")))
-                refs.update(text[1:] for (text,) in rows if mark(text))
+                rows = conn.execute(select(column).where(column.like("@%") | column.like("&%")))
+                refs.update(ref for (text,) in rows for ref in self.payloads.refs(text))
         return refs

@@ -120,9 +120,10 @@ class Transitions(History):
         where = f"execution {claim.execution_id}, node {claim.node_id!r}"
         if not parents:
             return self.payloads.unpack(claim.tenant, claim.input, what=f"input of {where}")
+        memo: dict[str, Any] = {}  # parents that returned one stored value share it
         values = {
             parent: self.payloads.unpack(
-                claim.tenant, text, what=f"output of parent {parent!r} ({where})"
+                claim.tenant, text, what=f"output of parent {parent!r} ({where})", memo=memo
             )
             for parent, text in claim.input.items()
         }
@@ -407,11 +408,12 @@ class Transitions(History):
             done = rows and rows[0].status in ("completed", "failed") and rows[0].output
             return rows[0].output if done else "null"
         parts = {
-            r.node_id: self.payloads.unpack(tenant, r.output)
+            r.node_id: r.output
             for r in rows
             if r.status in ("completed", "failed") and r.output is not None
         }
-        return self.payloads.pack(tenant, parts, what="execution output")
+        # Composed from the sinks' stored texts: nothing is decoded or encoded here.
+        return self.payloads.compose(parts)
 
     def _end_execution(
         self,
