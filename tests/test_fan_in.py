@@ -66,6 +66,23 @@ def test_large_fan_in_completes_under_a_tight_payload_limit(tight: Runtime) -> N
     assert joined.output == 1  # the join's 20 parents gave it one shared object
 
 
+def test_a_child_whose_output_is_a_large_fan_in_completes_its_parent(tight: Runtime) -> None:
+    spane.register_workflow(fan_in(with_join=False))
+    parent = spane.run(
+        {
+            "id": "calls-fan-in",
+            "nodes": [
+                {"id": "call", "type": "subworkflow", "config": {"workflow": "fan-in-sinks"}},
+                {"id": "count", "type": "distinct_inputs", "after": ["call"]},
+            ],
+        },
+        LARGE,
+        timeout=120,
+    )
+    assert parent.status == "completed", parent.error
+    assert parent.output == 1  # the 20 members the child returned are one shared object
+
+
 def test_large_fan_in_on_every_backend(backend: Runtime) -> None:
     for with_join in (False, True):
         ex = spane.run(fan_in(with_join), LARGE, timeout=180)

@@ -265,6 +265,11 @@ class Store(Recovery):
             nodes=nodes,
         )
 
+    def stored_output(self, execution_id: str) -> str | None:
+        """The output of an execution as it is stored (references unresolved)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(E.c.output).where(E.c.id == execution_id)).scalar()
+
     def execution_status(self, execution_id: str) -> str:
         """Return only the status of an execution (cheap, for polling)."""
         with self.engine.connect() as conn:

@@ -144,9 +144,20 @@ class Transitions(History):
         output: Any,
         *,
         route: list[str] | None = None,
+        stored: str | None = None,
     ) -> Outcome:
-        """Record a node's output and queue the successors that became ready."""
-        packed = self.payloads.pack(claim.tenant, output, what=f"output of node {claim.node_id}")
+        """Record a node's output and queue the successors that became ready.
+
+        Args:
+            stored: The output as it is already stored (a child execution's, for its
+                parked parent), kept as it is instead of ``output`` being encoded again:
+                a child's output composed from references stays so.
+        """
+        packed = (
+            stored
+            if stored is not None
+            else self.payloads.pack(claim.tenant, output, what=f"output of node {claim.node_id}")
+        )
         params = {
             "output": packed,
             "route": None if route is None else codec.dumps(route),
