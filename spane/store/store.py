@@ -314,9 +314,9 @@ class Store(Recovery):
     @retry_conflicts
     def cancel_execution(self, execution_id: str) -> None:
         """Cancel an execution, its not-yet-started nodes and its running children."""
-        now = time.time()
         with self.engine.begin() as conn:
-            row = self._lock_execution(conn, execution_id, now)
+            row = self._lock_execution(conn, execution_id, time.time())
+            now = time.time()  # after the lock: what committed before it came first
             if row.status in EXECUTION_TERMINAL:
                 raise errors.InvalidTransition(
                     f"execution {execution_id} is already {row.status}; it cannot be cancelled"

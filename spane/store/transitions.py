@@ -461,8 +461,14 @@ class Transitions(History):
         ).scalars()
         for child_id in list(children):
             self._lock_execution(conn, child_id, now)
+            # Timed after the lock: whatever the child did before it (starting a child of
+            # its own, say) happened before it was cancelled.
             self._end_execution(
-                conn, child_id, "cancelled", now, error=f"parent execution {execution_id} {status}"
+                conn,
+                child_id,
+                "cancelled",
+                time.time(),
+                error=f"parent execution {execution_id} {status}",
             )
 
     def _dead_node(self, conn: Connection | None, claim: Claim, error: str) -> None:
