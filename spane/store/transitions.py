@@ -200,9 +200,9 @@ class Transitions(History):
             if outcome.applied:
                 self._dead_node(None, claim, error)
             return outcome
-        now = time.time()
         with self.engine.begin() as conn:
-            ex = self._lock_execution(conn, claim.execution_id, now)
+            ex = self._lock_execution(conn, claim.execution_id, time.time())
+            now = time.time()  # after the lock: what committed before it came first
             done = conn.execute(
                 update(N)
                 .where(_held(claim))
