@@ -78,7 +78,7 @@ class InputError(SpaneError):
 
 
 class PayloadTooLarge(InputError):
-    """The value exceeds SPANE_MAX_PAYLOAD_BYTES; pass a smaller value or raise the limit."""
+    """The value exceeds SPANE_MAX_PAYLOAD_BYTES; make it smaller or raise the limit."""
 
 
 class BlobError(SpaneError):

@@ -429,6 +429,12 @@ def _wake(runtime: Runtime, claim: Claim, node: Node, child: Execution) -> None:
     store = runtime.store
     if child.status == "completed":
         mapping = node.config.get("output")
+        if not mapping:
+            # Passed on as stored: a large output composed from references is not
+            # encoded whole again for the parent.
+            stored = store.stored_output(child.id)
+            runtime.apply(store.complete_node(claim, child.output, stored=stored))
+            return
         output = child.output
         try:
             if mapping:

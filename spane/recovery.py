@@ -99,9 +99,16 @@ def record_rejected(runtime: Runtime, message: Any, reason: str) -> None:
             "The node stays queued for a worker that has it"
         )
     raw = msgspec.json.encode(message.asdict(), enc_hook=repr).decode()
+    # The content is the actor and its arguments: copies sent again (by the sweeper, or
+    # redelivered) carry new ids and timestamps but are one dead letter.
+    content = msgspec.json.encode(
+        [message.queue_name, message.actor_name, message.args, message.kwargs],
+        enc_hook=repr,
+        order="sorted",
+    )
     runtime.store.add_dead_letter(
         kind="message",
-        digest=hashlib.sha256(raw.encode()).hexdigest(),
+        digest=hashlib.sha256(content).hexdigest(),
         queue=_name(message.queue_name),
         actor=_name(message.actor_name),
         reason=reason.replace("\x00", "\\x00"),

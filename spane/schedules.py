@@ -88,7 +88,12 @@ def save(rt: Runtime, schedule_id: str, workflow_id: str, spec: Schedule, *, ori
         cron=spec.cron,
         every=every,
         timezone=spec.timezone,
-        input=rt.payloads.pack(spec.tenant, spec.input, what=f"input of schedule {schedule_id}"),
+        input=rt.payloads.pack(
+            spec.tenant,
+            spec.input,
+            what=f"input of schedule {schedule_id}",
+            fix="give the schedule a smaller input or raise the limit",
+        ),
         tenant=spec.tenant,
         overlap=spec.overlap,
         catch_up=spec.catch_up,

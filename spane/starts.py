@@ -85,7 +85,9 @@ def prepare(
     codec.check_json(input)
     validation.validate_input(workflow, input)
     try:
-        packed = rt.payloads.pack(tenant, input, what="input")
+        packed = rt.payloads.pack(
+            tenant, input, what="input", fix="pass a smaller input or raise the limit"
+        )
     except RecursionError:
         raise InputError("input is nested too deeply to encode; flatten it") from None
     lane = lane or workflow.lane

@@ -190,6 +190,7 @@ def _kids(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
+@functools.cache
 def _bounded(cls: Any) -> Any:
     """A JSON Schema validator class whose ``pattern`` and ``patternProperties`` stop after
     ``_REGEX_SECONDS``, so a pattern with catastrophic backtracking (``^(a+)+$``) cannot

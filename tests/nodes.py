@@ -322,3 +322,10 @@ def traced(ctx: spane.NodeContext) -> Any:
     with trace.get_tracer("tests").start_as_current_span("node code's own span"):
         ctx.log.info("inside node code's own span")
     return ctx.input
+
+
+@spane.node_type("distinct_inputs")
+def distinct_inputs(ctx: spane.NodeContext) -> Any:
+    """How many distinct objects a join's input holds (parents that returned one stored
+    value share one decoded object)."""
+    return len({id(value) for value in ctx.input.values()})

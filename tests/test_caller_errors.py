@@ -147,11 +147,14 @@ def _worker_failure(tmp_path: Path, **env: str) -> str:
     return done.stderr
 
 
-def test_unreachable_redis_or_database_is_one_line_per_worker_process(tmp_path: Path) -> None:
+def test_unreachable_broker_or_database_is_one_line_per_worker_process(tmp_path: Path) -> None:
     err = _worker_failure(tmp_path, SPANE_BROKER_URL="redis://:hunter2@127.0.0.1:1/0")
     lines = [line for line in err.splitlines() if "spane worker: error" in line]
     assert lines and len(lines) <= 2
     assert "the broker redis://:***@127.0.0.1:1/0 (SPANE_BROKER_URL) cannot be reached" in lines[0]
+    assert "hunter2" not in err
+    err = _worker_failure(tmp_path, SPANE_BROKER_URL="amqp://guest:hunter2@127.0.0.1:1/%2F")
+    assert "the broker amqp://guest:***@127.0.0.1:1/%2F (SPANE_BROKER_URL)" in err
     assert "hunter2" not in err
     err = _worker_failure(
         tmp_path, SPANE_DATABASE_URL="postgresql+psycopg://u:hunter2@127.0.0.1:1/x"

@@ -24,6 +24,10 @@ from tests.history import wait_for
 from tests.workers import WorkerPool
 
 SLEEPER = {"id": "sleeper", "nodes": [{"id": "nap", "type": "delay", "config": {"duration": "1h"}}]}
+CALLER = {
+    "id": "caller",
+    "nodes": [{"id": "call", "type": "subworkflow", "config": {"workflow": "sleeper"}}],
+}
 
 
 def _family(tmp_path: Path) -> Path:
@@ -131,12 +135,7 @@ def test_claim_check_never_takes_the_tenant_from_the_message(rt: Runtime) -> Non
 
 def test_a_forged_child_ended_does_not_fail_a_parent_whose_child_runs(rt: Runtime) -> None:
     spane.register_workflow(SLEEPER)
-    spane.register_workflow(
-        {
-            "id": "caller",
-            "nodes": [{"id": "call", "type": "subworkflow", "config": {"workflow": "sleeper"}}],
-        }
-    )
+    spane.register_workflow(CALLER)
     parent_id = spane.enqueue_workflow("caller", None)
     child_id = wait_for(lambda: _only_child(parent_id), "the child execution")
     wait_for(lambda: spane.get_execution(parent_id).nodes["call"].status == "waiting", "park")
@@ -181,7 +180,7 @@ def test_forged_node_messages_are_dead_lettered_and_change_no_execution(
     prod: Runtime, workers: WorkerPool
 ) -> None:
     """On Redis and PostgreSQL: a message to an actor no worker has, naming another
-    execution's queued node, and one with malformed arguments."""
+    execution's queued node, one with malformed arguments, and a forged wake-up."""
     spane.register_workflow({"id": "parked-low", "nodes": [{"id": "a", "type": "echo"}]})
     # The worker serves no low lane, so this node stays queued while messages are forged.
     victim = spane.enqueue_workflow("parked-low", 1, priority="low")
@@ -189,7 +188,8 @@ def test_forged_node_messages_are_dead_lettered_and_change_no_execution(
     workers.start(prod.settings, queues=(f"{ns}.default", f"{ns}.high"))
     default = f"{ns}.default"
     ids = {"execution_id": victim, "node_id": "a", "attempt": 1}
-    _forge(prod, default, "spane.node.no_such_type.default", ids)
+    for _ in range(2):  # sent again (new message ids): still one dead letter
+        _forge(prod, default, "spane.node.no_such_type.default", ids)
     _forge(prod, default, "spane.node.no_such_type.default", {"execution_id": victim})
     _forge(prod, default, "spane.node.echo.default", {"attempt": "not a number"})
     letters = wait_for(
@@ -199,7 +199,23 @@ def test_forged_node_messages_are_dead_lettered_and_change_no_execution(
     )
     assert all(d.kind == "message" for d in letters)
     assert any("SPANE_MODULES" in d.reason for d in letters)
-    time.sleep(1)  # the third message (a known actor, bad arguments) is handled by now
+    time.sleep(1)  # the last message (a known actor, bad arguments) is handled by now
+    assert len(spane.dead_letters()) == 2
     victim_state = spane.get_execution(victim)
     assert victim_state.status == "running"
     assert victim_state.nodes["a"].status == "queued"
+
+    # A forged wake-up of a parent whose child still runs.
+    spane.register_workflow(SLEEPER)
+    spane.register_workflow(CALLER)
+    parent_id = spane.enqueue_workflow("caller", None)
+    child_id = wait_for(lambda: _only_child(parent_id), "the child execution", timeout=60)
+    wait_for(lambda: spane.get_execution(parent_id).nodes["call"].status == "waiting", "park")
+    wake = {"execution_id": parent_id, "event": "child_ended", "node_id": "call"}
+    _forge(prod, f"{ns}.high", COORDINATOR, {**wake, "child_id": child_id})
+    wait_for(
+        lambda: faults.stored_messages(prod.settings.broker_url, ns, f"{ns}.high") == 0,
+        "the forged wake-up to be handled",
+    )
+    parent = spane.get_execution(parent_id)
+    assert parent.status == "running" and parent.nodes["call"].status == "waiting"

@@ -40,7 +40,7 @@ def fresh_folder(tmp_path: Path) -> dict[str, str]:
 
 def test_cli_walkthrough_runs_as_written(tmp_path: Path) -> None:
     script = snippet("Try pause and replay from the CLI:", "sh")
-    assert "resume $ID --wait" in script and "wait $BIG" in script
+    assert "resume $ID --wait" in script and "replay $ID" in script and "wait $BIG" in script
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         cwd=tmp_path,
@@ -51,7 +51,7 @@ def test_cli_walkthrough_runs_as_written(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr and "locked" not in done.stderr
-    assert done.stdout.count("✔ completed in") == 2
+    assert done.stdout.count("✔ completed in") == 3  # resume, replay, wait
     assert "held for review" in done.stdout  # the 250 order ran its timer in the last process
     assert "execution_completed" in done.stdout  # `spane history` after the resume
 

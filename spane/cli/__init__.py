@@ -65,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _settings() -> Settings:
+    """The settings of the runtime in use, or those the environment gives."""
     current = runtime.current()
     return current.settings if current is not None else from_env()
 

@@ -89,7 +89,12 @@ class Signals(Schedules):
         timer = deadline if on_timeout == "continue" else None
         output = None
         if on_timeout == "continue":
-            output = self.payloads.pack(claim.tenant, default, what=f"default of {claim.node_id}")
+            output = self.payloads.pack(
+                claim.tenant,
+                default,
+                what=f"default of {claim.node_id}",
+                fix="give the wait_for node a smaller default or raise the limit",
+            )
         with self.engine.begin() as conn:
             if not self._may_park(conn, claim):
                 return False, None
@@ -150,7 +155,12 @@ class Signals(Schedules):
                 raise errors.InvalidTransition(
                     f"execution {execution_id} is {ex.status}; it takes no more signals"
                 )
-            packed = self.payloads.pack(ex.tenant, payload, what=f"payload of signal {name!r}")
+            packed = self.payloads.pack(
+                ex.tenant,
+                payload,
+                what=f"payload of signal {name!r}",
+                fix="send a smaller payload or raise the limit",
+            )
             conn.execute(
                 insert(G).values(
                     execution_id=execution_id,

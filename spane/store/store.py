@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -202,7 +203,9 @@ class Store(Protection):
                 select(E.c.id).where(E.c.parent_id == execution_id).order_by(E.c.created_at)
             ).scalars()
             child_ids = list(children)
-        unpack = self.payloads.unpack
+        # One memo for the whole execution: a value that many nodes returned is decoded
+        # and held once.
+        unpack = functools.partial(self.payloads.unpack, memo={})
         graph = self.graph(ex.workflow_id, ex.version)
         order = {node_id: i for i, node_id in enumerate(graph.order)}
         nodes = {
@@ -238,6 +241,11 @@ class Store(Protection):
             children=child_ids,
             nodes=nodes,
         )
+
+    def stored_output(self, execution_id: str) -> str | None:
+        """The output of an execution as it is stored (references unresolved)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(E.c.output).where(E.c.id == execution_id)).scalar()
 
     def execution_status(self, execution_id: str) -> str:
         """Return only the status of an execution (cheap, for polling)."""
@@ -283,9 +291,9 @@ class Store(Protection):
     @retry_conflicts
     def cancel_execution(self, execution_id: str) -> None:
         """Cancel an execution, its not-yet-started nodes and its running children."""
-        now = time.time()
         with self.engine.begin() as conn:
-            row = self._lock_execution(conn, execution_id, now)
+            row = self._lock_execution(conn, execution_id, time.time())
+            now = time.time()  # after the lock: what committed before it came first
             if row.status in EXECUTION_TERMINAL:
                 raise errors.InvalidTransition(
                     f"execution {execution_id} is already {row.status}; it cannot be cancelled"
@@ -362,10 +370,9 @@ class Store(Protection):
 
     def referenced_blobs(self) -> set[str]:
         """Every blob reference the database still holds (inputs and outputs)."""
-        mark = self.payloads.is_ref
         refs: set[str] = set()
         with self.engine.connect() as conn:
             for column in (E.c.input, E.c.output, N.c.output, *STARTING_VALUES):
-                rows = conn.execute(select(column).where(column.like("@%")))
-                refs.update(text[1:] for (text,) in rows if mark(text))
+                rows = conn.execute(select(column).where(column.like("@%") | column.like("&%")))
+                refs.update(ref for (text,) in rows for ref in self.payloads.refs(text))
         return refs

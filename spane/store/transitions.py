@@ -145,9 +145,10 @@ class Transitions(History):
         where = f"execution {claim.execution_id}, node {claim.node_id!r}"
         if not parents:
             return self.payloads.unpack(claim.tenant, claim.input, what=f"input of {where}")
+        memo: dict[str, Any] = {}  # parents that returned one stored value share it
         values = {
             parent: self.payloads.unpack(
-                claim.tenant, text, what=f"output of parent {parent!r} ({where})"
+                claim.tenant, text, what=f"output of parent {parent!r} ({where})", memo=memo
             )
             for parent, text in claim.input.items()
         }
@@ -168,9 +169,20 @@ class Transitions(History):
         output: Any,
         *,
         route: list[str] | None = None,
+        stored: str | None = None,
     ) -> Outcome:
-        """Record a node's output and queue the successors that became ready."""
-        packed = self.payloads.pack(claim.tenant, output, what=f"output of node {claim.node_id}")
+        """Record a node's output and queue the successors that became ready.
+
+        Args:
+            stored: The output as it is already stored (a child execution's, for its
+                parked parent), kept as it is instead of ``output`` being encoded again:
+                a child's output composed from references stays so.
+        """
+        packed = (
+            stored
+            if stored is not None
+            else self.payloads.pack(claim.tenant, output, what=f"output of node {claim.node_id}")
+        )
         params = {
             "output": packed,
             "route": None if route is None else codec.dumps(route),
@@ -223,9 +235,9 @@ class Transitions(History):
             if outcome.applied:
                 self._dead_node(None, claim, detail)
             return outcome
-        now = time.time()
         with self.engine.begin() as conn:
-            ex = self._lock_execution(conn, claim.execution_id, now)
+            ex = self._lock_execution(conn, claim.execution_id, time.time())
+            now = time.time()  # after the lock: what committed before it came first
             done = conn.execute(
                 update(N)
                 .where(_held(claim))
@@ -448,11 +460,12 @@ class Transitions(History):
             done = rows and rows[0].status in ("completed", "failed") and rows[0].output
             return rows[0].output if done else "null"
         parts = {
-            r.node_id: self.payloads.unpack(tenant, r.output)
+            r.node_id: r.output
             for r in rows
             if r.status in ("completed", "failed") and r.output is not None
         }
-        return self.payloads.pack(tenant, parts, what="execution output")
+        # Composed from the sinks' stored texts: nothing is decoded or encoded here.
+        return self.payloads.compose(parts)
 
     def _end_execution(
         self,
@@ -489,8 +502,14 @@ class Transitions(History):
         ).scalars()
         for child_id in list(children):
             self._lock_execution(conn, child_id, now)
+            # Timed after the lock: whatever the child did before it (starting a child of
+            # its own, say) happened before it was cancelled.
             self._end_execution(
-                conn, child_id, "cancelled", now, error=f"parent execution {execution_id} {status}"
+                conn,
+                child_id,
+                "cancelled",
+                time.time(),
+                error=f"parent execution {execution_id} {status}",
             )
 
     def _dead_node(self, conn: Connection | None, claim: Claim, error: str) -> None:
