@@ -13,6 +13,20 @@ from opentelemetry import trace
 _configured = False
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of writing.
+
+    Loggers are cached on first use; binding the stream object itself would keep writing
+    to a stream someone replaced and closed since (a capturing test runner, a daemoniser).
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(log_format: str = "console", level: str = "info") -> None:
     """Configure structlog once per process (later calls are ignored)."""
     global _configured
@@ -36,9 +50,22 @@ def configure(log_format: str = "console", level: str = "info") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.PrintLoggerFactory(_CurrentStderr()),  # type: ignore[arg-type]
+        # Not cached: a cached module-level logger keeps the processors of its first use,
+        # so structlog.testing.capture_logs (and any later reconfiguration) would miss it.
+        cache_logger_on_first_use=False,
     )
+
+
+def reset() -> None:
+    """Forget the configuration, so that the next ``configure`` call applies.
+
+    For a process that runs several entry points in turn (an application's own CLI
+    around Spane's, a test session): the first one's level would otherwise stick.
+    """
+    global _configured
+    _configured = False
+    structlog.reset_defaults()
 
 
 def add_trace_ids(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import spane
+from spane import logs
 from spane import runtime as runtime_module
 from spane.broker import queue_name
 from spane.runtime import Runtime
@@ -53,6 +54,13 @@ def embedded_settings(tmp_path: Path, **changes: object) -> Settings:
         sweep_interval=0.05,
     )
     return base.with_(**changes)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Each test configures logging anew (an in-process CLI call sets a quieter level)."""
+    yield
+    logs.reset()
 
 
 @pytest.fixture
