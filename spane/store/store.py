@@ -49,7 +49,8 @@ class Store(Recovery):
     Args:
         engine: A SQLAlchemy engine (SQLite or PostgreSQL) migrated to the latest schema.
         payloads: Packs and unpacks stored values.
-        lease_seconds: How long a queued or running node may go unheard before recovery.
+        lease_seconds: How long a running attempt may go without a heartbeat, and a queued
+            node without being taken, before recovery looks at it.
     """
 
     def __init__(self, engine: Engine, payloads: Payloads, *, lease_seconds: float = 15.0):
