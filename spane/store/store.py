@@ -56,7 +56,8 @@ class Store(Protection):
     Args:
         engine: A SQLAlchemy engine (SQLite or PostgreSQL) migrated to the latest schema.
         payloads: Packs and unpacks stored values.
-        lease_seconds: How long a queued or running node may go unheard before recovery.
+        lease_seconds: How long a running attempt may go without a heartbeat, and a queued
+            node without being taken, before recovery looks at it.
         trace_execution: Opens an execution's root span around its creation and yields
             its W3C traceparent, stored with the execution (see ``Tracing.execution``).
             Every creation path inserts through ``_insert_executions``, so each gets one.
