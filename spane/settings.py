@@ -32,6 +32,9 @@ class Settings:
         drain_seconds: Grace period a draining worker gives in-flight nodes.
         embedded_threads: Worker threads of the embedded (in-process) worker.
         max_depth: Deepest nesting of sub-workflows.
+        web_host: Address ``spane web`` binds (loopback unless opened on purpose).
+        web_port: Port of ``spane web``.
+        webhook_tolerance: Seconds a webhook signature's timestamp may differ from now.
     """
 
     broker_url: str = ""
@@ -48,6 +51,9 @@ class Settings:
     drain_seconds: float = 30.0
     embedded_threads: int = 8
     max_depth: int = 10
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+    webhook_tolerance: float = 300.0
 
     @property
     def embedded(self) -> bool:
@@ -112,4 +118,17 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         drain_seconds=_float(env, "SPANE_DRAIN_SECONDS", defaults.drain_seconds),
         embedded_threads=_int(env, "SPANE_EMBEDDED_THREADS", defaults.embedded_threads),
         max_depth=_int(env, "SPANE_MAX_DEPTH", defaults.max_depth),
+        web_host=env.get("SPANE_WEB_HOST") or defaults.web_host,
+        web_port=_int(env, "SPANE_WEB_PORT", defaults.web_port),
+        webhook_tolerance=_float(env, "SPANE_WEBHOOK_TOLERANCE", defaults.webhook_tolerance),
     )
+
+
+def secret(name: str, env: Mapping[str, str] | None = None) -> str:
+    """Return the secret held by the environment variable ``name`` ("" when unset).
+
+    Secrets named by definitions (a webhook's ``secret_env``) are read at use, so a
+    rotated secret takes effect without re-registering the workflow.
+    """
+    env = os.environ if env is None else env
+    return env.get(name, "")

@@ -120,3 +120,14 @@ locks = Table(
     Column("holder", String(200), nullable=False),
     Column("until", Float, nullable=False),
 )
+
+api_tokens = Table(
+    "spane_api_tokens",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("tenant", String(64)),  # NULL: an admin token, which sees every tenant
+    Column("hash", String(64), nullable=False),
+    Column("label", String(200), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+)

@@ -15,6 +15,7 @@ from .. import errors
 from ..definitions import Graph, Workflow, build_graph
 from ..payloads import Payloads
 from .base import retry_conflicts
+from .browse import Browse
 from .records import (
     EXECUTION_TERMINAL,
     Claim,
@@ -28,6 +29,7 @@ from .recovery import Recovery
 from .schema import executions as E
 from .schema import nodes as N
 from .schema import workflows as W
+from .tokens import Tokens
 from .transitions import _held
 
 #: The columns of an ``ExecutionSummary``: no payloads.
@@ -59,6 +61,8 @@ class Store(Recovery):
         self.graph = functools.lru_cache(maxsize=512)(self._load_graph)
         self._meta_cache: dict[str, Any] = {}
         self._definitions: dict[tuple[str, int], Workflow] = {}
+        self.browse = Browse(engine)
+        self.tokens = Tokens(engine)
 
     # -- workflows -------------------------------------------------------------------
 

@@ -1,0 +1,31 @@
+"""HTTP API: hashed API tokens; an index for paging executions newest first.
+
+Revision ID: 0008
+Revises: 0001
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0001"
+
+
+def upgrade() -> None:
+    op.create_table(
+        "spane_api_tokens",
+        sa.Column("id", sa.String(16), primary_key=True),
+        sa.Column("tenant", sa.String(64)),
+        sa.Column("hash", sa.String(64), nullable=False),
+        sa.Column("label", sa.String(200), nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("revoked_at", sa.Float),
+    )
+    op.create_index("ix_spane_executions_created", "spane_executions", ["created_at", "id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_spane_executions_created", "spane_executions")
+    op.drop_table("spane_api_tokens")
