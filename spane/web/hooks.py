@@ -113,8 +113,11 @@ def _start(request: Request, path: str, body: bytes) -> str:
         try:
             data = jmespath.search(hook.input, data)
         except JMESPathError as exc:
-            raise HttpError(422, "the body does not fit the hook's input expression",
-                            [Problem("body", str(exc))]) from None
+            raise HttpError(
+                422,
+                "the body does not fit the hook's input expression",
+                [Problem("body", str(exc))],
+            ) from None
     key = request.headers.get(IDEMPOTENCY_KEY) or None
     if key is not None and len(key) > 200:
         raise HttpError(422, f"{IDEMPOTENCY_KEY} is longer than 200 characters")
@@ -160,9 +163,7 @@ OPENAPI = {
                 "202": {
                     "description": "Started",
                     "content": {
-                        "application/json": {
-                            "schema": {"$ref": "#/components/schemas/Started"}
-                        }
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Started"}}
                     },
                 },
                 "401": _error("Bad or missing signature (or token)"),

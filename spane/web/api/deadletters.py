@@ -86,11 +86,32 @@ _ID = "/dead-letters/{dead_letter_id:int}"
 TAG = "dead letters"
 
 OPERATIONS = [
-    Operation("GET", "/dead-letters", "listDeadLetters", "Dead letters, newest first", list_,
-              TAG, query=DeadLetterQuery, response=DeadLetterList),
-    Operation("GET", _ID, "getDeadLetter", "A dead letter with its original message", show, TAG,
-              response=DeadLetterOut),
-    Operation("POST", _ID + "/retry", "retryDeadLetter",
-              "Retry: revive a node's execution, or send a message again", retry, TAG,
-              response=DeadLetterOut),
+    Operation(
+        "GET",
+        "/dead-letters",
+        "listDeadLetters",
+        "Dead letters, newest first",
+        list_,
+        TAG,
+        query=DeadLetterQuery,
+        response=DeadLetterList,
+    ),
+    Operation(
+        "GET",
+        _ID,
+        "getDeadLetter",
+        "A dead letter with its original message",
+        show,
+        TAG,
+        response=DeadLetterOut,
+    ),
+    Operation(
+        "POST",
+        _ID + "/retry",
+        "retryDeadLetter",
+        "Retry: revive a node's execution, or send a message again",
+        retry,
+        TAG,
+        response=DeadLetterOut,
+    ),
 ]

@@ -120,10 +120,23 @@ def watch_list(call: Call) -> AsyncIterator[str]:
 TAG = "events"
 
 OPERATIONS = [
-    Operation("GET", "/streams/executions", "streamExecutions",
-              "Server-sent `execution` events: the newest executions as they change",
-              watch_list, TAG, query=ExecutionQuery, stream=True),
-    Operation("GET", "/streams/executions/{execution_id}", "streamExecution",
-              "Server-sent `node` and `execution` events until the execution ends",
-              watch_execution, TAG, stream=True),
+    Operation(
+        "GET",
+        "/streams/executions",
+        "streamExecutions",
+        "Server-sent `execution` events: the newest executions as they change",
+        watch_list,
+        TAG,
+        query=ExecutionQuery,
+        stream=True,
+    ),
+    Operation(
+        "GET",
+        "/streams/executions/{execution_id}",
+        "streamExecution",
+        "Server-sent `node` and `execution` events until the execution ends",
+        watch_execution,
+        TAG,
+        stream=True,
+    ),
 ]
