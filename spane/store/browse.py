@@ -43,6 +43,23 @@ class NodeRow:
 
 
 @dataclass(frozen=True)
+class ExecutionHeader:
+    """An execution without its input and output."""
+
+    id: str
+    workflow_id: str
+    version: int
+    tenant: str
+    status: str
+    error: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    parent_id: str | None
+    parent_node_id: str | None
+
+
+@dataclass(frozen=True)
 class WorkflowVersion:
     """One stored version of a workflow."""
 
@@ -101,6 +118,15 @@ class Browse:
         with self.engine.connect() as conn:
             return [ExecutionSummary(**row._mapping) for row in conn.execute(query)]
 
+    def execution_header(self, execution_id: str) -> ExecutionHeader:
+        """Return an execution without reading its payloads."""
+        columns = [E.c[name] for name in ExecutionHeader.__dataclass_fields__]
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*columns).where(E.c.id == execution_id)).first()
+        if row is None:
+            raise errors.UnknownExecution(f"no execution has id {execution_id!r}")
+        return ExecutionHeader(**row._mapping)
+
     def node_rows(self, execution_id: str) -> list[NodeRow]:
         """Return an execution's nodes without outputs, in no particular order."""
         with self.engine.connect() as conn:
@@ -141,10 +167,17 @@ class Browse:
         return None if row[0] is None else str(row[0])
 
     def dead_letters(
-        self, *, status: str | None = "open", tenant: str | None = None, limit: int = 100
+        self,
+        *,
+        status: str | None = "open",
+        tenant: str | None = None,
+        execution_id: str | None = None,
+        limit: int = 100,
     ) -> list[DeadLetter]:
         """Return dead letters newest first; with ``tenant``, only that tenant's nodes'."""
         query = select(D).order_by(D.c.id.desc()).limit(limit)
+        if execution_id is not None:
+            query = query.where(D.c.execution_id == execution_id)
         if status is not None:
             query = query.where(D.c.status == status)
         if tenant is not None:

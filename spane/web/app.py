@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from . import api, errors, hooks, openapi
+from . import api, dashboard, errors, hooks, openapi
 from .routing import endpoint
 
 
@@ -35,6 +35,7 @@ def create_app() -> Starlette:
         Route(openapi.PREFIX + op.path, endpoint(op), methods=[op.method], name=op.name)
         for op in operations
     ]
+    routes += dashboard.routes()
     handlers: dict[Any, Any] = {
         HTTPException: errors.http_exception,
         Exception: errors.server_error,
