@@ -39,8 +39,14 @@ def _guarded(render: pages.Render) -> Callable[[Request], Awaitable[Response]]:
     return handle
 
 
+def _target(request: Request) -> str:
+    """Where to go after signing in: a path on this site only (no open redirect)."""
+    target = request.query_params.get("next", "/")
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
 async def _login_form(request: Request) -> Response:
-    return HTMLResponse(pages.login())
+    return HTMLResponse(pages.login(_target(request)))
 
 
 async def _login(request: Request) -> Response:
@@ -48,9 +54,10 @@ async def _login(request: Request) -> Response:
     token = (form.get("token") or [""])[0].strip()
     record = await run_in_threadpool(tokens.authenticate, token) if token else None
     if record is None:
-        return HTMLResponse(pages.login("That token is not valid."), status_code=401)
-    target = request.query_params.get("next", "/")
-    response = RedirectResponse(target if target.startswith("/") else "/", status_code=303)
+        return HTMLResponse(
+            pages.login(_target(request), "That token is not valid."), status_code=401
+        )
+    response = RedirectResponse(_target(request), status_code=303)
     response.set_cookie(
         auth.COOKIE,
         token,

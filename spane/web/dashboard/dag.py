@@ -11,8 +11,8 @@ from html import escape
 
 from ...definitions import Graph
 
-WIDTH, HEIGHT = 168, 54
-GAP_X, GAP_Y = 64, 22
+WIDTH, HEIGHT = 156, 52
+GAP_X, GAP_Y = 36, 18
 PAD = 16
 
 
@@ -49,7 +49,8 @@ def layout(graph: Graph) -> dict[str, tuple[float, float]]:
 
 
 def svg(graph: Graph, statuses: Mapping[str, str] | None = None) -> str:
-    """Return the SVG of ``graph``, each node coloured by its status (``pending`` if none)."""
+    """Return the SVG of ``graph``; with ``statuses``, each node coloured by its status
+    (``pending`` when missing)."""
     place = layout(graph)
     width = max(x for x, _ in place.values()) + WIDTH + PAD
     height = max(y for _, y in place.values()) + HEIGHT + PAD
@@ -72,16 +73,19 @@ def svg(graph: Graph, statuses: Mapping[str, str] | None = None) -> str:
             )
     for node_id in graph.order:
         x, y = place[node_id]
-        status = (statuses or {}).get(node_id, "pending")
         node = graph.nodes[node_id]
+        if statuses is None:  # a definition, not an execution: no states to show
+            state, meta = "", escape(_cut(node.type, 22))
+        else:
+            status = escape(statuses.get(node_id, "pending"))
+            state = f' status-{status}" data-status="{status}'
+            meta = f'{escape(_cut(node.type, 11))} · <tspan class="node-status">{status}</tspan>'
         parts.append(
-            f'<g class="node status-{escape(status)}" data-node="{escape(node_id)}" '
-            f'data-status="{escape(status)}" transform="translate({x:g},{y:g})" tabindex="0">'
+            f'<g class="node{state}" data-node="{escape(node_id)}" '
+            f'transform="translate({x:g},{y:g})" tabindex="0">'
             f'<rect width="{WIDTH}" height="{HEIGHT}" rx="8"/>'
-            f'<text class="node-id" x="12" y="22">{escape(_cut(node_id, 20))}</text>'
-            f'<text class="node-meta" x="12" y="41">{escape(_cut(node.type, 14))}'
-            f' · <tspan class="node-status">{escape(status)}</tspan></text>'
-            "</g>"
+            f'<text class="node-id" x="12" y="22">{escape(_cut(node_id, 17))}</text>'
+            f'<text class="node-meta" x="12" y="41">{meta}</text></g>'
         )
     parts.append("</svg>")
     return "".join(parts)

@@ -51,7 +51,7 @@ def executions(request: Request, me: Principal) -> str:
     more = len(rows) > _PAGE
     rows = rows[:_PAGE]
     options = "".join(
-        f'<option value="{s}"{" selected" if s == status else ""}>{s}</option>'
+        f'<option value="{s}"{" selected" if s == status else ""}>{s or "any"}</option>'
         for s in ("", *EXECUTION_ACTIVE, *EXECUTION_TERMINAL)
     )
     spans = "".join(
@@ -280,12 +280,13 @@ def dead_letters(request: Request, me: Principal) -> str:
     )
 
 
-def login(error: str = "") -> str:
-    """The sign-in form: an API token, kept in an HttpOnly cookie."""
+def login(target: str = "/", error: str = "") -> str:
+    """The sign-in form: an API token, kept in an HttpOnly cookie; then on to ``target``."""
     note = f'<p class="error">{e(error)}</p>' if error else ""
+    action = "/ui/login?" + urlencode({"next": target})
     return page(
         "Sign in",
-        "<h1>Sign in</h1><form class='login' method='post' action='/ui/login'>"
+        f"<h1>Sign in</h1><form class='login' method='post' action='{e(action)}'>"
         "<label>API token <input type='password' name='token' autocomplete='off' required>"
         f"</label><button>Sign in</button></form>{note}"
         "<p class='dim'>Create a token with <code>spane tokens create --tenant NAME</code> "
