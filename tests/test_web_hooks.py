@@ -10,7 +10,7 @@ import pytest
 
 import spane
 from spane.runtime import Runtime
-from spane.web.hooks import sign
+from spane.signatures import sign
 from tests.webtools import Web
 
 SECRET = "s3cret-for-tests"
