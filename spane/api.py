@@ -12,7 +12,7 @@ import msgspec
 
 from . import codec, registry, runtime, validation
 from .context import Spawn
-from .definitions import Workflow, definition_hash, to_dict
+from .definitions import Callback, Workflow, definition_hash, to_dict
 from .durations import parse_duration
 from .errors import (
     ConfigurationError,
@@ -121,12 +121,14 @@ def enqueue_workflow(
     priority: str | None = None,
     idempotency_key: str | None = None,
     version: int | None = None,
+    on_finish: Callback | dict[str, Any] | None = None,
 ) -> str:
     """Start an execution of a registered workflow; return its id.
 
     The input is checked (JSON, size, the workflow's ``input_schema``) before anything
     is written. With an ``idempotency_key`` already used by this tenant, the existing
-    execution's id is returned and nothing starts.
+    execution's id is returned and nothing starts. ``on_finish`` (``{url, secret_env}``)
+    overrides the workflow's completion callback for this execution.
     """
     rt = runtime.get()
     if priority is not None and priority not in LANES:
@@ -139,6 +141,11 @@ def enqueue_workflow(
         existing = rt.store.find_by_idempotency_key(tenant, idempotency_key)
         if existing is not None:
             return existing
+    if isinstance(on_finish, dict):
+        try:
+            on_finish = msgspec.convert(on_finish, Callback)
+        except msgspec.ValidationError as exc:
+            raise InputError(f"on_finish is not valid: {exc}") from None
     execution_id, dispatches = _create(
         rt,
         workflow_id,
@@ -147,6 +154,7 @@ def enqueue_workflow(
         tenant=tenant,
         lane=priority,
         idempotency_key=idempotency_key,
+        on_finish=on_finish,
     )
     rt.ensure_worker()
     rt.dispatch(dispatches)
@@ -163,6 +171,7 @@ def _create(
     lane: str | None,
     idempotency_key: str | None = None,
     parent: Claim | None = None,
+    on_finish: Callback | None = None,
 ) -> tuple[str, list[Dispatch]]:
     """Check the input and write the execution; return its id and first messages."""
     version, workflow = rt.store.workflow_version(workflow_id, version)
@@ -183,7 +192,12 @@ def _create(
         input=packed,
         idempotency_key=idempotency_key,
         parent=parent,
+        on_finish=_callback(on_finish or workflow.on_finish),
     )
+
+
+def _callback(callback: Callback | None) -> str | None:
+    return None if callback is None else codec.dumps(msgspec.to_builtins(callback))
 
 
 def start_child(rt: runtime.Runtime, parent: Claim, spawn: Spawn) -> tuple[str, list[Dispatch]]:

@@ -87,6 +87,25 @@ class Trigger(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defa
             raise ValueError("set exactly one of: schedule, webhook")
 
 
+class Callback(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    """POST the execution's outcome to ``url`` when it ends (at least once per end).
+
+    Attributes:
+        url: An ``http://`` or ``https://`` URL.
+        secret_env: The environment variable (of the workers) holding the HMAC-SHA256 key
+            that signs each post; unset posts unsigned.
+    """
+
+    url: str
+    secret_env: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")) or len(self.url) > 2000:
+            raise ValueError(f"on_finish url must be an http:// or https:// URL, got {self.url!r}")
+        if self.secret_env and not _ENV_NAME.fullmatch(self.secret_env):
+            raise ValueError(f"secret_env {self.secret_env!r} is not an environment variable name")
+
+
 class Node(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
     """One step: a registered node type run after the nodes listed in ``after``."""
 
@@ -108,6 +127,7 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_def
     lane: str = "default"
     input_schema: dict[str, Any] | None = None
     triggers: list[Trigger] = []
+    on_finish: Callback | None = None
     description: str = ""
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from . import codec, executor
+from . import callbacks, codec, executor
 from .inflight import HandedBack, inflight
 
 if TYPE_CHECKING:
@@ -21,7 +21,8 @@ SWEEPER = "sweeper"
 
 def sweep(runtime: Runtime) -> int:
     """One pass: renew our leases, then (if this worker holds the sweeper lease) fire
-    due timers, wake parents, and send again what the broker lost or a dead worker held."""
+    due timers, wake parents, send again what the broker lost or a dead worker held, and
+    post the completion callbacks that are due."""
     now = time.time()
     claims = [entry.claim for entry in inflight.entries()]
     if claims and now - runtime.last_heartbeat >= runtime.settings.lease_seconds / 3:
@@ -39,6 +40,7 @@ def sweep(runtime: Runtime) -> int:
     if lost:
         log.info("recovered lost node messages", count=len(lost))
         runtime.dispatch(lost)
+    callbacks.deliver_due(runtime)
     return fired + len(lost)
 
 

@@ -47,6 +47,13 @@ executions = Table(
     Column("started_at", Float),
     Column("finished_at", Float),
     Column("updated_at", Float, nullable=False),
+    # Completion callback: on_finish is its JSON; callback_state is NULL (none), armed
+    # (post when the execution ends), sending (claimed until callback_next_at), sent, or
+    # failed (gave up).
+    Column("on_finish", Text),
+    Column("callback_state", String(16)),
+    Column("callback_attempts", Integer, server_default="0"),
+    Column("callback_next_at", Float),
     Index("ix_spane_executions_status", "status"),
     Index("ix_spane_executions_workflow", "workflow_id"),
     Index("ix_spane_executions_parent", "parent_id"),

@@ -16,6 +16,7 @@ from ..definitions import Graph, Workflow, build_graph
 from ..payloads import Payloads
 from .base import retry_conflicts
 from .browse import Browse
+from .callbacks import Callbacks
 from .records import (
     EXECUTION_TERMINAL,
     Claim,
@@ -63,6 +64,7 @@ class Store(Recovery):
         self._definitions: dict[tuple[str, int], Workflow] = {}
         self.browse = Browse(engine)
         self.tokens = Tokens(engine)
+        self.callbacks = Callbacks(engine)
 
     # -- workflows -------------------------------------------------------------------
 
@@ -146,6 +148,7 @@ class Store(Recovery):
         input: str,
         idempotency_key: str | None = None,
         parent: Claim | None = None,
+        on_finish: str | None = None,
     ) -> tuple[str, list[Dispatch]]:
         """Insert an execution with its nodes, entry nodes queued, in one transaction.
 
@@ -153,7 +156,8 @@ class Store(Recovery):
         idempotency key was already used by this tenant, that execution's id and nothing.
         With ``parent`` (a running ``subworkflow`` attempt), the parent node is parked
         in ``waiting`` on the new child in the same transaction; if that attempt is
-        stale, nothing is written and ``("", [])`` is returned.
+        stale, nothing is written and ``("", [])`` is returned. ``on_finish`` (a callback's
+        JSON) arms a post for when the execution ends.
         """
         graph = self.graph(workflow_id, version)
         now = time.time()
@@ -202,6 +206,8 @@ class Store(Recovery):
                         parent_node_id=parent_node_id,
                         depth=depth,
                         idempotency_key=idempotency_key,
+                        on_finish=on_finish,
+                        callback_state="armed" if on_finish else None,
                         created_at=now,
                         started_at=now,
                         updated_at=now,

@@ -1,4 +1,5 @@
-"""HTTP API: hashed API tokens; an index for paging executions newest first.
+"""HTTP API: hashed API tokens; an index for paging executions newest first; completion
+callbacks (the callback of an execution and the state of its delivery).
 
 Revision ID: 0008
 Revises: 0001
@@ -24,8 +25,20 @@ def upgrade() -> None:
         sa.Column("revoked_at", sa.Float),
     )
     op.create_index("ix_spane_executions_created", "spane_executions", ["created_at", "id"])
+    with op.batch_alter_table("spane_executions") as batch:
+        batch.add_column(sa.Column("on_finish", sa.Text))
+        batch.add_column(sa.Column("callback_state", sa.String(16)))
+        batch.add_column(sa.Column("callback_attempts", sa.Integer, server_default="0"))
+        batch.add_column(sa.Column("callback_next_at", sa.Float))
+    op.create_index(
+        "ix_spane_executions_callback", "spane_executions", ["callback_state", "callback_next_at"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_spane_executions_callback", "spane_executions")
+    with op.batch_alter_table("spane_executions") as batch:
+        for column in ("callback_next_at", "callback_attempts", "callback_state", "on_finish"):
+            batch.drop_column(column)
     op.drop_index("ix_spane_executions_created", "spane_executions")
     op.drop_table("spane_api_tokens")

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from ... import api, control, runtime
+from ...definitions import Callback
 from ...store import ExecutionSummary
 from ..errors import HttpError
 from ..routing import Call, Operation
@@ -60,6 +61,7 @@ class StartRequest(msgspec.Struct, forbid_unknown_fields=True):
     priority: Literal["high", "default", "low"] | None = None
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
     version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    on_finish: Callback | None = None
 
 
 class Started(msgspec.Struct):
@@ -184,6 +186,7 @@ def start(call: Call) -> Started:
         priority=body.priority,
         idempotency_key=body.idempotency_key,
         version=body.version,
+        on_finish=body.on_finish,
     )
     return Started(execution_id)
 
