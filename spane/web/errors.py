@@ -42,12 +42,10 @@ class ErrorBody(msgspec.Struct):
     problems: list[Problem] = []
 
 
+#: Status codes of the other errors of the public API (anything else is a 400).
 _STATUS: tuple[tuple[type[errors.SpaneError], int], ...] = (
     (errors.UnknownExecution, 404),
     (errors.UnknownWorkflow, 404),
-    (errors.DefinitionError, 422),
-    (errors.PayloadTooLarge, 413),
-    (errors.InputError, 422),
     (errors.InvalidTransition, 409),
     (errors.BlobError, 502),
 )
