@@ -168,3 +168,26 @@ def test_callback_definitions_are_checked(rt: Runtime, on_finish: dict[str, str]
     spane.register_workflow({"id": "w", "nodes": [{"id": "a", "type": "noop"}]})
     with pytest.raises(spane.InputError, match="on_finish"):
         spane.enqueue_workflow("w", None, on_finish=on_finish)
+
+
+def test_the_http_api_takes_a_callback_per_start(receiver: Receiver) -> None:
+    from tests.webtools import Web
+
+    spane.register_workflow({"id": "plain", "nodes": [{"id": "a", "type": "add_one"}]})
+    web = Web()
+    try:
+        bad = web.call(
+            "POST", "/executions", json={"workflow_id": "plain", "on_finish": {"url": "x"}}
+        )
+        assert bad.status_code == 422 and "on_finish" in bad.json()["message"]
+        started = web.call(
+            "POST",
+            "/executions",
+            json={"workflow_id": "plain", "input": 1, "on_finish": {"url": receiver.url}},
+        )
+        assert started.status_code == 201
+    finally:
+        web.close()
+    receiver.wait_for(1)
+    assert receiver.body(0)["execution_id"] == started.json()["execution_id"]
+    assert receiver.body(0)["output"] == 2

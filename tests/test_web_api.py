@@ -241,3 +241,14 @@ def test_openapi_document_describes_every_operation(web: Web) -> None:
         "paused",
         "running",
     ]
+
+
+def test_list_stream_sends_the_newest_executions_of_the_callers_tenant(web: Web) -> None:
+    ours = start(web, "chain", tenant="acme")
+    start(web, "chain", tenant="globex")
+    headers = {"Authorization": f"Bearer {web.token('acme')}"}
+    with web.client.stream("GET", "/api/v1/streams/executions", headers=headers) as response:
+        lines = response.iter_lines()
+        first = [next(lines), next(lines)]
+    assert first[0] == "event: execution"
+    assert f'"id":"{ours}"' in first[1] and '"tenant":"acme"' in first[1]
