@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import spane
+from spane import runtime as runtime_module
 from spane.runtime import Runtime
+from tests.conftest import embedded_settings
 from tests.webtools import Web
 
 CHAIN = {
@@ -252,3 +255,20 @@ def test_list_stream_sends_the_newest_executions_of_the_callers_tenant(web: Web)
         first = [next(lines), next(lines)]
     assert first[0] == "event: execution"
     assert f'"id":"{ours}"' in first[1] and '"tenant":"acme"' in first[1]
+
+
+def test_bodies_over_the_payload_limit_are_refused_unread(tmp_path: Path) -> None:
+    small = Runtime(embedded_settings(tmp_path, max_payload_bytes=200))
+    old = runtime_module.install(small)
+    web = Web()
+    try:
+        big = {"workflow_id": "chain", "input": "x" * 500}
+        response = web.call("POST", "/executions", json=big)
+        assert response.status_code == 413
+        assert "SPANE_MAX_PAYLOAD_BYTES=200" in response.json()["message"]
+        hook = web.client.post("/hooks/anything", content=b"y" * 500)
+        assert hook.status_code == 413
+    finally:
+        web.close()
+        runtime_module.install(old)
+        small.close()

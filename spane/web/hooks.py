@@ -25,6 +25,7 @@ from ..errors import Problem
 from . import auth
 from .api.executions import Started
 from .errors import HttpError, from_exception
+from .routing import read_body
 
 SIGNATURE = signatures.HEADER
 IDEMPOTENCY_KEY = "Idempotency-Key"
@@ -96,7 +97,7 @@ def _start(request: Request, path: str, body: bytes) -> str:
 async def receive(request: Request) -> Response:
     """The endpoint of every webhook: 202 with the execution id."""
     try:
-        body = await request.body()
+        body = await read_body(request)
         path = request.path_params["path"]
         execution_id = await run_in_threadpool(_start, request, path, body)
     except Exception as exc:

@@ -14,6 +14,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from .. import runtime
 from . import auth
 from .errors import HttpError, from_exception
 
@@ -111,10 +112,26 @@ def _query(op: Operation, request: Request) -> Any:
         raise HttpError(422, f"invalid query parameter: {exc}") from None
 
 
+async def read_body(request: Request) -> bytes:
+    """Return the request body, refusing one over ``SPANE_MAX_PAYLOAD_BYTES`` unread.
+
+    Raises:
+        HttpError: 413 when the declared or actual length is over the limit.
+    """
+    limit = runtime.get().settings.max_payload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HttpError(413, f"the body is over SPANE_MAX_PAYLOAD_BYTES={limit} bytes")
+    raw = await request.body()
+    if len(raw) > limit:
+        raise HttpError(413, f"the body is over SPANE_MAX_PAYLOAD_BYTES={limit} bytes")
+    return raw
+
+
 async def _body(op: Operation, request: Request) -> Any:
     if op.body is None:
         return None
-    raw = await request.body()
+    raw = await read_body(request)
     if not raw.strip():
         raise HttpError(422, "this request needs a JSON body")
     try:

@@ -85,11 +85,11 @@ async def _list_events(filters: dict[str, Any]) -> AsyncIterator[str]:
         )
         sent = False
         for summary in reversed(rows):  # oldest first, so a client can prepend each
-            state = (summary.status, summary.finished_at)
-            if seen.get(summary.id) != state:
-                seen[summary.id] = state
+            if seen.get(summary.id) != (summary.status, summary.finished_at):
                 yield event("execution", row(summary))
                 sent = True
+        # Only the rows of this page are remembered, so a long-lived stream stays small.
+        seen = {s.id: (s.status, s.finished_at) for s in rows}
         if sent:
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since > KEEPALIVE:

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from ... import errors, runtime
 from ...definitions import to_dict
 from ...store.records import EXECUTION_ACTIVE, EXECUTION_TERMINAL
+from ..api.executions import decode_cursor, encode_cursor
 from ..auth import Principal
 from ..errors import HttpError
 from . import dag
@@ -42,11 +43,7 @@ def executions(request: Request, me: Principal) -> str:
         "tenant": tenant,
         "since": since,
     }
-    before = None
-    if q.get("cursor"):
-        from ..api.executions import decode_cursor
-
-        before = decode_cursor(q["cursor"])
+    before = decode_cursor(q["cursor"]) if q.get("cursor") else None
     rows = runtime.get().store.browse.executions_page(**filters, before=before, limit=_PAGE + 1)
     more = len(rows) > _PAGE
     rows = rows[:_PAGE]
@@ -76,8 +73,6 @@ def executions(request: Request, me: Principal) -> str:
     follow = "" if before else data("stream", "/api/v1/streams/executions?" + urlencode(stream))
     nxt = ""
     if more:
-        from ..api.executions import encode_cursor
-
         keep = {k: v for k, v in q.items() if k != "cursor"}
         older = urlencode({**keep, "cursor": encode_cursor(rows[-1])})
         nxt = f'<a class="more" href="/?{e(older)}">Older →</a>'
