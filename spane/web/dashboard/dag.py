@@ -79,7 +79,7 @@ def svg(graph: Graph, statuses: Mapping[str, str] | None = None) -> str:
         else:
             status = escape(statuses.get(node_id, "pending"))
             state = f' status-{status}" data-status="{status}'
-            meta = f'{escape(_cut(node.type, 11))} · <tspan class="node-status">{status}</tspan>'
+            meta = f'{escape(_cut(node.type, 10))} · <tspan class="node-status">{status}</tspan>'
         parts.append(
             f'<g class="node{state}" data-node="{escape(node_id)}" '
             f'transform="translate({x:g},{y:g})" tabindex="0">'
