@@ -52,7 +52,7 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver(rt: Runtime) -> Iterator[Receiver]:
+def receiver() -> Iterator[Receiver]:
     endpoint = Receiver()
     try:
         yield endpoint
@@ -79,7 +79,7 @@ def until(check: Callable[[], bool], timeout: float = 30) -> None:
 
 
 def test_the_end_is_posted_once_signed_with_an_idempotency_key(
-    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    rt: Runtime, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CALLBACK_SECRET", SECRET)
     spane.register_workflow(workflow(receiver, secret_env="CALLBACK_SECRET"))
@@ -105,7 +105,7 @@ def test_the_end_is_posted_once_signed_with_an_idempotency_key(
     }
 
 
-def test_failed_posts_are_retried_with_the_same_key(receiver: Receiver) -> None:
+def test_failed_posts_are_retried_with_the_same_key(backend: Runtime, receiver: Receiver) -> None:
     receiver.statuses = [500, 503]
     spane.register_workflow(workflow(receiver))
     execution = spane.run("notified", 1, timeout=30)
@@ -121,7 +121,7 @@ def test_failed_posts_are_retried_with_the_same_key(receiver: Receiver) -> None:
 
 
 def test_a_callback_is_given_up_after_the_last_try(
-    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    rt: Runtime, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(callbacks, "MAX_ATTEMPTS", 1)
     receiver.statuses = [500]
@@ -132,7 +132,9 @@ def test_a_callback_is_given_up_after_the_last_try(
     assert len(receiver.posts) == 1
 
 
-def test_per_start_callback_failure_and_replay_post_each_end(receiver: Receiver) -> None:
+def test_per_start_callback_failure_and_replay_post_each_end(
+    rt: Runtime, receiver: Receiver
+) -> None:
     spane.register_workflow(
         {
             "id": "flaky",
@@ -150,7 +152,7 @@ def test_per_start_callback_failure_and_replay_post_each_end(receiver: Receiver)
     assert keys[0] != keys[1]
 
 
-def test_a_workflow_without_callback_posts_nothing(receiver: Receiver) -> None:
+def test_a_workflow_without_callback_posts_nothing(rt: Runtime, receiver: Receiver) -> None:
     spane.register_workflow({"id": "quiet", "nodes": [{"id": "a", "type": "noop"}]})
     spane.run("quiet", None, timeout=30)
     time.sleep(0.3)
@@ -170,7 +172,7 @@ def test_callback_definitions_are_checked(rt: Runtime, on_finish: dict[str, str]
         spane.enqueue_workflow("w", None, on_finish=on_finish)
 
 
-def test_the_http_api_takes_a_callback_per_start(receiver: Receiver) -> None:
+def test_the_http_api_takes_a_callback_per_start(rt: Runtime, receiver: Receiver) -> None:
     from tests.webtools import Web
 
     spane.register_workflow({"id": "plain", "nodes": [{"id": "a", "type": "add_one"}]})
