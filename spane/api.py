@@ -69,6 +69,7 @@ def register_workflow(definition: dict[str, Any] | Workflow | str | Path) -> tup
     rt = runtime.get()
     workflow = validation.load_definition(definition, workflow_exists=_exists(rt))
     _check_recursion(rt, workflow)
+    _check_webhook_paths(rt, workflow)
     text = codec.dumps(to_dict(workflow))
     version, _ = rt.store.save_workflow(workflow.id, definition_hash(workflow), text)
     return workflow.id, version
@@ -104,6 +105,33 @@ def _check_recursion(rt: runtime.Runtime, workflow: Workflow) -> None:
             seen.add(current)
             for _, nxt in _targets(rt.store.load_workflow(current)):
                 stack.append((nxt, [*trail, nxt]))
+    if problems:
+        raise DefinitionError(problems, workflow.id)
+
+
+def _check_webhook_paths(rt: runtime.Runtime, workflow: Workflow) -> None:
+    """Refuse a webhook path that the latest version of another workflow already serves."""
+    paths = {
+        trigger.webhook.path: index
+        for index, trigger in enumerate(workflow.triggers)
+        if trigger.webhook is not None
+    }
+    if not paths:
+        return
+    problems = []
+    for latest in rt.store.browse.workflows():
+        if latest.workflow_id == workflow.id:
+            continue
+        _, other = rt.store.workflow_version(latest.workflow_id, latest.version)
+        for trigger in other.triggers:
+            if trigger.webhook is not None and trigger.webhook.path in paths:
+                problems.append(
+                    Problem(
+                        f"triggers[{paths[trigger.webhook.path]}].webhook.path",
+                        f"path {trigger.webhook.path!r} is already served by workflow "
+                        f"{other.id!r}; choose another",
+                    )
+                )
     if problems:
         raise DefinitionError(problems, workflow.id)
 

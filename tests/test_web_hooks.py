@@ -138,3 +138,15 @@ def test_webhook_definitions_are_checked(rt: Runtime, hook: dict, message: str) 
     }
     with pytest.raises(spane.DefinitionError, match=message):
         spane.register_workflow(definition)
+
+
+def test_a_webhook_path_serves_one_workflow(web: Web) -> None:
+    taken = {
+        "id": "copycat",
+        "triggers": [{"webhook": {"path": "plain"}}],
+        "nodes": [{"id": "a", "type": "noop"}],
+    }
+    with pytest.raises(spane.DefinitionError, match="already served by workflow 'unsigned'"):
+        spane.register_workflow(taken)
+    spane.register_workflow({"id": "unsigned", "nodes": [{"id": "a", "type": "noop"}]})
+    spane.register_workflow(taken)  # the path is free once the owner's latest version drops it
