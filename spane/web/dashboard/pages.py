@@ -27,6 +27,7 @@ from .html import badge, data, e, page, took, when
 Render = Callable[[Request, Principal], str]
 _SINCE = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
 _PAGE = 50
+_HISTORY = 1000  # events shown on an execution's page (the latest)
 
 
 def executions(request: Request, me: Principal) -> str:
@@ -159,8 +160,14 @@ def execution(request: Request, me: Principal) -> str:
         f"<tr><td>{when(v.at)}</td><td>{e(v.node_id or '')}</td><td>{e(v.kind)}</td>"
         f"<td>{'' if v.attempt is None else v.attempt}</td>"
         f"<td><span class='detail'>{e((v.detail or '')[:300])}</span></td></tr>"
-        for v in history
+        for v in history[-_HISTORY:]
     )
+    if len(history) > _HISTORY:
+        link = f"/api/v1/executions/{e(ex.id)}/history"
+        timeline = (
+            f"<tr><td colspan='5' class='dim'>{len(history) - _HISTORY} earlier events: "
+            f"<a href='{link}'>the whole history</a></td></tr>{timeline}"
+        )
     node_data = {
         n.node_id: {
             "type": n.type,
