@@ -14,7 +14,7 @@ import structlog
 
 from . import codec, outages, registry, runtime, schedules, starts, validation
 from .context import Spawn
-from .definitions import Workflow, definition_hash, to_dict
+from .definitions import Callback, Workflow, definition_hash, to_dict
 from .durations import parse_duration
 from .errors import (
     ConfigurationError,
@@ -92,6 +92,7 @@ def register_workflow(definition: dict[str, Any] | Workflow | str | Path) -> tup
     workflow = validation.load_definition(definition, workflow_exists=_exists(rt))
     _check_recursion(rt, workflow)
     schedules.check_inputs(workflow)
+    _check_webhook_paths(rt, workflow)
     text = codec.dumps(to_dict(workflow))
     version, _ = rt.store.save_workflow(workflow.id, definition_hash(workflow), text)
     schedules.sync_definition(rt, workflow)
@@ -132,6 +133,33 @@ def _check_recursion(rt: runtime.Runtime, workflow: Workflow) -> None:
         raise DefinitionError(problems, workflow.id)
 
 
+def _check_webhook_paths(rt: runtime.Runtime, workflow: Workflow) -> None:
+    """Refuse a webhook path that the latest version of another workflow already serves."""
+    paths = {
+        trigger.webhook.path: index
+        for index, trigger in enumerate(workflow.triggers)
+        if trigger.webhook is not None
+    }
+    if not paths:
+        return
+    problems = []
+    for latest in rt.store.browse.workflows():
+        if latest.workflow_id == workflow.id:
+            continue
+        _, other = rt.store.workflow_version(latest.workflow_id, latest.version)
+        for trigger in other.triggers:
+            if trigger.webhook is not None and trigger.webhook.path in paths:
+                problems.append(
+                    Problem(
+                        f"triggers[{paths[trigger.webhook.path]}].webhook.path",
+                        f"path {trigger.webhook.path!r} is already served by workflow "
+                        f"{other.id!r}; choose another",
+                    )
+                )
+    if problems:
+        raise DefinitionError(problems, workflow.id)
+
+
 def _exists(rt: runtime.Runtime) -> Callable[[str], bool]:
     return lambda workflow_id: rt.store.latest_version(workflow_id) is not None
 
@@ -147,6 +175,7 @@ def enqueue_workflow(
     version: int | None = None,
     delay: str | float | None = None,
     at: datetime | float | None = None,
+    on_finish: Callback | dict[str, Any] | None = None,
 ) -> str:
     """Start an execution of a registered workflow; return its id.
 
@@ -155,6 +184,8 @@ def enqueue_workflow(
     execution's id is returned and nothing starts. With ``delay`` (``"10m"``, seconds)
     or ``at`` (an aware datetime, or epoch seconds) the start waits in the database
     and the id is the one the execution will have; ``cancel`` drops it before then.
+    ``on_finish`` (``{url, secret_env}``) overrides the workflow's completion callback
+    for this execution.
     """
     rt = runtime.get()
     starts.check_options(tenant, priority)
@@ -164,6 +195,11 @@ def enqueue_workflow(
         existing = rt.store.find_start_by_key(tenant, idempotency_key)
         if existing is not None:
             return existing
+    if isinstance(on_finish, dict):
+        try:
+            on_finish = msgspec.convert(on_finish, Callback)
+        except msgspec.ValidationError as exc:
+            raise InputError(f"on_finish is not valid: {exc}") from None
     if start_at is not None:
         new = starts.prepare(
             rt,
@@ -173,6 +209,7 @@ def enqueue_workflow(
             tenant=tenant,
             lane=priority,
             idempotency_key=idempotency_key,
+            on_finish=on_finish,
         )
         rt.ensure_worker()
         return rt.store.add_delayed_start(new, start_at)
@@ -184,6 +221,7 @@ def enqueue_workflow(
         tenant=tenant,
         lane=priority,
         idempotency_key=idempotency_key,
+        on_finish=on_finish,
     )
     rt.ensure_worker()
     try:
@@ -220,9 +258,12 @@ def _create(
     lane: str | None,
     idempotency_key: str | None = None,
     parent: Claim | None = None,
+    on_finish: Callback | None = None,
 ) -> tuple[str, list[Dispatch]]:
     """Check the input and write the execution; return its id and first messages."""
-    new = starts.prepare(rt, workflow_id, input, version=version, tenant=tenant, lane=lane)
+    new = starts.prepare(
+        rt, workflow_id, input, version=version, tenant=tenant, lane=lane, on_finish=on_finish
+    )
     return rt.store.create_execution(
         workflow_id=workflow_id,
         version=new.version,
@@ -232,6 +273,7 @@ def _create(
         input=new.input,
         idempotency_key=idempotency_key,
         parent=parent,
+        on_finish=new.on_finish,
     )
 
 

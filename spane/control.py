@@ -48,6 +48,7 @@ def replay(execution_id: str, from_node: str | None = None) -> None:
             "execution can be replayed (or name from_node)"
         )
     rt.apply(rt.store.revive(execution_id, from_node))
+    rt.store.callbacks.rearm(execution_id)  # the execution will end again: post that too
     rt.ensure_worker()
 
 

@@ -14,7 +14,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import jmespath
 import msgspec
+from jmespath.exceptions import JMESPathError
 
 from . import cron, errors
 from .protection import Breaker, RateLimit
@@ -27,6 +29,8 @@ CATCH_UP = ("none", "latest", "all")
 #: The most missed ticks ``catch_up: all`` fires at once.
 MAX_CATCH_UP = 100
 TENANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_HOOK_PATH = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 # omit_defaults keeps the canonical form (and so ``definition_hash``) unchanged when a later
@@ -71,13 +75,39 @@ class Schedule(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_def
 
 
 class Webhook(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
-    """Start an execution when a request arrives at ``path``."""
+    """Start an execution when a request arrives at ``POST /hooks/<path>`` (``spane web``).
+
+    Attributes:
+        path: The hook's path under ``/hooks/``: letters, digits, ``-``, ``_``, ``.``, ``/``.
+        secret_env: The environment variable holding the HMAC-SHA256 signing secret; without
+            it, callers authenticate with an API token of ``tenant`` (or an admin token).
+        input: A JMESPath expression over the request body giving the execution input;
+            empty passes the whole body.
+        tenant: The tenant the started executions belong to.
+    """
 
     path: str
+    secret_env: str = ""
+    input: str = ""
+    tenant: str = "default"
 
     def __post_init__(self) -> None:
         if not self.path.strip():
             raise ValueError("a webhook path must not be empty")
+        if not _HOOK_PATH.fullmatch(self.path):
+            raise ValueError(
+                f"webhook path {self.path!r} may hold only letters, digits and - _ . / "
+                "(no leading or trailing /, no //)"
+            )
+        if self.secret_env and not _ENV_NAME.fullmatch(self.secret_env):
+            raise ValueError(f"secret_env {self.secret_env!r} is not an environment variable name")
+        if not TENANT.fullmatch(self.tenant):
+            raise ValueError(f"tenant {self.tenant!r}: use 1-64 characters of A-Z a-z 0-9 _ . -")
+        if self.input:
+            try:
+                jmespath.compile(self.input)
+            except JMESPathError as exc:
+                raise ValueError(f"input is not a valid JMESPath expression: {exc}") from None
 
 
 class Trigger(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
@@ -89,6 +119,25 @@ class Trigger(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defa
     def __post_init__(self) -> None:
         if (self.schedule is None) == (self.webhook is None):
             raise ValueError("set exactly one of: schedule, webhook")
+
+
+class Callback(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    """POST the execution's outcome to ``url`` when it ends (at least once per end).
+
+    Attributes:
+        url: An ``http://`` or ``https://`` URL.
+        secret_env: The environment variable (of the workers) holding the HMAC-SHA256 key
+            that signs each post; unset posts unsigned.
+    """
+
+    url: str
+    secret_env: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")) or len(self.url) > 2000:
+            raise ValueError(f"on_finish url must be an http:// or https:// URL, got {self.url!r}")
+        if self.secret_env and not _ENV_NAME.fullmatch(self.secret_env):
+            raise ValueError(f"secret_env {self.secret_env!r} is not an environment variable name")
 
 
 class Node(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
@@ -114,6 +163,7 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_def
     lane: str = "default"
     input_schema: dict[str, Any] | None = None
     triggers: list[Trigger] = []
+    on_finish: Callback | None = None
     description: str = ""
 
 

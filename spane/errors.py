@@ -74,7 +74,16 @@ class UnknownSchedule(SpaneError):
 
 
 class InputError(SpaneError):
-    """The execution input was refused."""
+    """The execution input was refused.
+
+    Args:
+        message: What is wrong and what to fix.
+        problems: Each failing part of the input with its path (schema checks).
+    """
+
+    def __init__(self, message: str | None = None, *, problems: Sequence[Problem] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
 
 
 class PayloadTooLarge(InputError):

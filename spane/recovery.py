@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import structlog
 
-from . import backlog, clock, executor
+from . import backlog, callbacks, clock, executor
 from .broker import queue_name
 from .inflight import HandedBack, inflight
 
@@ -22,8 +22,9 @@ SWEEPER = "sweeper"
 
 
 def sweep(runtime: Runtime) -> int:
-    """One pass: heartbeat what we hold, then (if this worker holds the sweeper lease) fire
-    due timers, wake parents, and send again what the broker lost or a dead worker held."""
+    """One pass: renew our leases, then (if this worker holds the sweeper lease) fire
+    due timers, wake parents, send again what the broker lost or a dead worker held, and
+    post the completion callbacks that are due."""
     now = time.time()
     if runtime.health is not None:
         runtime.health.check()
@@ -42,6 +43,7 @@ def sweep(runtime: Runtime) -> int:
     if superseded:
         log.info("attempts of unresponsive workers queued again", count=len(superseded))
         runtime.dispatch(superseded)
+    callbacks.deliver_due(runtime)
     return fired + len(superseded) + resend_lost(runtime, now)
 
 

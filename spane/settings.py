@@ -55,6 +55,9 @@ class Settings:
             or ``OTEL_EXPORTER_OTLP_PROTOCOL``.
         tracer_provider: An OpenTelemetry tracer provider to trace with instead (set by
             embedding apps and tests through ``spane.configure``; never from the environment).
+        web_host: Address ``spane web`` binds (loopback unless opened on purpose).
+        web_port: Port of ``spane web``.
+        webhook_tolerance: Seconds a webhook signature's timestamp may differ from now.
     """
 
     broker_url: str = ""
@@ -78,6 +81,9 @@ class Settings:
     traces_file: str = ""
     otlp_protocol: str = "http/protobuf"
     tracer_provider: TracerProvider | None = None
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+    webhook_tolerance: float = 300.0
 
     @property
     def embedded(self) -> bool:
@@ -239,6 +245,9 @@ def _read(env: Mapping[str, str]) -> Settings:
         traces_exporters=exporters,
         traces_file=env.get("SPANE_TRACES_FILE", ""),
         otlp_protocol=protocol,
+        web_host=env.get("SPANE_WEB_HOST") or defaults.web_host,
+        web_port=_int(env, "SPANE_WEB_PORT", defaults.web_port),
+        webhook_tolerance=_float(env, "SPANE_WEBHOOK_TOLERANCE", defaults.webhook_tolerance),
     )
 
 

@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import structlog
 
 from . import codec, registry, validation
-from .definitions import TENANT, Workflow
+from .definitions import TENANT, Callback, Workflow
 from .durations import parse_duration
 from .errors import InputError, SpaneError, UnknownWorkflow
 from .middleware.claim_check import original_kwargs
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
     from .runtime import Runtime
 
 log = structlog.get_logger("spane.starts")
+
+
+def callback_json(callback: Callback | None) -> str | None:
+    """A completion callback as it is stored with its execution (None: no callback)."""
+    return None if callback is None else codec.dumps(msgspec.to_builtins(callback))
 
 
 def check_options(tenant: str, priority: str | None) -> None:
@@ -74,8 +80,11 @@ def prepare(
     tenant: str = "default",
     lane: str | None = None,
     idempotency_key: str | None = None,
+    on_finish: Callback | None = None,
 ) -> NewExecution:
     """Check an input against its workflow and pack it; nothing is written yet.
+
+    The execution's completion callback is ``on_finish``, else the workflow's own.
 
     Raises:
         UnknownWorkflow: If the workflow (version) is not registered.
@@ -99,6 +108,7 @@ def prepare(
         node_lanes=node_lanes(workflow, lane),
         input=packed,
         idempotency_key=idempotency_key,
+        on_finish=callback_json(on_finish or workflow.on_finish),
     )
 
 

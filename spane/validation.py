@@ -107,10 +107,12 @@ def validate_input(workflow: Workflow, value: Any) -> None:
             # Name the missing property itself: that is what the caller has to add.
             names = error.validator_value
             path += [p for p in names if error.message == f"{p!r} is a required property"][:1]
-        lines.append(f"{_path('input', *path)}: {error.message}")
+        lines.append(Problem(_path("input", *path), error.message))
     if lines:
         listed = "\n".join(f"  - {line}" for line in lines)
-        raise errors.InputError(f"input of workflow {workflow.id!r} is invalid:\n{listed}")
+        raise errors.InputError(
+            f"input of workflow {workflow.id!r} is invalid:\n{listed}", problems=lines
+        )
 
 
 def _read(source: object) -> tuple[object, str]:

@@ -8,7 +8,7 @@ from .. import __version__
 from ..durations import parse_duration
 from ..registry import LANES
 from ..store.records import EXECUTION_ACTIVE, EXECUTION_TERMINAL
-from . import breakers, commands, control, deadletters, starting
+from . import breakers, commands, control, deadletters, starting, web
 
 _INPUT_HELP = "execution input as JSON, or @FILE to read it from a JSON file"
 
@@ -216,4 +216,6 @@ def build() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
     upgrade = db_sub.add_parser("upgrade", help="run migrations on SPANE_DATABASE_URL")
     upgrade.set_defaults(handler=commands.db_upgrade)
+
+    web.add_commands(sub)
     return parser

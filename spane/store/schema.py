@@ -51,6 +51,13 @@ executions = Table(
     # W3C traceparent of the execution's root span: every attempt, however it is
     # dispatched (re-sent, resumed, replayed, inline), continues this trace.
     Column("traceparent", String(64)),
+    # Completion callback: on_finish is its JSON; callback_state is NULL (none), armed
+    # (post when the execution ends), sending (claimed until callback_next_at), sent, or
+    # failed (gave up).
+    Column("on_finish", Text),
+    Column("callback_state", String(16)),
+    Column("callback_attempts", Integer, server_default="0"),
+    Column("callback_next_at", Float),
     Index("ix_spane_executions_status", "status"),
     Index("ix_spane_executions_workflow", "workflow_id"),
     Index("ix_spane_executions_parent", "parent_id"),
@@ -171,6 +178,7 @@ delayed_starts = Table(
     Column("lane", String(16)),
     Column("input", Text, nullable=False),
     Column("idempotency_key", String(200)),
+    Column("on_finish", Text),  # the execution's completion callback, as JSON
     Column("start_at", Float, nullable=False),
     Column("status", String(16), nullable=False),  # pending | started | cancelled
     Column("created_at", Float, nullable=False),
@@ -232,4 +240,16 @@ rate_limits = Table(
     Column("key", String(300), primary_key=True),
     Column("value", Integer, nullable=False),
     Column("expires_at", Float, nullable=False),
+)
+
+
+api_tokens = Table(
+    "spane_api_tokens",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("tenant", String(64)),  # NULL: an admin token, which sees every tenant
+    Column("hash", String(64), nullable=False),
+    Column("label", String(200), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
 )

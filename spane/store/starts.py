@@ -36,6 +36,7 @@ class NewExecution:
         input: The packed input.
         idempotency_key: At most one execution per tenant and key.
         execution_id: The id to use (a new one when empty).
+        on_finish: The completion callback, as JSON (None: none).
     """
 
     workflow_id: str
@@ -46,6 +47,7 @@ class NewExecution:
     input: str
     idempotency_key: str | None = None
     execution_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    on_finish: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class DelayedStart:
     idempotency_key: str | None
     start_at: float
     status: str
+    on_finish: str | None = None
 
 
 class Starts(Recovery):
@@ -133,6 +136,8 @@ class Starts(Recovery):
                     "parent_node_id": parent.node_id if parent else None,
                     "depth": parent.depth + 1 if parent else 0,
                     "idempotency_key": new.idempotency_key,
+                    "on_finish": new.on_finish,
+                    "callback_state": "armed" if new.on_finish else None,
                     "created_at": now,
                     "started_at": now,
                     "updated_at": now,
@@ -173,6 +178,7 @@ class Starts(Recovery):
                         lane=new.lane,
                         input=new.input,
                         idempotency_key=key,
+                        on_finish=new.on_finish,
                         start_at=start_at,
                         status="pending",
                         created_at=time.time(),
@@ -230,6 +236,7 @@ class Starts(Recovery):
             input=start.input,
             idempotency_key=start.idempotency_key,
             execution_id=start.id,
+            on_finish=start.on_finish,
         )
         with self.engine.begin() as conn:
             taken = conn.execute(

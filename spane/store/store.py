@@ -16,6 +16,8 @@ from .. import errors
 from ..definitions import Graph, Workflow
 from ..payloads import Payloads
 from .base import retry_conflicts
+from .browse import Browse
+from .callbacks import Callbacks
 from .protection import Protection
 from .records import (
     EXECUTION_TERMINAL,
@@ -31,6 +33,7 @@ from .schema import nodes as N
 from .schema import workflows as W
 from .signals import STARTING_VALUES
 from .starts import NewExecution
+from .tokens import Tokens
 from .transitions import _held
 
 #: The columns of an ``ExecutionSummary``: no payloads.
@@ -78,6 +81,9 @@ class Store(Protection):
         self._meta_cache: dict[str, Any] = {}
         self._definitions: dict[tuple[str, int], Workflow] = {}
         self._graphs: dict[tuple[str, int], Graph] = {}
+        self.browse = Browse(engine)
+        self.tokens = Tokens(engine)
+        self.callbacks = Callbacks(engine)
 
     # -- workflows -------------------------------------------------------------------
 
@@ -133,6 +139,7 @@ class Store(Protection):
         input: str,
         idempotency_key: str | None = None,
         parent: Claim | None = None,
+        on_finish: str | None = None,
     ) -> tuple[str, list[Dispatch]]:
         """Insert an execution with its nodes, entry nodes queued, in one transaction.
 
@@ -140,7 +147,8 @@ class Store(Protection):
         idempotency key was already used by this tenant, that execution's id and nothing.
         With ``parent`` (a running ``subworkflow`` attempt), the parent node is parked
         in ``waiting`` on the new child in the same transaction; if that attempt is
-        stale, nothing is written and ``("", [])`` is returned.
+        stale, nothing is written and ``("", [])`` is returned. ``on_finish`` (a callback's
+        JSON) arms a post for when the execution ends.
         """
         now = time.time()
         new = NewExecution(
@@ -151,6 +159,7 @@ class Store(Protection):
             node_lanes=node_lanes,
             input=input,
             idempotency_key=idempotency_key,
+            on_finish=on_finish,
         )
         execution_id = new.execution_id
         try:

@@ -1,0 +1,115 @@
+"""The Procfile as a deployment runs it: ``release`` migrates, then honcho starts ``web``
+and ``worker`` on Redis and PostgreSQL, and one workflow goes through the HTTP API.
+
+Only the processes started here are stopped, by process group id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from tests.workers import ROOT
+
+pytestmark = pytest.mark.integration
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_procfile_serves_the_api_and_runs_a_workflow(
+    tmp_path: Path, pg_url: str, redis_url: str, namespace: str
+) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPANE_")}
+    env.update(
+        PATH=f"{BIN}:{env.get('PATH', '')}",
+        PYTHONPATH=str(ROOT),
+        PYTHONUNBUFFERED="1",
+        SPANE_BROKER_URL=redis_url,
+        SPANE_DATABASE_URL=pg_url,
+        SPANE_BLOB_URL=str(tmp_path / "blobs"),
+        SPANE_NAMESPACE=namespace,
+        SPANE_MODULES="tests.nodes",
+        SPANE_WEB_PORT=str(port),
+        SPANE_DRAIN_SECONDS="5",
+        SPANE_LOG_FORMAT="json",
+    )
+    honcho = [str(BIN / "honcho"), "-f", str(ROOT / "Procfile")]
+    release = subprocess.run([*honcho, "start", "release"], env=env, capture_output=True)
+    assert release.returncode == 0, release.stdout.decode() + release.stderr.decode()
+    created = subprocess.run(
+        [str(BIN / "spane"), "tokens", "create", "--admin", "--json"],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    token = json.loads(created.stdout)["token"]
+    log = tmp_path / "honcho.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [*honcho, "start", "web", "worker"],
+            cwd=tmp_path,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if client.get("/livez").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "web did not come up:\n" + log.read_text()
+            time.sleep(0.2)
+        definition = {
+            "id": "procfile",
+            "nodes": [
+                {"id": "one", "type": "add_one"},
+                {"id": "two", "type": "add_one", "after": ["one"]},
+            ],
+        }
+        assert client.post("/api/v1/workflows", json=definition).status_code == 201
+        started = client.post("/api/v1/executions", json={"workflow_id": "procfile", "input": 1})
+        assert started.status_code == 201, started.text
+        execution_id = started.json()["execution_id"]
+        deadline = time.monotonic() + 60
+        while (body := client.get(f"/api/v1/executions/{execution_id}").json())["status"] in (
+            "running",
+            "paused",
+        ):
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert body["status"] == "completed" and body["output"] == 3, body
+    finally:
+        client.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
