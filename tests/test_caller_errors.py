@@ -49,6 +49,19 @@ def small_rt(tmp_path: Path) -> Iterator[Runtime]:
         runtime.close()
 
 
+def spane_command(folder: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m spane argv...`` in ``folder`` with only ``env`` of the SPANE_* kind."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SPANE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "spane", *argv],
+        cwd=folder,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def one_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
@@ -59,9 +72,7 @@ def one_line(err: str) -> str:
 # -- settings -------------------------------------------------------------------------
 
 
-def test_a_misspelt_setting_is_refused_with_a_suggestion(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_misspelt_setting_is_refused_with_a_suggestion(tmp_path: Path) -> None:
     with pytest.raises(spane.ConfigurationError, match="did you mean SPANE_DATABASE_URL"):
         from_env({"SPANE_DB_URL": "postgresql+psycopg://x@h/db"})
     with pytest.raises(spane.ConfigurationError, match="did you mean SPANE_LEASE_SECONDS"):
@@ -71,9 +82,9 @@ def test_a_misspelt_setting_is_refused_with_a_suggestion(
     with pytest.raises(spane.ConfigurationError, match="finite"):
         from_env({"SPANE_LEASE_SECONDS": "nan"})
     assert from_env({"SPANE_DATABASE_URL": "sqlite:///x.db"}).database_url == "sqlite:///x.db"
-    monkeypatch.setenv("SPANE_DB_URL", "postgresql+psycopg://x@h/db")
-    assert main(["list"]) == 2
-    assert "did you mean SPANE_DATABASE_URL" in one_line(capsys.readouterr().err)
+    done = spane_command(tmp_path, "list", SPANE_DB_URL="postgresql+psycopg://x@h/db")
+    assert done.returncode == 2
+    assert "did you mean SPANE_DATABASE_URL" in one_line(done.stderr)
 
 
 def test_credentials_are_masked_in_printed_urls() -> None:
@@ -121,12 +132,11 @@ def test_failed_statements_do_not_show_their_parameters(
 # -- unreachable services -----------------------------------------------------------
 
 
-def test_unreachable_database_is_one_line_from_the_cli(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("SPANE_DATABASE_URL", "postgresql+psycopg://u:hunter2@127.0.0.1:1/x")
-    assert main(["list"]) == 2
-    line = one_line(capsys.readouterr().err)
+def test_unreachable_database_is_one_line_from_the_cli(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://u:hunter2@127.0.0.1:1/x"
+    done = spane_command(tmp_path, "list", SPANE_DATABASE_URL=url)
+    assert done.returncode == 2
+    line = one_line(done.stderr)
     assert "SPANE_DATABASE_URL" in line and "127.0.0.1:1" in line
     assert "hunter2" not in line
 
@@ -165,15 +175,7 @@ def test_unreachable_broker_or_database_is_one_line_per_worker_process(tmp_path:
 
 
 def test_python_dash_m_spane_runs_the_cli(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPANE_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "spane", "--version"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = spane_command(tmp_path, "--version")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("spane ")
 
