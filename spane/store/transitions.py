@@ -344,7 +344,9 @@ class Transitions(History):
                 statement, {"e": execution_id, "n": node_id, "a": attempt, "now": now, **params}
             ).first()
             if row is None:
-                if event != "timer_fired":
+                # A timer or a parent's wake-up comes twice by design (message and sweep):
+                # the second finds the node moved on, which is no result of anyone's.
+                if event not in ("timer_fired", "woken"):
                     # A result of a superseded attempt (or of an ended execution's node):
                     # kept in the history, and nothing else changes.
                     self.record_events(conn, [(execution_id, node_id, "stale_result", attempt)])
