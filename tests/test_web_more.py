@@ -213,3 +213,21 @@ def test_schedules_and_breakers_pages(web: Web) -> None:
     assert 'data-breaker="web_guarded"' in breakers and 'data-action="reset"' in breakers
     assert 'data-status="open"' in breakers
     assert 'data-action="reset"' not in get("/ui/breakers", "acme")
+
+
+def test_openapi_document_describes_the_new_operations(web: Web) -> None:
+    document = web.client.get("/api/v1/openapi.json").json()
+    paths = document["paths"]
+    names = {
+        path: sorted(op["operationId"] for op in operations.values())
+        for path, operations in paths.items()
+    }
+    assert names["/api/v1/executions/batch"] == ["startExecutions"]
+    assert names["/api/v1/executions/{execution_id}/signals/{name}"] == ["sendSignal"]
+    assert names["/api/v1/schedules"] == ["createSchedule", "listSchedules"]
+    assert names["/api/v1/schedules/{schedule_id}"] == ["deleteSchedule", "getSchedule"]
+    assert names["/api/v1/breakers/{name}/reset"] == ["resetBreaker"]
+    start = document["components"]["schemas"]["StartRequest"]["properties"]
+    assert {"type": "string", "format": "date-time"} in start["at"]["anyOf"]
+    request = document["components"]["schemas"]["ScheduleRequest"]["properties"]
+    assert sorted(request["overlap"]["enum"]) == ["allow", "cancel_previous", "skip"]

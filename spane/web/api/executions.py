@@ -19,6 +19,8 @@ from . import scope
 
 Status = Literal["running", "paused", "completed", "failed", "cancelled"]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=500)]
+#: An ISO 8601 time with its offset (the schema says so; msgspec's alone says ``string``).
+Instant = Annotated[datetime, msgspec.Meta(extra_json_schema={"format": "date-time"})]
 
 
 class ExecutionRow(msgspec.Struct):
@@ -67,7 +69,7 @@ class StartRequest(msgspec.Struct, forbid_unknown_fields=True):
     version: Annotated[int, msgspec.Meta(ge=1)] | None = None
     on_finish: Callback | None = None
     delay: str | float | None = None
-    at: datetime | float | None = None
+    at: Instant | float | None = None
 
 
 class Started(msgspec.Struct):
