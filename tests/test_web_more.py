@@ -117,7 +117,7 @@ def test_signal_completes_a_waiting_node_once_and_is_scoped(web: Web) -> None:
     assert done["output"] == {"ok": 1}
     again = web.call("POST", path, json={"payload": 2, "signal_id": "s1"})
     assert again.status_code == 202 and again.json()["stored"] is False
-    error(web.call("POST", path, json={"payload": 3}), 409, "")
+    error(web.call("POST", path, json={"payload": 3}), 409, "takes no more signals")
     bad = web.call("POST", f"/executions/{execution_id}/signals/bad name", json={})
     error(bad, 422, "signal name")
     error(web.call("POST", path, json={"payload": 1, "extra": 2}), 422, "extra")
