@@ -1,5 +1,6 @@
 """The dashboard in headless Chromium: nodes turn completed live on the DAG page, pause
-and resume from the page, retry a dead letter from the page.
+and resume from the page, retry a dead letter from the page, pause, resume and trigger a
+schedule from its page.
 
 Needs Debian's ``chromium`` (``.ci/run`` installs it); skips without it, fails under CI.
 """
@@ -140,3 +141,21 @@ def test_retry_a_dead_letter_from_the_page(page: Any, server: str, tmp_path: Pat
     assert spane.wait(execution_id, timeout=30).status == "completed"
     page.goto(server + f"/ui/executions/{execution_id}")
     page.wait_for_selector(node("after", "completed"))
+
+
+def test_pause_resume_and_trigger_a_schedule_from_the_page(page: Any, server: str) -> None:
+    spane.register_workflow({"id": "nightly", "nodes": [{"id": "a", "type": "echo"}]})
+    spane.schedule("nightly", {"n": 1}, cron="0 3 * * *", schedule_id="nightly-run")
+    page.goto(server + "/")
+    page.click("header a[href='/ui/schedules']")
+    row = page.locator('#schedules tr[data-schedule="nightly-run"]')
+    row.locator('button[data-action="pause"]').click()
+    row.locator('[data-status="paused"]').wait_for()
+    assert spane.list_schedules()[0].paused
+    row.locator('button[data-action="resume"]').click()
+    row.locator('[data-status="active"]').wait_for()
+    assert not spane.list_schedules()[0].paused
+    row.locator('button[data-action="trigger"]').click()
+    row.locator(".last a.mono").wait_for()
+    (execution_id,) = [r.id for r in spane.list_executions(workflow_id="nightly")]
+    assert spane.wait(execution_id, timeout=30).output == {"n": 1}

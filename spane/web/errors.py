@@ -46,6 +46,8 @@ class ErrorBody(msgspec.Struct):
 _STATUS: tuple[tuple[type[errors.SpaneError], int], ...] = (
     (errors.UnknownExecution, 404),
     (errors.UnknownWorkflow, 404),
+    (errors.UnknownSchedule, 404),
+    (errors.UnknownBreaker, 404),
     (errors.InvalidTransition, 409),
     (errors.BlobError, 502),
 )

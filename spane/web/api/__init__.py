@@ -1,14 +1,36 @@
 """The JSON API under ``/api/v1``: one module per resource, each listing its operations.
 
-A new resource (schedules, breakers, workers, lanes, signals) is one more module here.
+A new resource (workers, lanes) is one more module here.
 """
 
 from __future__ import annotations
 
 from ..routing import Operation
-from . import controls, deadletters, executions, me, streams, workflows
+from . import (
+    batches,
+    breakers,
+    controls,
+    deadletters,
+    executions,
+    me,
+    schedules,
+    signals,
+    streams,
+    workflows,
+)
 
-RESOURCES = (me, workflows, executions, controls, deadletters, streams)
+RESOURCES = (
+    me,
+    workflows,
+    executions,
+    batches,
+    controls,
+    signals,
+    deadletters,
+    schedules,
+    breakers,
+    streams,
+)
 
 
 def operations() -> list[Operation]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -18,6 +19,8 @@ from . import scope
 
 Status = Literal["running", "paused", "completed", "failed", "cancelled"]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=500)]
+#: An ISO 8601 time with its offset (the schema says so; msgspec's alone says ``string``).
+Instant = Annotated[datetime, msgspec.Meta(extra_json_schema={"format": "date-time"})]
 
 
 class ExecutionRow(msgspec.Struct):
@@ -54,7 +57,9 @@ class ExecutionQuery(msgspec.Struct, forbid_unknown_fields=False):
 
 
 class StartRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """Start an execution (as ``spane.enqueue_workflow``)."""
+    """Start an execution (as ``spane.enqueue_workflow``); with ``delay`` (``"10m"`` or
+    seconds) or ``at`` (an ISO 8601 time with its offset, or Unix seconds) it starts later,
+    and the id returned is the one it will have."""
 
     workflow_id: str
     input: Any = None
@@ -63,6 +68,8 @@ class StartRequest(msgspec.Struct, forbid_unknown_fields=True):
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
     version: Annotated[int, msgspec.Meta(ge=1)] | None = None
     on_finish: Callback | None = None
+    delay: str | float | None = None
+    at: Instant | float | None = None
 
 
 class Started(msgspec.Struct):
@@ -187,6 +194,8 @@ def start(call: Call) -> Started:
         priority=body.priority,
         idempotency_key=body.idempotency_key,
         version=body.version,
+        delay=body.delay,
+        at=body.at,
         on_finish=body.on_finish,
     )
     return Started(execution_id)

@@ -1,8 +1,10 @@
-"""What a caller may see: its own tenant's executions, or everything with an admin token."""
+"""What a caller may see: its own tenant's executions and schedules, or everything with an
+admin token."""
 
 from __future__ import annotations
 
-from ... import errors, runtime
+from ... import errors, runtime, schedules
+from ...schedules import ScheduleInfo
 from ...store import ExecutionSummary
 from ..errors import HttpError
 from ..routing import Call
@@ -19,6 +21,21 @@ def execution(call: Call, execution_id: str) -> ExecutionSummary:
     if not call.principal.sees(summary.tenant):
         raise errors.UnknownExecution(f"no execution has id {execution_id!r}")
     return summary
+
+
+def schedule(call: Call, schedule_id: str) -> ScheduleInfo:
+    """Return a schedule the caller may see.
+
+    Raises:
+        UnknownSchedule: If there is none, or it belongs to another tenant (answered alike).
+    """
+    rt = runtime.get()
+    row = rt.store.get_schedule(schedule_id)
+    if row is None or not call.principal.sees(row.tenant):
+        raise errors.UnknownSchedule(
+            f"no schedule has id {schedule_id!r}; GET /api/v1/schedules lists them"
+        )
+    return schedules.describe(rt, row)
 
 
 def tenant(call: Call, asked: str | None) -> str | None:

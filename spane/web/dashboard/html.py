@@ -50,6 +50,8 @@ def page(title: str, body: str, principal: Principal | None, *, active: str = ""
         ("executions", "/", "Executions"),
         ("workflows", "/ui/workflows", "Workflows"),
         ("dead-letters", "/ui/dead-letters", "Dead letters"),
+        ("schedules", "/ui/schedules", "Schedules"),
+        ("breakers", "/ui/breakers", "Breakers"),
     ]
     nav = "".join(
         f'<a href="{href}" class="{"active" if key == active else ""}">{label}</a>'

@@ -1,4 +1,5 @@
-"""The dashboard's pages: executions, one execution's DAG, workflows, dead letters.
+"""The dashboard's pages: executions, one execution's DAG, workflows, dead letters,
+schedules, circuit breakers.
 
 Pages are rendered on the server from the store's payload-free queries; the page script
 (``static/dashboard.js``) follows server-sent events and calls the JSON API for controls
@@ -15,7 +16,7 @@ from urllib.parse import urlencode
 import yaml
 from starlette.requests import Request
 
-from ... import errors, runtime
+from ... import control, errors, runtime, starting
 from ...definitions import to_dict
 from ...store.records import EXECUTION_ACTIVE, EXECUTION_TERMINAL
 from ..api.executions import decode_cursor, encode_cursor
@@ -279,6 +280,61 @@ def dead_letters(request: Request, me: Principal) -> str:
         f"<h1>Dead letters</h1><p class='tabs'>{tabs}</p>{table}{empty}",
         me,
         active="dead-letters",
+    )
+
+
+def schedules(request: Request, me: Principal) -> str:
+    """The caller's schedules, each with pause or resume and trigger-now buttons."""
+    rows = "".join(
+        f'<tr data-schedule="{e(s.id)}"><td class="mono">{e(s.id)}</td>'
+        f'<td><a href="/ui/workflows/{e(s.workflow_id)}">{e(s.workflow_id)}</a></td>'
+        f"<td>{e(s.tenant)}</td>"
+        f"<td>{e(s.cron if s.cron is not None else f'every {s.every:g} s')}"
+        f" <span class='dim'>{e(s.timezone)}</span></td>"
+        f"<td class='next'>{'' if s.paused else when(s.next_at)}</td><td class='last'>"
+        + (
+            f'<a class="mono" href="/ui/executions/{e(s.last_execution_id)}">'
+            f"{e(s.last_execution_id[:8])}</a> {when(s.last_fired_at)}"
+            if s.last_execution_id
+            else ""
+        )
+        + f"</td><td class='status'>{badge('paused' if s.paused else 'active')}</td><td>"
+        f'<button data-action="{"resume" if s.paused else "pause"}">'
+        f"{'Resume' if s.paused else 'Pause'}</button> "
+        '<button data-action="trigger">Trigger now</button></td></tr>'
+        for s in starting.list_schedules()
+        if me.sees(s.tenant)
+    )
+    table = (
+        "<table class='list' id='schedules'><thead><tr><th>Schedule</th><th>Workflow</th>"
+        "<th>Tenant</th><th>When</th><th>Next (UTC)</th><th>Last execution</th><th>Status</th>"
+        f"<th></th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+    empty = "" if rows else '<p class="empty">No schedules.</p>'
+    note = '<p><span id="control-message" role="status"></span></p>'
+    return page("Schedules", f"<h1>Schedules</h1>{note}{table}{empty}", me, active="schedules")
+
+
+def breakers(request: Request, me: Principal) -> str:
+    """Circuit breakers: state, failures, when an open one may close; reset for admins."""
+    rows = "".join(
+        f'<tr data-breaker="{e(b.name)}"><td class="mono">{e(b.name)}</td>'
+        f"<td class='status'>{badge(b.state)}</td>"
+        f"<td class='failures'>{b.failures}/{b.fail_max}</td><td>{b.reset_timeout:g} s</td>"
+        f"<td>{when(b.opened_at)}</td><td class='closes'>{when(b.closes_at)}</td><td>"
+        + ('<button data-action="reset">Reset</button>' if me.admin else "")
+        + "</td></tr>"
+        for b in control.breakers()
+    )
+    table = (
+        "<table class='list' id='breakers'><thead><tr><th>Breaker</th><th>State</th>"
+        "<th>Failures</th><th>Open for</th><th>Opened (UTC)</th><th>May close (UTC)</th>"
+        f"<th></th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+    empty = "" if rows else '<p class="empty">No breakers declared.</p>'
+    note = '<p><span id="control-message" role="status"></span></p>'
+    return page(
+        "Circuit breakers", f"<h1>Circuit breakers</h1>{note}{table}{empty}", me, active="breakers"
     )
 
 

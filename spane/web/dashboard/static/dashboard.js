@@ -263,10 +263,61 @@ function setupDeadLetters() {
   });
 }
 
+// -- schedules and breakers --------------------------------------------------------------
+
+function setupSchedules() {
+  $$("#schedules button[data-action]").forEach((button) => {
+    button.addEventListener("click", async () => {
+      const row = button.closest("tr");
+      const path = `/schedules/${encodeURIComponent(row.dataset.schedule)}`;
+      const action = button.dataset.action;
+      try {
+        const result = await api("POST", `${path}/${action}`);
+        if (action === "trigger") {
+          if (result.execution_id == null) { say("skipped: the previous execution is still running"); return; }
+          const link = document.createElement("a");
+          link.className = "mono";
+          link.href = `/ui/executions/${result.execution_id}`;
+          link.textContent = result.execution_id.slice(0, 8);
+          $(".last", row).replaceChildren(link);
+          say(`started ${result.execution_id}`);
+          return;
+        }
+        $(".status", row).replaceChildren(badge(result.paused ? "paused" : "active"));
+        $(".next", row).textContent = result.paused ? "" : when(result.next_at);
+        button.dataset.action = result.paused ? "resume" : "pause";
+        button.textContent = result.paused ? "Resume" : "Pause";
+        say(`${action}: done`);
+      } catch (error) {
+        say(error.message, true);
+      }
+    });
+  });
+}
+
+function setupBreakers() {
+  $$('#breakers button[data-action="reset"]').forEach((button) => {
+    button.addEventListener("click", async () => {
+      const row = button.closest("tr");
+      try {
+        const breaker = await api("POST", `/breakers/${encodeURIComponent(row.dataset.breaker)}/reset`);
+        $(".status", row).replaceChildren(badge(breaker.state));
+        $(".failures", row).textContent = `${breaker.failures}/${breaker.fail_max}`;
+        $(".closes", row).textContent = when(breaker.closes_at);
+        say(`${breaker.name} is ${breaker.state}`);
+      } catch (error) {
+        say(error.message, true);
+      }
+    });
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const stream = json("stream");
   if (stream) followList(stream);
   const execution = json("execution");
   if (execution) setupExecution(execution);
   if ($("#dead-letters")) setupDeadLetters();
+  if ($("#schedules")) setupSchedules();
+  if ($("#breakers")) setupBreakers();
 });

@@ -1,0 +1,184 @@
+"""Schedules: list, get, create, delete, pause, resume, trigger now. A schedule belongs to
+the tenant its executions run for; a tenant token sees and changes only its own."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from ... import runtime, starting
+from ...schedules import ScheduleInfo
+from ..errors import HttpError
+from ..routing import Call, Operation
+from . import scope
+
+
+class ScheduleOut(msgspec.Struct):
+    """A schedule with its next tick and last execution (times in Unix seconds)."""
+
+    id: str
+    workflow_id: str
+    origin: str
+    cron: str | None
+    every: float | None
+    timezone: str
+    input: Any
+    tenant: str
+    overlap: str
+    catch_up: str
+    paused: bool
+    next_at: float | None
+    last_execution_id: str | None
+    last_fired_at: float | None
+
+
+class ScheduleList(msgspec.Struct):
+    """Schedules, by id."""
+
+    items: list[ScheduleOut]
+
+
+class ScheduleQuery(msgspec.Struct):
+    """Which schedules to list (unset: all the caller may see)."""
+
+    workflow_id: str | None = None
+    tenant: str | None = None
+
+
+class ScheduleRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Start ``workflow_id`` on every tick of ``cron`` or ``every`` (as ``spane.schedule``).
+
+    Saving under an existing ``schedule_id`` (by default ``WORKFLOW_ID:api``) replaces it.
+    """
+
+    workflow_id: str
+    input: Any = None
+    cron: str | None = None
+    every: str | float | None = None
+    timezone: str = "UTC"
+    tenant: str | None = None
+    overlap: Literal["skip", "allow", "cancel_previous"] = "skip"
+    catch_up: Literal["none", "latest", "all"] = "latest"
+    schedule_id: Annotated[str, msgspec.Meta(pattern="^[^/]{1,200}$")] | None = None
+
+
+class Triggered(msgspec.Struct):
+    """The execution a trigger started; None when the overlap policy skipped it."""
+
+    schedule_id: str
+    execution_id: str | None
+
+
+def _out(info: ScheduleInfo) -> ScheduleOut:
+    return msgspec.convert(info, ScheduleOut, from_attributes=True)
+
+
+def list_(call: Call) -> ScheduleList:
+    q: ScheduleQuery = call.query
+    tenant = scope.tenant(call, q.tenant)
+    found = starting.list_schedules(q.workflow_id)
+    return ScheduleList([_out(s) for s in found if tenant is None or s.tenant == tenant])
+
+
+def get(call: Call) -> ScheduleOut:
+    return _out(scope.schedule(call, call.path["schedule_id"]))
+
+
+def create(call: Call) -> ScheduleOut:
+    body: ScheduleRequest = call.body
+    tenant = scope.tenant(call, body.tenant) or "default"
+    schedule_id = body.schedule_id or f"{body.workflow_id}:api"  # spane.schedule's default
+    existing = runtime.get().store.get_schedule(schedule_id)
+    if existing is not None and not call.principal.sees(existing.tenant):
+        raise HttpError(409, f"schedule id {schedule_id!r} is taken; give another schedule_id")
+    starting.schedule(
+        body.workflow_id,
+        body.input,
+        cron=body.cron,
+        every=body.every,
+        timezone=body.timezone,
+        tenant=tenant,
+        overlap=body.overlap,
+        catch_up=body.catch_up,
+        schedule_id=schedule_id,
+    )
+    return _out(scope.schedule(call, schedule_id))
+
+
+def delete(call: Call) -> None:
+    starting.unschedule(scope.schedule(call, call.path["schedule_id"]).id)
+
+
+def pause(call: Call) -> ScheduleOut:
+    info = scope.schedule(call, call.path["schedule_id"])
+    starting.pause_schedule(info.id)
+    return _out(scope.schedule(call, info.id))
+
+
+def resume(call: Call) -> ScheduleOut:
+    info = scope.schedule(call, call.path["schedule_id"])
+    starting.resume_schedule(info.id)
+    return _out(scope.schedule(call, info.id))
+
+
+def trigger(call: Call) -> Triggered:
+    info = scope.schedule(call, call.path["schedule_id"])
+    return Triggered(info.id, starting.trigger_schedule(info.id))
+
+
+_ID = "/schedules/{schedule_id}"
+TAG = "schedules"
+
+OPERATIONS = [
+    Operation(
+        "GET",
+        "/schedules",
+        "listSchedules",
+        "Schedules with their next tick",
+        list_,
+        TAG,
+        query=ScheduleQuery,
+        response=ScheduleList,
+    ),
+    Operation(
+        "POST",
+        "/schedules",
+        "createSchedule",
+        "Create (or replace) a schedule",
+        create,
+        TAG,
+        body=ScheduleRequest,
+        response=ScheduleOut,
+        status=201,
+    ),
+    Operation("GET", _ID, "getSchedule", "A schedule", get, TAG, response=ScheduleOut),
+    Operation("DELETE", _ID, "deleteSchedule", "Delete a schedule", delete, TAG),
+    Operation(
+        "POST",
+        _ID + "/pause",
+        "pauseSchedule",
+        "Stop firing until resumed",
+        pause,
+        TAG,
+        response=ScheduleOut,
+    ),
+    Operation(
+        "POST",
+        _ID + "/resume",
+        "resumeSchedule",
+        "Fire again from the next tick",
+        resume,
+        TAG,
+        response=ScheduleOut,
+    ),
+    Operation(
+        "POST",
+        _ID + "/trigger",
+        "triggerSchedule",
+        "Start the workflow now (the overlap policy applies)",
+        trigger,
+        TAG,
+        response=Triggered,
+    ),
+]
