@@ -42,7 +42,8 @@ from .errors import (
 from .registry import RetryPolicy
 from .retention import Collected
 from .retention import collect as collect_garbage
-from .store import Execution, ExecutionSummary, NodeState
+from .store import Execution, ExecutionSummary, NodeState, WorkerInfo
+from .workers import workers
 
 __version__ = "0.1.0"
 
@@ -79,6 +80,9 @@ __all__ = [
     "Collected",
     # Setup
     "configure",
+    # Operations
+    "WorkerInfo",
+    "workers",
     # Errors
     "BlobError",
     "ConfigurationError",

@@ -137,7 +137,8 @@ def _run_one(
         )
         return
     continuation.lane = claim.lane
-    node = runtime.store.graph(claim.workflow_id, claim.version).nodes[node_id]
+    graph = runtime.store.graph(claim.workflow_id, claim.version)
+    node = graph.nodes[node_id]
     hooks = attempt_middleware(runtime.broker)
     current = Attempt(
         execution_id=claim.execution_id,
@@ -150,6 +151,8 @@ def _run_one(
         attempt=claim.tries,
         config=node.config,
         inline=inline,
+        ready_at=claim.ready_at,
+        first=claim.attempt == 1 and node_id == graph.order[0],
     )
     with structlog.contextvars.bound_contextvars(**log_fields(claim)):
         emit_before(runtime.broker, hooks, current)
@@ -263,7 +266,7 @@ def _succeeded(runtime: Runtime, claim: Claim, node: Node, result: Any) -> Attem
         return AttemptResult(AttemptOutcome.FAILED, str(exc), exc)
     log.debug("node completed", applied=outcome.applied)
     runtime.apply(outcome)
-    return AttemptResult(AttemptOutcome.COMPLETED)
+    return AttemptResult(AttemptOutcome.COMPLETED if outcome.applied else AttemptOutcome.STALE)
 
 
 def _failed(
@@ -280,10 +283,16 @@ def _failed(
     if retryable and claim.tries < policy.max_attempts:
         delay = backoff(policy, claim.tries)
         log.info("node attempt failed; retrying", error=error, retry_in=delay)
-        runtime.apply(store.retry_node(claim, error, delay))
+        outcome = store.retry_node(claim, error, delay)
+        runtime.apply(outcome)
+        if not outcome.applied:
+            return AttemptResult(AttemptOutcome.STALE, error, exc)
         return AttemptResult(AttemptOutcome.RETRIED, error, exc, delay)
     log.warning("node failed", error=error, continue_on_fail=node.continue_on_fail)
-    runtime.apply(store.fail_node(claim, error, continue_on_fail=node.continue_on_fail))
+    outcome = store.fail_node(claim, error, continue_on_fail=node.continue_on_fail)
+    runtime.apply(outcome)
+    if not outcome.applied:
+        return AttemptResult(AttemptOutcome.STALE, error, exc)
     return AttemptResult(AttemptOutcome.FAILED, error, exc)
 
 

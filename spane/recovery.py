@@ -23,6 +23,7 @@ def sweep(runtime: Runtime) -> int:
     """One pass: renew our leases, then (if this worker holds the sweeper lease) fire
     due timers, wake parents, and send again what the broker lost or a dead worker held."""
     now = time.time()
+    started = time.monotonic()
     claims = [entry.claim for entry in inflight.entries()]
     if claims and now - runtime.last_heartbeat >= runtime.settings.lease_seconds / 3:
         runtime.store.renew_leases(claims)
@@ -33,12 +34,18 @@ def sweep(runtime: Runtime) -> int:
     if not runtime.store.take_lease(SWEEPER, runtime.identity, ttl):
         return 0
     fired = runtime.sweep_timers()
-    for parent_id, node_id, child_id in runtime.store.unwoken_parents():
+    parents = runtime.store.unwoken_parents()
+    for parent_id, node_id, child_id in parents:
         executor.wake_parent(runtime, parent_id, node_id, child_id)
     lost = runtime.store.recover_lost(now)
     if lost:
         log.info("recovered lost node messages", count=len(lost))
         runtime.dispatch(lost)
+    if runtime.metrics is not None:
+        runtime.metrics.recovered("timer_fired", fired)
+        runtime.metrics.recovered("parent_woken", len(parents))
+        runtime.metrics.recovered("message_resent", len(lost))
+        runtime.metrics.swept(time.monotonic() - started)
     return fired + len(lost)
 
 
@@ -52,6 +59,8 @@ def hand_back_all(runtime: Runtime) -> int:
         inflight.interrupt(entry, HandedBack)
         runtime.dispatch([dispatch])
         count += 1
+    if runtime.metrics is not None:
+        runtime.metrics.recovered("handed_back", count)
     return count
 
 

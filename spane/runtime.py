@@ -19,7 +19,7 @@ from .blobs import CachingBlobStore, open_blob_store
 from .broker import make_broker, queue_name
 from .consumer import guard_consumers
 from .encoder import UNDECODABLE, MsgspecEncoder
-from .middleware import ClaimCheck, DeadLetters, Drain, Sweeper
+from .middleware import ClaimCheck, DeadLetters, Drain, Heartbeat, Metrics, Sweeper
 from .payloads import Payloads
 from .registry import NodeType
 from .settings import Settings, from_env
@@ -65,6 +65,7 @@ class Runtime:
         self.last_heartbeat = 0.0
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.drain: Drain | None = None
+        self.metrics: Metrics | None = None
         for middleware in self.broker.middleware:
             if isinstance(middleware, Sweeper):
                 middleware.sweep = lambda: recovery.sweep(self)
@@ -73,6 +74,11 @@ class Runtime:
                 self.drain = middleware
             elif isinstance(middleware, ClaimCheck):
                 middleware.blobs = self.blobs
+            elif isinstance(middleware, Metrics):
+                middleware.blob_stats = self.blobs.stats
+                self.metrics = middleware
+            elif isinstance(middleware, Heartbeat):
+                middleware.store, middleware.worker_id = self.store, self.identity
             elif isinstance(middleware, DeadLetters):
                 middleware.record = lambda message, reason: recovery.record_rejected(
                     self, message, reason
@@ -190,6 +196,8 @@ class Runtime:
     def apply(self, outcome: Outcome, *, execution_id: str = "") -> None:
         """Carry out what a committed transition asks for."""
         self.dispatch(outcome.dispatches)
+        if outcome.ended and self.metrics is not None:
+            self.metrics.execution_finished(outcome.workflow_id, outcome.ended)
         if outcome.ended and outcome.parent_id:
             self.wake(outcome.parent_id, outcome.parent_node_id or "", outcome.child_id)
 

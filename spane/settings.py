@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +33,12 @@ class Settings:
         drain_seconds: Grace period a draining worker gives in-flight nodes.
         embedded_threads: Worker threads of the embedded (in-process) worker.
         max_depth: Deepest nesting of sub-workflows.
+        metrics_port: Port of a worker's ``/metrics``, ``/livez`` and ``/readyz``; 0 is off.
+        metrics_host: Address that port binds to.
+        metrics_dir: Where worker processes keep their metric files (one folder per run).
+        metrics_tenants: Tenants that get their own metric label (``*``: all); others
+            are counted as ``other``, and with none given every tenant is ``all``.
+        worker_lease_seconds: A worker unheard of this long drops off ``spane workers``.
     """
 
     broker_url: str = ""
@@ -48,6 +55,13 @@ class Settings:
     drain_seconds: float = 30.0
     embedded_threads: int = 8
     max_depth: int = 10
+    metrics_port: int = 0
+    metrics_host: str = "0.0.0.0"
+    metrics_dir: str = field(
+        default_factory=lambda: str(Path(tempfile.gettempdir(), "spane-metrics"))
+    )
+    metrics_tenants: tuple[str, ...] = ()
+    worker_lease_seconds: float = 30.0
 
     @property
     def embedded(self) -> bool:
@@ -83,6 +97,10 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return _positive(env, name, default, float, "a number of seconds")
 
 
+def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in env.get(name, "").split(",") if m.strip())
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from ``env`` (default: ``os.environ``)."""
     env = os.environ if env is None else env
@@ -96,7 +114,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             "SPANE_BROKER_URL must start with redis:// or amqp:// (or be unset), "
             f"got {broker_url!r}"
         )
-    modules = tuple(m.strip() for m in env.get("SPANE_MODULES", "").split(",") if m.strip())
+    modules = _names(env, "SPANE_MODULES")
     return Settings(
         broker_url=broker_url,
         database_url=env.get("SPANE_DATABASE_URL") or defaults.database_url,
@@ -112,4 +130,11 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         drain_seconds=_float(env, "SPANE_DRAIN_SECONDS", defaults.drain_seconds),
         embedded_threads=_int(env, "SPANE_EMBEDDED_THREADS", defaults.embedded_threads),
         max_depth=_int(env, "SPANE_MAX_DEPTH", defaults.max_depth),
+        metrics_port=_int(env, "SPANE_METRICS_PORT", defaults.metrics_port),
+        metrics_host=env.get("SPANE_METRICS_HOST") or defaults.metrics_host,
+        metrics_dir=env.get("SPANE_METRICS_DIR") or defaults.metrics_dir,
+        metrics_tenants=_names(env, "SPANE_METRICS_TENANTS"),
+        worker_lease_seconds=_float(
+            env, "SPANE_WORKER_LEASE_SECONDS", defaults.worker_lease_seconds
+        ),
     )

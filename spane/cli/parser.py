@@ -8,7 +8,7 @@ from .. import __version__
 from ..durations import parse_duration
 from ..registry import LANES
 from ..store.records import EXECUTION_ACTIVE, EXECUTION_TERMINAL
-from . import commands, control, deadletters
+from . import commands, control, deadletters, operations
 
 _INPUT_HELP = "execution input as JSON, or @FILE to read it from a JSON file"
 
@@ -202,4 +202,17 @@ def build() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
     upgrade = db_sub.add_parser("upgrade", help="run migrations on SPANE_DATABASE_URL")
     upgrade.set_defaults(handler=commands.db_upgrade)
+
+    _operations(sub)
     return parser
+
+
+def _operations(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    workers = sub.add_parser("workers", help="list live workers and what they serve")
+    _json(workers)
+    workers.set_defaults(handler=operations.workers)
+
+    metrics = sub.add_parser(
+        "metrics", help="print queue depth, ready nodes and dead letters once (Prometheus text)"
+    )
+    metrics.set_defaults(handler=operations.metrics)

@@ -8,18 +8,24 @@ before the actor runs.
 Middleware that also subclass ``AttemptMiddleware`` get ``before_attempt`` and
 ``after_attempt`` around every node attempt, including successors run inline without
 a message (see ``attempts.py``).
+
+``Metrics`` (only with ``SPANE_METRICS_PORT``) comes first so that it sees every
+message, including those ``Drain`` turns away, and times the whole stack.
 """
 
 from __future__ import annotations
 
 from dramatiq import Middleware
 
+from ..monitoring import run_folder
 from ..settings import Settings
 from .attempts import Attempt, AttemptMiddleware, AttemptOutcome, AttemptResult
 from .claim_check import ClaimCheck
 from .dead_letters import DeadLetters
 from .drain import Drain
+from .heartbeat import Heartbeat
 from .log_context import LogContext
+from .metrics import Metrics
 from .sweeper import Sweeper
 
 __all__ = [
@@ -30,7 +36,9 @@ __all__ = [
     "ClaimCheck",
     "DeadLetters",
     "Drain",
+    "Heartbeat",
     "LogContext",
+    "Metrics",
     "Sweeper",
     "default_middleware",
 ]
@@ -38,10 +46,15 @@ __all__ = [
 
 def default_middleware(settings: Settings) -> list[Middleware]:
     """Return Spane's middleware for a broker built from ``settings``."""
+    metrics: list[Middleware] = []
+    if settings.metrics_port:
+        metrics.append(Metrics(run_folder(settings), settings.metrics_tenants))
     return [
+        *metrics,
         Drain(grace=settings.drain_seconds),
         LogContext(),
         ClaimCheck(threshold=settings.claim_check_bytes, max_bytes=settings.max_payload_bytes),
         DeadLetters(),
         Sweeper(interval=settings.sweep_interval),
+        Heartbeat(settings),
     ]

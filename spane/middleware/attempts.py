@@ -31,6 +31,8 @@ class AttemptOutcome(StrEnum):
     TIMED_OUT = "timed_out"
     PARKED = "parked"
     HANDED_BACK = "handed_back"
+    #: The attempt was superseded (its lease ran out) before it recorded its result.
+    STALE = "stale"
 
 
 @dataclass
@@ -39,6 +41,10 @@ class Attempt:
 
     Attributes:
         inline: True when the thread ran it straight after its parent, without a message.
+        ready_at: When the attempt became due (epoch seconds): queued, or its retry
+            delay over. Claimed at ``ready_at`` plus the time it waited in the queue.
+        first: True for the first attempt of the execution's first node, the moment
+            the execution starts running on a worker.
         state: Scratch space for middleware to carry values from before- to after-hook.
     """
 
@@ -52,6 +58,8 @@ class Attempt:
     attempt: int
     config: Any
     inline: bool
+    ready_at: float = 0.0
+    first: bool = False
     started: float = field(default_factory=time.monotonic)
     state: dict[str, Any] = field(default_factory=dict)
 

@@ -13,7 +13,7 @@ CLAIM = text(
     UPDATE spane_nodes SET status = 'running', started_at = :now, lease_until = :lease
     WHERE execution_id = :e AND node_id = :n AND status = 'queued' AND attempt = :a
       AND EXISTS (SELECT 1 FROM spane_executions WHERE id = :e AND status = 'running')
-    RETURNING type, attempt_base, lane
+    RETURNING type, attempt_base, lane, queued_at, wake_at
     """
 )
 
@@ -92,7 +92,7 @@ COUNT_FINISHED = text(
     """
     UPDATE spane_executions SET remaining = remaining - :k, updated_at = :now
     WHERE id = :e
-    RETURNING remaining, status, tenant, parent_id, parent_node_id
+    RETURNING remaining, status, tenant, parent_id, parent_node_id, workflow_id
     """
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     Index,
@@ -119,4 +120,21 @@ locks = Table(
     Column("name", String(64), primary_key=True),
     Column("holder", String(200), nullable=False),
     Column("until", Float, nullable=False),
+)
+
+workers = Table(
+    "spane_workers",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("lanes", Text, nullable=False),
+    Column("node_types", Text, nullable=False),
+    Column("threads", Integer, nullable=False),
+    Column("inflight", Integer, nullable=False),
+    Column("draining", Boolean, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Index("ix_spane_workers_heartbeat", "heartbeat_at"),
 )

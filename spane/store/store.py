@@ -15,6 +15,7 @@ from .. import errors
 from ..definitions import Graph, Workflow, build_graph
 from ..payloads import Payloads
 from .base import retry_conflicts
+from .operations import Operations
 from .records import (
     EXECUTION_TERMINAL,
     Claim,
@@ -43,7 +44,7 @@ _SUMMARY = (
 )
 
 
-class Store(Recovery):
+class Store(Recovery, Operations):
     """All persistence of workflows, executions and nodes.
 
     Args:

@@ -97,6 +97,7 @@ class Transitions(History):
             input=packed,
             tries=attempt - row.attempt_base,
             lane=row.lane,
+            ready_at=max(row.queued_at or now, row.wake_at or 0.0),
         )
 
     def execution_meta(self, conn: Connection, execution_id: str) -> Any:
@@ -205,6 +206,7 @@ class Transitions(History):
             self._end_execution(conn, claim.execution_id, "failed", now, error=message)
             return Outcome(
                 ended="failed",
+                workflow_id=ex.workflow_id,
                 parent_id=ex.parent_id,
                 parent_node_id=ex.parent_node_id,
                 child_id=claim.execution_id,
@@ -360,6 +362,7 @@ class Transitions(History):
         return Outcome(
             dispatches=dispatches or [],
             ended="completed",
+            workflow_id=ex.workflow_id,
             parent_id=ex.parent_id,
             parent_node_id=ex.parent_node_id,
             child_id=execution_id,

@@ -1,0 +1,209 @@
+"""Prometheus metrics of node attempts, executions, messages, sweeps and blobs.
+
+Inert until Dramatiq boots a worker process (``after_process_boot``, which only the
+``dramatiq`` command emits): a process that merely enqueues, or runs embedded, records
+nothing and writes no files. In a worker process the values go to the run's metric
+folder, and the process this middleware asks Dramatiq to fork beside the workers
+(``forks``) serves them with ``/livez`` and ``/readyz``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dramatiq import Broker
+
+from ..blobs import BlobStats
+from ..monitoring import TenantLabels, open_folder
+from .attempts import Attempt, AttemptMiddleware, AttemptResult
+
+if TYPE_CHECKING:
+    from ..monitoring.instruments import Instruments
+
+#: Seconds between two heartbeats of a worker process (``/livez`` reads them).
+TICK = 1.0
+
+
+class Metrics(AttemptMiddleware):
+    """Records Spane's and Dramatiq's metrics in each worker process.
+
+    Args:
+        folder: The run's metric folder (``monitoring.run_folder``).
+        tenants: Tenants that get their own label (see ``TenantLabels``).
+    """
+
+    def __init__(self, folder: Path, tenants: tuple[str, ...]) -> None:
+        self.folder = folder
+        self.tenant = TenantLabels(tenants)
+        #: Running blob totals of this process, wired by the runtime.
+        self.blob_stats: Callable[[], BlobStats] | None = None
+        self.m: Instruments | None = None
+        self._blobs = BlobStats()
+        self._message_starts: dict[str, float] = {}
+        #: Delayed messages held in this process's memory, with their labels.
+        self._delayed: dict[str, tuple[str, str]] = {}
+        self._stop = threading.Event()
+        self._draining = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def forks(self) -> list[Callable[[], int]]:
+        # Imported here: the server builds a runtime, whose broker holds this middleware.
+        from ..monitoring.server import serve
+
+        return [serve]
+
+    # -- process lifecycle -------------------------------------------------------------
+
+    def after_process_boot(self, broker: Broker) -> None:
+        open_folder(self.folder)
+        from ..monitoring.instruments import Instruments
+
+        self.m = Instruments()
+
+    def after_worker_boot(self, broker: Broker, worker: Any) -> None:
+        if self.m is None:
+            return
+        self.m.draining.set(0)
+        self.m.heartbeat.set(time.time())
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._tick, args=(worker,), name="spane-metrics", daemon=True
+        )
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        self._draining.set()
+        if self.m is not None:
+            self.m.draining.set(1)
+
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        if self.m is None:
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._sync_blobs(self.m)
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid(), str(self.folder))  # type: ignore[no-untyped-call]
+
+    def _tick(self, worker: Any) -> None:
+        """Heartbeat while consumer and worker threads are alive; copy blob totals."""
+        while not self._stop.wait(TICK):
+            m = self.m
+            if m is None:
+                return
+            threads = [*worker.consumers.values(), *worker.workers]
+            if self._draining.is_set() or all(t.is_alive() for t in threads):
+                m.heartbeat.set(time.time())
+            self._sync_blobs(m)
+
+    def _sync_blobs(self, m: Instruments) -> None:
+        if self.blob_stats is None:
+            return
+        now, before = self.blob_stats(), self._blobs
+        m.blob_put_bytes.inc(now.put_bytes - before.put_bytes)
+        m.blob_read_bytes.inc(now.read_bytes - before.read_bytes)
+        m.blob_cache_hits.inc(now.hits - before.hits)
+        m.blob_cache_misses.inc(now.misses - before.misses)
+        self._blobs = now
+
+    # -- node attempts -----------------------------------------------------------------
+
+    def before_attempt(self, broker: Broker, attempt: Attempt) -> None:
+        m = self.m
+        if m is None:
+            return
+        if attempt.first:
+            m.executions_started.labels(attempt.workflow_id).inc()
+        wait = max(0.0, time.time() - attempt.ready_at)
+        m.queue_wait.labels(attempt.node_type, attempt.lane).observe(wait)
+        m.inflight.labels(self.tenant(attempt.tenant)).inc()
+
+    def after_attempt(self, broker: Broker, attempt: Attempt, result: AttemptResult) -> None:
+        m = self.m
+        if m is None:
+            return
+        m.inflight.labels(self.tenant(attempt.tenant)).dec()
+        labels = (attempt.node_type, attempt.lane)
+        m.attempts.labels(*labels, result.outcome.value).inc()
+        m.duration.labels(*labels).observe(attempt.elapsed)
+        if result.retry_in is not None:
+            m.retries.labels(*labels).inc()
+
+    # -- what the runtime reports ------------------------------------------------------
+
+    def execution_finished(self, workflow_id: str, status: str) -> None:
+        """An execution ended in this process (its last node's transition)."""
+        if self.m is not None:
+            self.m.executions_finished.labels(workflow_id, status).inc()
+
+    def recovered(self, kind: str, count: int) -> None:
+        """The sweeper (or a drain) recovered ``count`` units of work of ``kind``."""
+        if self.m is not None and count:
+            self.m.recoveries.labels(kind).inc(count)
+
+    def swept(self, seconds: float) -> None:
+        """One recovery sweep took ``seconds``."""
+        if self.m is not None:
+            self.m.sweep_duration.observe(seconds)
+
+    # -- Dramatiq's message metrics (as dramatiq.middleware.prometheus records them) ----
+
+    def after_nack(self, broker: Broker, message: Any) -> None:
+        if self.m is not None:
+            self.m.message_rejects.labels(message.queue_name, message.actor_name).inc()
+
+    def after_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
+        m = self.m
+        if m is None:
+            return
+        if "retries" in message.options:
+            m.message_retries.labels(message.queue_name, message.actor_name).inc()
+        # A delayed message that fell due is enqueued again, onto its lane's queue, by
+        # the consumer that held it; unlike Dramatiq's own gauge, count it down here,
+        # with the labels it was counted up with.
+        held = self._delayed.pop(message.message_id, None)
+        if held is not None:
+            m.delayed_inprogress.labels(*held).dec()
+
+    def before_delay_message(self, broker: Broker, message: Any) -> None:
+        if self.m is not None:
+            labels = (message.queue_name, message.actor_name)
+            self._delayed[message.message_id] = labels
+            self.m.delayed_inprogress.labels(*labels).inc()
+
+    def before_process_message(self, broker: Broker, message: Any) -> None:
+        m = self.m
+        if m is None:
+            return
+        labels = (message.queue_name, message.actor_name)
+        m.messages_inprogress.labels(*labels).inc()
+        self._message_starts[message.message_id] = time.monotonic()
+
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: Any,
+        *,
+        result: Any | None = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        m = self.m
+        if m is None:
+            return
+        labels = (message.queue_name, message.actor_name)
+        started = self._message_starts.pop(message.message_id, time.monotonic())
+        m.message_duration.labels(*labels).observe((time.monotonic() - started) * 1000)
+        m.messages_inprogress.labels(*labels).dec()
+        m.messages.labels(*labels).inc()
+        if exception is not None:
+            m.message_errors.labels(*labels).inc()
+
+    after_skip_message = after_process_message

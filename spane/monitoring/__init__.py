@@ -1,0 +1,75 @@
+"""Seeing a running cluster: Prometheus metrics, health endpoints, live workers.
+
+Dramatiq runs several worker processes per ``dramatiq`` command. Each records its
+metrics into files in one folder per run (``prometheus_client``'s multiprocess mode);
+one extra process, started by Dramatiq beside the workers (a middleware "fork", as
+Dramatiq's own Prometheus middleware does), serves ``/metrics``, ``/livez`` and
+``/readyz`` on ``SPANE_METRICS_PORT`` from that folder and from the database.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..settings import Settings
+
+#: prometheus_client reads this variable when it is first imported.
+FOLDER_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def run_folder(settings: Settings) -> Path:
+    """The metric folder of this ``dramatiq`` run: named after its main process, which
+    is the parent of every worker process and of the process serving the metrics."""
+    return Path(settings.metrics_dir) / str(os.getppid())
+
+
+def open_folder(folder: Path) -> None:
+    """Create ``folder`` and make it where this process keeps its metric values.
+
+    Must run before anything imports ``prometheus_client``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ[FOLDER_VARIABLE] = str(folder)
+
+
+def remove_stale_folders(base: Path) -> None:
+    """Delete the folders of earlier runs whose main process is gone."""
+    if not base.is_dir():
+        return
+    for child in base.iterdir():
+        if child.is_dir() and child.name.isdigit() and not _alive(int(child.name)):
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class TenantLabels:
+    """Maps tenants to a bounded set of label values.
+
+    Args:
+        tenants: Tenants labelled by name; ``("*",)`` labels every tenant by name (for a
+            small, fixed set of tenants); empty labels every tenant ``all``. Tenants
+            not listed are ``other``.
+    """
+
+    def __init__(self, tenants: Iterable[str]) -> None:
+        self.names = frozenset(tenants)
+        self.every = "*" in self.names
+
+    def __call__(self, tenant: str) -> str:
+        if self.every:
+            return tenant
+        if not self.names:
+            return "all"
+        return tenant if tenant in self.names else "other"
