@@ -58,11 +58,7 @@ class Heartbeat(Middleware):
             host=socket.gethostname(),
             pid=os.getpid(),
             version=__version__,
-            lanes=tuple(
-                lane
-                for lane in LANES
-                if f"{self.settings.namespace}.{lane}" in consumed
-            ),
+            lanes=tuple(lane for lane in LANES if f"{self.settings.namespace}.{lane}" in consumed),
             node_types=tuple(sorted(t.name for t in registry.all_types())),
             threads=worker.worker_threads,
             inflight=0,
