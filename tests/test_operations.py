@@ -1,0 +1,80 @@
+"""What operators see, on the embedded twin: ``spane metrics``, ``spane workers``, the
+dashboard's queries, bounded labels and masked URLs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import spane
+from spane import cli
+from spane.middleware.heartbeat import mask
+from spane.monitoring import TenantLabels
+from spane.monitoring.instruments import Instruments
+from spane.monitoring.state import StateCollector
+from spane.runtime import Runtime
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "spane.json"
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+
+
+def test_metrics_command_prints_state_once(rt: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
+    spane.register_workflow(
+        {"id": "doomed", "nodes": [{"id": "x", "type": "fail", "config": {"retryable": False}}]}
+    )
+    assert spane.run("doomed", None, timeout=30).status == "failed"
+    spane.register_workflow(
+        {"id": "held", "nodes": [{"id": "s", "type": "sleep", "config": {"seconds": 0.2}}]}
+    )
+    spane.pause(spane.enqueue_workflow("held", 1))
+    capsys.readouterr()
+    assert cli.main(["metrics"]) == 0
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(capsys.readouterr().out)
+        for s in family.samples
+    }
+    assert samples[("spane_dead_letters_open", ())] == 1
+    assert samples[("spane_executions_active", (("status", "paused"),))] == 1
+    assert samples[("spane_executions_active", (("status", "running"),))] == 0
+
+
+def test_the_embedded_worker_is_a_live_worker(rt: Runtime) -> None:
+    rt.ensure_worker()
+    (worker,) = spane.workers()
+    assert worker.pid == os.getpid() and worker.threads == rt.settings.embedded_threads
+    assert worker.lanes == ("high", "default", "low") and "echo" in worker.node_types
+
+
+def test_every_metric_the_dashboard_queries_exists(rt: Runtime) -> None:
+    families = [*Instruments().registry.collect(), *StateCollector(rt).collect()]
+    names = {f.name + suffix for f in families for suffix in _SUFFIXES.get(f.type, ("",))}
+    dashboard = json.loads(DASHBOARD.read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        for name in re.findall(r"\b(?:spane|dramatiq)_[a-z_]+\b", target["expr"])
+    }
+    assert len(queried) >= 20
+    assert queried <= names, sorted(queried - names)
+
+
+def test_tenant_labels_are_bounded() -> None:
+    assert TenantLabels(())("acme") == "all"
+    assert [TenantLabels(("acme",))(t) for t in ("acme", "zeta")] == ["acme", "other"]
+    assert TenantLabels(("*",))("zeta") == "zeta"
+
+
+def test_start_up_line_masks_passwords() -> None:
+    assert mask("amqp://guest:s3cret@rabbit:5672/%2F") == "amqp://guest:***@rabbit:5672/%2F"
+    assert (
+        mask("postgresql+psycopg://spane:pw@db/spane") == "postgresql+psycopg://spane:***@db/spane"
+    )
+    assert mask("sqlite:///.spane/spane.db") == "sqlite:///.spane/spane.db"
