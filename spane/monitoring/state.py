@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import structlog
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -103,8 +104,6 @@ class StateCollector(Collector):
 
 def exposition(runtime: Runtime) -> bytes:
     """The cluster state gauges in Prometheus text format, read once (``spane metrics``)."""
-    from prometheus_client import CollectorRegistry, generate_latest
-
     registry = CollectorRegistry()
     registry.register(StateCollector(runtime))
     return generate_latest(registry)
