@@ -819,6 +819,8 @@ class Scraper:
 def compare_metrics(args: argparse.Namespace) -> dict[str, Any]:
     """Alternate chain runs with metrics off and on; return each run and the medians."""
     runs: dict[str, list[float]] = {"off": [], "on": []}
+    #: Worker CPU per node: the machine's other load slows both modes, but hardly this.
+    cpu: dict[str, list[float]] = {"off": [], "on": []}
     for round_ in range(args.compare_metrics):
         for mode in ("off", "on"):
             one = argparse.Namespace(**vars(args))
@@ -827,16 +829,26 @@ def compare_metrics(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 bench.setup()
                 warm_up(bench)
-                runs[mode].append(run_chain(bench)["nodes_per_s"])
+                chain_result = run_chain(bench)
             finally:
                 bench.teardown()
-            print(f"round {round_ + 1}, metrics {mode}: {runs[mode][-1]:.0f} nodes/s", flush=True)
+            runs[mode].append(chain_result["nodes_per_s"])
+            nodes = chain_result["executions"] * chain_result["nodes_per_execution"]
+            cpu[mode].append(1000 * chain_result["cpu"]["workers"]["cpu_s"] / nodes)
+            print(
+                f"round {round_ + 1}, metrics {mode}: {runs[mode][-1]:.0f} nodes/s, "
+                f"{cpu[mode][-1]:.2f} worker CPU ms/node",
+                flush=True,
+            )
     off, on = statistics.median(runs["off"]), statistics.median(runs["on"])
+    cpu_off, cpu_on = statistics.median(cpu["off"]), statistics.median(cpu["on"])
     result = {
         "runs_nodes_per_s": runs,
+        "runs_worker_cpu_ms_per_node": cpu,
         "median_off": off,
         "median_on": on,
         "cost_percent": round(100 * (off - on) / off, 1),
+        "cpu_cost_percent": round(100 * (cpu_on - cpu_off) / cpu_off, 1),
     }
     print_table(
         f"metrics cost: chain, {args.compare_metrics} alternating rounds",
@@ -845,6 +857,8 @@ def compare_metrics(args: argparse.Namespace) -> dict[str, Any]:
             ("metrics on, nodes/s", " ".join(f"{v:.0f}" for v in runs["on"])),
             ("median off / on", f"{off:.0f} / {on:.0f}"),
             ("throughput cost", f"{result['cost_percent']} %"),
+            ("worker CPU ms/node off / on", f"{cpu_off:.2f} / {cpu_on:.2f}"),
+            ("worker CPU cost", f"{result['cpu_cost_percent']} %"),
         ],
     )
     return result

@@ -44,6 +44,7 @@ class Metrics(AttemptMiddleware):
         self.blob_stats: Callable[[], BlobStats] | None = None
         self.m: Instruments | None = None
         self._blobs = BlobStats()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._message_starts: dict[str, float] = {}
         #: Delayed messages held in this process's memory, with their labels.
         self._delayed: dict[str, tuple[str, str]] = {}
@@ -114,6 +115,14 @@ class Metrics(AttemptMiddleware):
         m.blob_cache_misses.inc(now.misses - before.misses)
         self._blobs = now
 
+    def _of(self, metric: Any, *labels: str) -> Any:
+        """The metric's child for ``labels``, looked up once (labels are bounded)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     # -- node attempts -----------------------------------------------------------------
 
     def before_attempt(self, broker: Broker, attempt: Attempt) -> None:
@@ -121,33 +130,33 @@ class Metrics(AttemptMiddleware):
         if m is None:
             return
         if attempt.first:
-            m.executions_started.labels(attempt.workflow_id).inc()
+            self._of(m.executions_started, attempt.workflow_id).inc()
         wait = max(0.0, time.time() - attempt.ready_at)
-        m.queue_wait.labels(attempt.node_type, attempt.lane).observe(wait)
-        m.inflight.labels(self.tenant(attempt.tenant)).inc()
+        self._of(m.queue_wait, attempt.node_type, attempt.lane).observe(wait)
+        self._of(m.inflight, self.tenant(attempt.tenant)).inc()
 
     def after_attempt(self, broker: Broker, attempt: Attempt, result: AttemptResult) -> None:
         m = self.m
         if m is None:
             return
-        m.inflight.labels(self.tenant(attempt.tenant)).dec()
+        self._of(m.inflight, self.tenant(attempt.tenant)).dec()
         labels = (attempt.node_type, attempt.lane)
-        m.attempts.labels(*labels, result.outcome.value).inc()
-        m.duration.labels(*labels).observe(attempt.elapsed)
+        self._of(m.attempts, *labels, result.outcome.value).inc()
+        self._of(m.duration, *labels).observe(attempt.elapsed)
         if result.retry_in is not None:
-            m.retries.labels(*labels).inc()
+            self._of(m.retries, *labels).inc()
 
     # -- what the runtime reports ------------------------------------------------------
 
     def execution_finished(self, workflow_id: str, status: str) -> None:
         """An execution ended in this process (its last node's transition)."""
         if self.m is not None:
-            self.m.executions_finished.labels(workflow_id, status).inc()
+            self._of(self.m.executions_finished, workflow_id, status).inc()
 
     def recovered(self, kind: str, count: int) -> None:
         """The sweeper (or a drain) recovered ``count`` units of work of ``kind``."""
         if self.m is not None and count:
-            self.m.recoveries.labels(kind).inc(count)
+            self._of(self.m.recoveries, kind).inc(count)
 
     def swept(self, seconds: float) -> None:
         """One recovery sweep took ``seconds``."""
@@ -158,33 +167,33 @@ class Metrics(AttemptMiddleware):
 
     def after_nack(self, broker: Broker, message: Any) -> None:
         if self.m is not None:
-            self.m.message_rejects.labels(message.queue_name, message.actor_name).inc()
+            self._of(self.m.message_rejects, message.queue_name, message.actor_name).inc()
 
     def after_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
         m = self.m
         if m is None:
             return
         if "retries" in message.options:
-            m.message_retries.labels(message.queue_name, message.actor_name).inc()
+            self._of(m.message_retries, message.queue_name, message.actor_name).inc()
         # A delayed message that fell due is enqueued again, onto its lane's queue, by
         # the consumer that held it; unlike Dramatiq's own gauge, count it down here,
         # with the labels it was counted up with.
         held = self._delayed.pop(message.message_id, None)
         if held is not None:
-            m.delayed_inprogress.labels(*held).dec()
+            self._of(m.delayed_inprogress, *held).dec()
 
     def before_delay_message(self, broker: Broker, message: Any) -> None:
         if self.m is not None:
             labels = (message.queue_name, message.actor_name)
             self._delayed[message.message_id] = labels
-            self.m.delayed_inprogress.labels(*labels).inc()
+            self._of(self.m.delayed_inprogress, *labels).inc()
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
         m = self.m
         if m is None:
             return
         labels = (message.queue_name, message.actor_name)
-        m.messages_inprogress.labels(*labels).inc()
+        self._of(m.messages_inprogress, *labels).inc()
         self._message_starts[message.message_id] = time.monotonic()
 
     def after_process_message(
@@ -200,10 +209,10 @@ class Metrics(AttemptMiddleware):
             return
         labels = (message.queue_name, message.actor_name)
         started = self._message_starts.pop(message.message_id, time.monotonic())
-        m.message_duration.labels(*labels).observe((time.monotonic() - started) * 1000)
-        m.messages_inprogress.labels(*labels).dec()
-        m.messages.labels(*labels).inc()
+        self._of(m.message_duration, *labels).observe((time.monotonic() - started) * 1000)
+        self._of(m.messages_inprogress, *labels).dec()
+        self._of(m.messages, *labels).inc()
         if exception is not None:
-            m.message_errors.labels(*labels).inc()
+            self._of(m.message_errors, *labels).inc()
 
     after_skip_message = after_process_message
