@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import spane
 from spane import cli
 from spane.middleware.heartbeat import mask
-from spane.monitoring import TenantLabels
+from spane.monitoring import TenantLabels, remove_stale
 from spane.monitoring.instruments import Instruments
 from spane.monitoring.state import StateCollector
 from spane.runtime import Runtime
@@ -78,3 +80,18 @@ def test_start_up_line_masks_passwords() -> None:
         mask("postgresql+psycopg://spane:pw@db/spane") == "postgresql+psycopg://spane:***@db/spane"
     )
     assert mask("sqlite:///.spane/spane.db") == "sqlite:///.spane/spane.db"
+
+
+def test_files_of_earlier_runs_are_removed(tmp_path: Path) -> None:
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], stdout=subprocess.PIPE
+    )
+    dead = gone.stdout.decode().strip()
+    ours = tmp_path / str(os.getpid())
+    ours.mkdir()
+    (tmp_path / dead).mkdir()
+    (ours / f"counter_{os.getpid()}.db").write_bytes(b"")
+    (ours / f"counter_{dead}.db").write_bytes(b"")
+    remove_stale(ours)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ours.name]
+    assert [p.name for p in ours.iterdir()] == [f"counter_{os.getpid()}.db"]

@@ -35,13 +35,21 @@ def open_folder(folder: Path) -> None:
     os.environ[FOLDER_VARIABLE] = str(folder)
 
 
-def remove_stale_folders(base: Path) -> None:
-    """Delete the folders of earlier runs whose main process is gone."""
-    if not base.is_dir():
-        return
-    for child in base.iterdir():
-        if child.is_dir() and child.name.isdigit() and not _alive(int(child.name)):
-            shutil.rmtree(child, ignore_errors=True)
+def remove_stale(folder: Path) -> None:
+    """Delete what earlier runs left: folders whose main process is gone, and in this
+    run's folder the files of processes that are gone (a restarted container whose
+    ``dramatiq`` has the same pid as before, with a kept temporary folder).
+
+    Called when the run starts serving, while every worker process of the run is alive.
+    """
+    if folder.parent.is_dir():
+        for child in folder.parent.iterdir():
+            if child.is_dir() and child.name.isdigit() and not _alive(int(child.name)):
+                shutil.rmtree(child, ignore_errors=True)
+    for file in folder.glob("*_*.db"):
+        pid = file.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            file.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

@@ -23,7 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from ..runtime import Runtime
 from ..settings import from_env
-from . import remove_stale_folders, run_folder
+from . import remove_stale, run_folder
 from .health import Verdict, liveness, readiness
 from .state import StateCollector
 
@@ -94,7 +94,7 @@ def serve() -> int:
     """Serve the run's endpoint on ``SPANE_METRICS_PORT`` until Dramatiq stops us."""
     settings = from_env()
     folder = run_folder(settings)
-    remove_stale_folders(folder.parent)
+    remove_stale(folder)
     runtime = Runtime(settings, migrate=False)
     endpoint = Endpoint(runtime, folder)
     try:
