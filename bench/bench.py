@@ -398,6 +398,19 @@ class Bench:
             settings, self.folder, self.args.processes, self.args.threads, modules, env
         )
         self.workers.wait_ready()
+        if self.metrics_port:
+            self.wait_metrics_endpoint()
+
+    def wait_metrics_endpoint(self, timeout: float = 60.0) -> None:
+        """Wait until the metrics endpoint serves, so its start-up is not in the run."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://{HOST}:{self.metrics_port}/livez", timeout=5):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise BenchError(f"the metrics endpoint did not answer within {timeout:g}s")
 
     def teardown(self) -> None:
         """Undo everything setup did, each step on its own (a failure does not stop the rest)."""
