@@ -42,7 +42,7 @@ class Metrics(AttemptMiddleware):
         self.tenant = TenantLabels(tenants)
         #: Running blob totals of this process, wired by the runtime.
         self.blob_stats: Callable[[], BlobStats] | None = None
-        self.m: Instruments | None = None
+        self.instruments: Instruments | None = None
         self._blobs = BlobStats()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._message_starts: dict[str, float] = {}
@@ -65,13 +65,13 @@ class Metrics(AttemptMiddleware):
         open_folder(self.folder)
         from ..monitoring.instruments import Instruments
 
-        self.m = Instruments()
+        self.instruments = Instruments()
 
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
-        if self.m is None:
+        if self.instruments is None:
             return
-        self.m.draining.set(0)
-        self.m.heartbeat.set(time.time())
+        self.instruments.draining.set(0)
+        self.instruments.heartbeat.set(time.time())
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._tick, args=(worker,), name="spane-metrics", daemon=True
@@ -80,16 +80,16 @@ class Metrics(AttemptMiddleware):
 
     def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         self._draining.set()
-        if self.m is not None:
-            self.m.draining.set(1)
+        if self.instruments is not None:
+            self.instruments.draining.set(1)
 
     def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
-        if self.m is None:
+        if self.instruments is None:
             return
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._sync_blobs(self.m)
+        self._sync_blobs(self.instruments)
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(os.getpid(), str(self.folder))  # type: ignore[no-untyped-call]
@@ -97,7 +97,7 @@ class Metrics(AttemptMiddleware):
     def _tick(self, worker: Any) -> None:
         """Heartbeat while consumer and worker threads are alive; copy blob totals."""
         while not self._stop.wait(TICK):
-            m = self.m
+            m = self.instruments
             if m is None:
                 return
             threads = [*worker.consumers.values(), *worker.workers]
@@ -126,7 +126,7 @@ class Metrics(AttemptMiddleware):
     # -- node attempts -----------------------------------------------------------------
 
     def before_attempt(self, broker: Broker, attempt: Attempt) -> None:
-        m = self.m
+        m = self.instruments
         if m is None:
             return
         if attempt.first:
@@ -136,7 +136,7 @@ class Metrics(AttemptMiddleware):
         self._of(m.inflight, self.tenant(attempt.tenant)).inc()
 
     def after_attempt(self, broker: Broker, attempt: Attempt, result: AttemptResult) -> None:
-        m = self.m
+        m = self.instruments
         if m is None:
             return
         self._of(m.inflight, self.tenant(attempt.tenant)).dec()
@@ -150,27 +150,27 @@ class Metrics(AttemptMiddleware):
 
     def execution_finished(self, workflow_id: str, status: str) -> None:
         """An execution ended in this process (its last node's transition)."""
-        if self.m is not None:
-            self._of(self.m.executions_finished, workflow_id, status).inc()
+        if self.instruments is not None:
+            self._of(self.instruments.executions_finished, workflow_id, status).inc()
 
     def recovered(self, kind: str, count: int) -> None:
         """The sweeper (or a drain) recovered ``count`` units of work of ``kind``."""
-        if self.m is not None and count:
-            self._of(self.m.recoveries, kind).inc(count)
+        if self.instruments is not None and count:
+            self._of(self.instruments.recoveries, kind).inc(count)
 
     def swept(self, seconds: float) -> None:
         """One recovery sweep took ``seconds``."""
-        if self.m is not None:
-            self.m.sweep_duration.observe(seconds)
+        if self.instruments is not None:
+            self.instruments.sweep_duration.observe(seconds)
 
     # -- Dramatiq's message metrics (as dramatiq.middleware.prometheus records them) ----
 
     def after_nack(self, broker: Broker, message: Any) -> None:
-        if self.m is not None:
-            self._of(self.m.message_rejects, message.queue_name, message.actor_name).inc()
+        if self.instruments is not None:
+            self._of(self.instruments.message_rejects, message.queue_name, message.actor_name).inc()
 
     def after_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
-        m = self.m
+        m = self.instruments
         if m is None:
             return
         if "retries" in message.options:
@@ -183,13 +183,13 @@ class Metrics(AttemptMiddleware):
             self._of(m.delayed_inprogress, *held).dec()
 
     def before_delay_message(self, broker: Broker, message: Any) -> None:
-        if self.m is not None:
+        if self.instruments is not None:
             labels = (message.queue_name, message.actor_name)
             self._delayed[message.message_id] = labels
-            self._of(self.m.delayed_inprogress, *labels).inc()
+            self._of(self.instruments.delayed_inprogress, *labels).inc()
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
-        m = self.m
+        m = self.instruments
         if m is None:
             return
         labels = (message.queue_name, message.actor_name)
@@ -204,7 +204,7 @@ class Metrics(AttemptMiddleware):
         result: Any | None = None,
         exception: BaseException | None = None,
     ) -> None:
-        m = self.m
+        m = self.instruments
         if m is None:
             return
         labels = (message.queue_name, message.actor_name)
