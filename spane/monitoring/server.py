@@ -9,6 +9,7 @@ process keeps serving until Dramatiq's main process ends it.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -90,6 +91,15 @@ class Endpoint:
         return Handler
 
 
+def _orphaned(server: ThreadingHTTPServer) -> None:
+    """Stop serving if Dramatiq's main process dies without stopping us (SIGKILL)."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    log.warning("the dramatiq main process is gone; metrics endpoint stopping")
+    server.shutdown()
+
+
 def serve() -> int:
     """Serve the run's endpoint on ``SPANE_METRICS_PORT`` until Dramatiq stops us."""
     settings = from_env()
@@ -121,6 +131,7 @@ def serve() -> int:
             log.info("draining: /readyz now answers 503")
 
     signal.signal(signal.SIGTERM, on_term)
+    threading.Thread(target=_orphaned, args=(server,), name="spane-parent", daemon=True).start()
     log.info("metrics and health endpoint serving", port=settings.metrics_port, folder=str(folder))
     try:
         server.serve_forever()
