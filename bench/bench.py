@@ -28,8 +28,8 @@ prints the hottest frames (needs ``pip install py-spy`` and ptrace permission).
 ``--metrics`` has the workers record metrics and serve them (``SPANE_METRICS_PORT``),
 scraped every 5 s during the run as Prometheus would. ``--compare-metrics ROUNDS`` runs
 the chain scenario ``2 x ROUNDS`` times, each on fresh workers and database, alternating
-metrics off and on (the machine's noise then falls on both alike), and prints the
-median throughput of each and the cost of metrics.
+metrics off and on (off-on, on-off, ...: the machine's noise then falls on both alike),
+and prints the median throughput and worker CPU per node of each, and the cost.
 """
 
 from __future__ import annotations
@@ -835,7 +835,8 @@ def compare_metrics(args: argparse.Namespace) -> dict[str, Any]:
     #: Worker CPU per node: the machine's other load slows both modes, but hardly this.
     cpu: dict[str, list[float]] = {"off": [], "on": []}
     for round_ in range(args.compare_metrics):
-        for mode in ("off", "on"):
+        # off-on, then on-off: a drift of the machine's load over time hits both alike.
+        for mode in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
             one = argparse.Namespace(**vars(args))
             one.metrics = mode == "on"
             bench = Bench(one)
