@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from dramatiq import Broker
 
 from ..blobs import BlobStats
+from ..inflight import inflight
 from ..monitoring import TenantLabels, open_folder
 from .attempts import Attempt, AttemptMiddleware, AttemptResult
 
@@ -44,6 +46,7 @@ class Metrics(AttemptMiddleware):
         self.blob_stats: Callable[[], BlobStats] | None = None
         self.instruments: Instruments | None = None
         self._blobs = BlobStats()
+        self._tenants_seen: set[str] = set()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._message_starts: dict[str, float] = {}
         #: Delayed messages held in this process's memory, with their labels.
@@ -95,7 +98,8 @@ class Metrics(AttemptMiddleware):
         multiprocess.mark_process_dead(os.getpid(), str(self.folder))  # type: ignore[no-untyped-call]
 
     def _tick(self, worker: Any) -> None:
-        """Heartbeat while consumer and worker threads are alive; copy blob totals."""
+        """Every second: heartbeat while consumer and worker threads are alive, count the
+        attempts running, copy blob totals (sampling keeps this off the hot path)."""
         while not self._stop.wait(TICK):
             m = self.instruments
             if m is None:
@@ -103,7 +107,14 @@ class Metrics(AttemptMiddleware):
             threads = [*worker.consumers.values(), *worker.workers]
             if self._draining.is_set() or all(t.is_alive() for t in threads):
                 m.heartbeat.set(time.time())
+            self._count_inflight(m)
             self._sync_blobs(m)
+
+    def _count_inflight(self, m: Instruments) -> None:
+        running = Counter(self.tenant(entry.claim.tenant) for entry in inflight.entries())
+        for tenant in self._tenants_seen | running.keys():
+            self._of(m.inflight, tenant).set(running.get(tenant, 0))
+        self._tenants_seen |= running.keys()
 
     def _sync_blobs(self, m: Instruments) -> None:
         if self.blob_stats is None:
@@ -133,13 +144,11 @@ class Metrics(AttemptMiddleware):
             self._of(m.executions_started, attempt.workflow_id).inc()
         wait = max(0.0, time.time() - attempt.ready_at)
         self._of(m.queue_wait, attempt.node_type, attempt.lane).observe(wait)
-        self._of(m.inflight, self.tenant(attempt.tenant)).inc()
 
     def after_attempt(self, broker: Broker, attempt: Attempt, result: AttemptResult) -> None:
         m = self.instruments
         if m is None:
             return
-        self._of(m.inflight, self.tenant(attempt.tenant)).dec()
         labels = (attempt.node_type, attempt.lane)
         self._of(m.attempts, *labels, result.outcome.value).inc()
         self._of(m.duration, *labels).observe(attempt.elapsed)

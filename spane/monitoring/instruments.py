@@ -72,7 +72,7 @@ class Instruments:
         )
         self.inflight = Gauge(
             "spane_attempts_inflight",
-            "Node attempts running now, by tenant.",
+            "Node attempts running node code, by tenant (sampled every second).",
             ["tenant"],
             multiprocess_mode="livesum",
             registry=r,
