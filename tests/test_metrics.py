@@ -158,7 +158,7 @@ def test_readiness_flips_on_sigterm_before_inflight_work_finishes(
     wait_serving(port)
     assert get(port, "/readyz")[0] == 200
     spane.register_workflow(
-        {"id": "slow", "nodes": [{"id": "s", "type": "sleep", "config": {"seconds": 4}}]}
+        {"id": "slow", "nodes": [{"id": "s", "type": "sleep", "config": {"seconds": 8}}]}
     )
     execution_id = spane.enqueue_workflow("slow", 1)
     eventually(lambda: spane.get_execution(execution_id).nodes["s"].status == "running")
