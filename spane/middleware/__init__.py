@@ -10,7 +10,8 @@ Middleware that also subclass ``AttemptMiddleware`` get ``before_attempt`` and
 a message (see ``attempts.py``).
 
 ``Metrics`` (only with ``SPANE_METRICS_PORT``) comes first so that it sees every
-message, including those ``Drain`` turns away, and times the whole stack.
+message, including those ``Drain`` turns away, and times the whole stack. ``Heartbeat``
+registers the worker once everything else is set up.
 """
 
 from __future__ import annotations
