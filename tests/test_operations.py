@@ -14,12 +14,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import spane
-from spane import cli
+from spane import cli, migrations
 from spane.middleware.heartbeat import mask
 from spane.monitoring import TenantLabels, remove_stale
 from spane.monitoring.instruments import Instruments
 from spane.monitoring.state import StateCollector
 from spane.runtime import Runtime
+from spane.store import make_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "spane.json"
@@ -95,3 +96,11 @@ def test_files_of_earlier_runs_are_removed(tmp_path: Path) -> None:
     remove_stale(ours)
     assert sorted(p.name for p in tmp_path.iterdir()) == [ours.name]
     assert [p.name for p in ours.iterdir()] == [f"counter_{os.getpid()}.db"]
+
+
+def test_readiness_knows_whether_the_schema_is_current(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    assert not migrations.is_current(engine)
+    migrations.upgrade(engine)
+    assert migrations.is_current(engine)
+    engine.dispose()
