@@ -10,7 +10,8 @@ WORKDIR /app
 
 # Dependencies first, from pyproject.toml alone: a change to the code reuses this layer.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+# The OTLP exporter too, so OTEL_TRACES_EXPORTER=otlp works in the image.
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['otel']))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 

@@ -1,8 +1,9 @@
 """Spane throughput and latency benchmark (run by hand, never in CI).
 
-    python bench/bench.py [chain|fanout|latency|all] [--executions 200] [--processes 2]
+    python bench/bench.py [chain|fanout|latency|all|compare] [--executions 200] [--processes 2]
                           [--threads 8] [--broker redis|rabbitmq] [--probe] [--py-spy DIR]
                           [--traces FILE]
+                          [--metrics] [--compare-metrics ROUNDS]
 
 Self-contained: it creates its own PostgreSQL database (``spane_bench_<random>``,
 dropped at the end), its own queue namespace (Redis keys / RabbitMQ queues removed at
@@ -24,6 +25,12 @@ The results print as tables, then as one JSON line (the last line of output).
 node transition goes (wall and CPU per call, SQL statement by statement).
 ``--py-spy DIR`` samples every worker process with py-spy during the chain run and
 prints the hottest frames (needs ``pip install py-spy`` and ptrace permission).
+
+``--metrics`` has the workers record metrics and serve them (``SPANE_METRICS_PORT``),
+scraped every 5 s during the run as Prometheus would. ``--compare-metrics ROUNDS`` runs
+the chain scenario ``2 x ROUNDS`` times, each on fresh workers and database, alternating
+metrics off and on (off-on, on-off, ...: the machine's noise then falls on both alike),
+and prints the median throughput and worker CPU per node of each, and the cost.
 """
 
 from __future__ import annotations
@@ -41,7 +48,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -71,6 +80,12 @@ LANES = ("high", "default", "low")
 
 
 # -- small helpers ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -167,6 +182,7 @@ class Bench:
     workers: Workers | None = None
     db_created: bool = False
     old_runtime: Any = None
+    metrics_port: int = 0
 
     @property
     def admin_dsn(self) -> str:
@@ -205,6 +221,13 @@ class Bench:
             env.update(OTEL_TRACES_EXPORTER="console", SPANE_TRACES_FILE=self.args.traces)
         self.rt = Runtime(settings)
         self.old_runtime = runtime_module.install(self.rt)
+        if self.args.metrics:
+            self.metrics_port = free_port()
+            env.update(
+                SPANE_METRICS_PORT=str(self.metrics_port),
+                SPANE_METRICS_HOST=HOST,
+                SPANE_METRICS_DIR=str(self.folder / "metrics"),
+            )
         if self.args.probe:
             modules.append("bench.probe")
             (self.folder / "probe").mkdir()
@@ -213,6 +236,19 @@ class Bench:
             settings, self.folder, self.args.processes, self.args.threads, modules, env
         )
         self.workers.wait_ready()
+        if self.metrics_port:
+            self.wait_metrics_endpoint()
+
+    def wait_metrics_endpoint(self, timeout: float = 60.0) -> None:
+        """Wait until the metrics endpoint serves, so its start-up is not in the run."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://{HOST}:{self.metrics_port}/livez", timeout=5):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise BenchError(f"the metrics endpoint did not answer within {timeout:g}s")
 
     def teardown(self) -> None:
         """Undo everything setup did, each step on its own (a failure does not stop the rest)."""
@@ -545,7 +581,8 @@ def run_chain(bench: Bench) -> dict[str, Any]:
     spane.register_workflow(chain(workflow_id, length))
     probe_before = bench.probe_snapshot()
     sampler = Sampler(bench, Path(bench.args.py_spy), "chain") if bench.args.py_spy else None
-    with sampler or contextlib.nullcontext():
+    scraper = Scraper(bench.metrics_port) if bench.metrics_port else None
+    with sampler or contextlib.nullcontext(), scraper or contextlib.nullcontext():
         cpu_before = bench.cpu()
         first = time.time()
         p0 = time.perf_counter()
@@ -592,7 +629,90 @@ def run_chain(bench: Bench) -> dict[str, Any]:
     if sampler is not None:
         result["py_spy"] = sampler.summary()
         print_sampler(result["py_spy"])
+    if scraper is not None:
+        result["metrics"] = {"scrapes": scraper.scrapes, "last_scrape_bytes": scraper.size}
+        print_table("metrics", [("scrapes of /metrics during the run", scraper.scrapes)])
     assert len(ids) == n
+    return result
+
+
+class Scraper:
+    """Scrapes the workers' ``/metrics`` every ``interval`` seconds, as Prometheus would."""
+
+    def __init__(self, port: int, interval: float = 5.0) -> None:
+        self.url = f"http://{HOST}:{port}/metrics"
+        self.interval = interval
+        self.scrapes = 0
+        self.size = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Scraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                with urllib.request.urlopen(self.url, timeout=10) as response:
+                    self.size = len(response.read())
+                self.scrapes += 1
+            except OSError:
+                pass  # the endpoint starts a moment after the workers; try again
+            if self._stop.wait(self.interval):
+                return
+
+
+def compare_metrics(args: argparse.Namespace) -> dict[str, Any]:
+    """Alternate chain runs with metrics off and on; return each run and the medians."""
+    runs: dict[str, list[float]] = {"off": [], "on": []}
+    #: Worker CPU per node: the machine's other load slows both modes, but hardly this.
+    cpu: dict[str, list[float]] = {"off": [], "on": []}
+    for round_ in range(args.compare_metrics):
+        # off-on, then on-off: a drift of the machine's load over time hits both alike.
+        for mode in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
+            one = argparse.Namespace(**vars(args))
+            one.metrics = mode == "on"
+            bench = Bench(one)
+            try:
+                bench.setup()
+                warm_up(bench)
+                chain_result = run_chain(bench)
+            finally:
+                bench.teardown()
+            runs[mode].append(chain_result["nodes_per_s"])
+            nodes = chain_result["executions"] * chain_result["nodes_per_execution"]
+            cpu[mode].append(1000 * chain_result["cpu"]["workers"]["cpu_s"] / nodes)
+            print(
+                f"round {round_ + 1}, metrics {mode}: {runs[mode][-1]:.0f} nodes/s, "
+                f"{cpu[mode][-1]:.2f} worker CPU ms/node",
+                flush=True,
+            )
+    off, on = statistics.median(runs["off"]), statistics.median(runs["on"])
+    cpu_off, cpu_on = statistics.median(cpu["off"]), statistics.median(cpu["on"])
+    result = {
+        "runs_nodes_per_s": runs,
+        "runs_worker_cpu_ms_per_node": cpu,
+        "median_off": off,
+        "median_on": on,
+        "cost_percent": round(100 * (off - on) / off, 1),
+        "cpu_cost_percent": round(100 * (cpu_on - cpu_off) / cpu_off, 1),
+    }
+    print_table(
+        f"metrics cost: chain, {args.compare_metrics} alternating rounds",
+        [
+            ("metrics off, nodes/s", " ".join(f"{v:.0f}" for v in runs["off"])),
+            ("metrics on, nodes/s", " ".join(f"{v:.0f}" for v in runs["on"])),
+            ("median off / on", f"{off:.0f} / {on:.0f}"),
+            ("throughput cost", f"{result['cost_percent']} %"),
+            ("worker CPU ms/node off / on", f"{cpu_off:.2f} / {cpu_on:.2f}"),
+            ("worker CPU cost", f"{result['cpu_cost_percent']} %"),
+        ],
+    )
     return result
 
 
@@ -906,6 +1026,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "to FILE (OTEL_TRACES_EXPORTER=console, SPANE_TRACES_FILE=FILE)",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the worker log folder")
+    parser.add_argument(
+        "--metrics", action="store_true", help="workers record and serve metrics, scraped every 5 s"
+    )
+    parser.add_argument(
+        "--compare-metrics",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="alternate chain runs with metrics off and on, ROUNDS of each; print the cost",
+    )
     args = parser.parse_args(argv)
     for name in ("executions", "processes", "threads", "fanout_width", "fanout_runs"):
         if getattr(args, name) <= 0:
@@ -921,6 +1051,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)
+    if args.compare_metrics:
+        result = compare_metrics(args)
+        print(json.dumps({"compare_metrics": result}, default=str), flush=True)
+        return 0
     bench = Bench(args)
     results: dict[str, Any] = {}
     code = 0

@@ -60,7 +60,8 @@ from .starting import (
     trigger_schedule,
     unschedule,
 )
-from .store import Execution, ExecutionSummary, NodeState
+from .store import Execution, ExecutionSummary, NodeState, WorkerInfo
+from .workers import workers
 
 __version__ = "0.1.0"
 
@@ -115,6 +116,9 @@ __all__ = [
     "reset_breaker",
     # Setup
     "configure",
+    # Operations
+    "WorkerInfo",
+    "workers",
     # Errors
     "BlobError",
     "ConfigurationError",

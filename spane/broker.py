@@ -89,3 +89,27 @@ def check_broker(broker: Broker) -> None:
             broker.connection.process_data_events(0)  # type: ignore[attr-defined]
         except pika.exceptions.AMQPError as exc:
             raise ConnectionFailed(str(exc) or type(exc).__name__) from None  # type: ignore[no-untyped-call]
+
+
+def queue_depths(broker: Broker, settings: Settings) -> dict[str, tuple[int, int]]:
+    """Return ``{lane: (ready, delayed)}`` message counts of the lane queues.
+
+    Read with plain queue-length commands, so asking never registers a consumer. The
+    embedded broker lives in one process, so it reports nothing to anyone else.
+    """
+    from dramatiq.common import dq_name
+
+    depths: dict[str, tuple[int, int]] = {}
+    client = getattr(broker, "client", None)
+    for lane in LANES:
+        queue = queue_name(settings, lane)
+        if client is not None:  # Redis: a list of ready ids, a hash of delayed messages
+            prefix = f"{broker.namespace}:"  # type: ignore[attr-defined]
+            depths[lane] = (
+                int(client.llen(prefix + queue)),
+                int(client.hlen(f"{prefix}{dq_name(queue)}.msgs")),
+            )
+        elif hasattr(broker, "get_queue_message_counts"):  # RabbitMQ
+            ready, delayed, _dead = broker.get_queue_message_counts(queue)
+            depths[lane] = (int(ready), int(delayed))
+    return depths

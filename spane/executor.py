@@ -134,7 +134,8 @@ def _run_one(
     entry = inflight.hold(claim)
     try:
         continuation.lane = claim.lane
-        node = runtime.store.graph(claim.workflow_id, claim.version).nodes[node_id]
+        graph = runtime.store.graph(claim.workflow_id, claim.version)
+        node = graph.nodes[node_id]
         hooks = attempt_middleware(runtime.broker)
         current = Attempt(
             execution_id=claim.execution_id,
@@ -148,6 +149,8 @@ def _run_one(
             config=node.config,
             inline=inline,
             traceparent=claim.traceparent,
+            ready_at=claim.ready_at,
+            first=claim.attempt == 1 and node_id == graph.order[0],
         )
         with structlog.contextvars.bound_contextvars(**log_fields(claim)):
             entered, defer = emit_before(runtime.broker, hooks, current)
@@ -351,7 +354,7 @@ def _succeeded(
         continuation.known = (claim.execution_id, {claim.node_id: outcome.output})
     log.debug("node completed", applied=outcome.applied)
     runtime.apply(outcome)
-    return AttemptResult(AttemptOutcome.COMPLETED)
+    return AttemptResult(AttemptOutcome.COMPLETED if outcome.applied else AttemptOutcome.STALE)
 
 
 def _failed(
@@ -369,13 +372,17 @@ def _failed(
     if retryable and claim.tries < policy.max_attempts:
         delay = backoff(policy, claim.tries)
         log.info("node attempt failed; retrying", error=error, retry_in=delay)
-        record(runtime, lambda: store.retry_node(claim, error, delay, trace=trace))
+        outcome = record(runtime, lambda: store.retry_node(claim, error, delay, trace=trace))
+        if not outcome.applied:
+            return AttemptResult(AttemptOutcome.STALE, error, exc)
         return AttemptResult(AttemptOutcome.RETRIED, error, exc, delay)
     log.warning("node failed", error=error, continue_on_fail=node.continue_on_fail)
-    record(
+    outcome = record(
         runtime,
         lambda: store.fail_node(claim, error, continue_on_fail=node.continue_on_fail, trace=trace),
     )
+    if not outcome.applied:
+        return AttemptResult(AttemptOutcome.STALE, error, exc)
     return AttemptResult(AttemptOutcome.FAILED, error, exc)
 
 

@@ -26,6 +26,7 @@ def sweep(runtime: Runtime) -> int:
     due timers, wake parents, send again what the broker lost or a dead worker held, and
     post the completion callbacks that are due."""
     now = time.time()
+    started = time.monotonic()
     if runtime.health is not None:
         runtime.health.check()
     if now - runtime.last_heartbeat >= runtime.settings.lease_seconds / 3:
@@ -37,14 +38,21 @@ def sweep(runtime: Runtime) -> int:
     if not runtime.store.take_lease(SWEEPER, runtime.identity, ttl):
         return 0
     fired = runtime.sweep_timers() + clock.tick(runtime)
-    for parent_id, node_id, child_id in runtime.store.unwoken_parents():
+    parents = runtime.store.unwoken_parents()
+    for parent_id, node_id, child_id in parents:
         executor.wake_parent(runtime, parent_id, node_id, child_id)
     superseded = runtime.store.recover_lost(now)
     if superseded:
         log.info("attempts of unresponsive workers queued again", count=len(superseded))
         runtime.dispatch(superseded)
     callbacks.deliver_due(runtime)
-    return fired + len(superseded) + resend_lost(runtime, now)
+    handled = resend_lost(runtime, now)
+    if runtime.metrics is not None:
+        runtime.metrics.recovered("timer_fired", fired)
+        runtime.metrics.recovered("parent_woken", len(parents))
+        runtime.metrics.recovered("attempt_superseded", len(superseded))
+        runtime.metrics.swept(time.monotonic() - started)
+    return fired + len(superseded) + handled
 
 
 def resend_lost(runtime: Runtime, now: float) -> int:
@@ -70,6 +78,8 @@ def resend_lost(runtime: Runtime, now: float) -> int:
     if resend:
         log.info("lost node messages sent again", count=len(resend))
         runtime.dispatch(resend)
+    if runtime.metrics is not None:
+        runtime.metrics.recovered("message_resent", len(resend))
     return len(overdue)
 
 
@@ -84,6 +94,8 @@ def hand_back_all(runtime: Runtime) -> int:
             entry.recorded.set()
         runtime.dispatch([dispatch])
         count += 1
+    if runtime.metrics is not None:
+        runtime.metrics.recovered("handed_back", count)
     return count
 
 

@@ -23,7 +23,17 @@ from .builtins import http as http_node
 from .consumer import guard_consumers
 from .encoder import UNDECODABLE, MsgspecEncoder
 from .errors import ConfigurationError
-from .middleware import CircuitBreaker, ClaimCheck, DeadLetters, Drain, Health, Sweeper, Tracing
+from .middleware import (
+    CircuitBreaker,
+    ClaimCheck,
+    DeadLetters,
+    Drain,
+    Health,
+    Heartbeat,
+    Metrics,
+    Sweeper,
+    Tracing,
+)
 from .middleware.shared_state import open_shared_state
 from .payloads import Payloads
 from .producer import START_WORKFLOW
@@ -84,6 +94,7 @@ class Runtime:
         self.drain: Drain | None = None
         self.health: Health | None = None
         self.breakers = next(m for m in self.broker.middleware if isinstance(m, CircuitBreaker))
+        self.metrics: Metrics | None = None
         for middleware in self.broker.middleware:
             if isinstance(middleware, Sweeper):
                 middleware.sweep = lambda: recovery.sweep(self)
@@ -94,6 +105,11 @@ class Runtime:
                 self.health = middleware
             elif isinstance(middleware, ClaimCheck):
                 middleware.blobs = self.blobs
+            elif isinstance(middleware, Metrics):
+                middleware.blob_stats = self.blobs.stats
+                self.metrics = middleware
+            elif isinstance(middleware, Heartbeat):
+                middleware.store, middleware.worker_id = self.store, self.identity
             elif isinstance(middleware, DeadLetters):
                 middleware.record = lambda message, reason: recovery.record_rejected(
                     self, message, reason
@@ -251,6 +267,8 @@ class Runtime:
     def apply(self, outcome: Outcome, *, execution_id: str = "") -> None:
         """Carry out what a committed transition asks for."""
         self.dispatch(outcome.dispatches)
+        if outcome.ended and self.metrics is not None:
+            self.metrics.execution_finished(outcome.workflow_id, outcome.ended)
         if outcome.ended and outcome.parent_id:
             self.wake(outcome.parent_id, outcome.parent_node_id or "", outcome.child_id)
 

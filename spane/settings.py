@@ -6,6 +6,7 @@ import difflib
 import math
 import os
 import re
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -58,6 +59,12 @@ class Settings:
         web_host: Address ``spane web`` binds (loopback unless opened on purpose).
         web_port: Port of ``spane web``.
         webhook_tolerance: Seconds a webhook signature's timestamp may differ from now.
+        metrics_port: Port of a worker's ``/metrics``, ``/livez`` and ``/readyz``; 0 is off.
+        metrics_host: Address that port binds to.
+        metrics_dir: Where worker processes keep their metric files (one folder per run).
+        metrics_tenants: Tenants that get their own metric label (``*``: all); others
+            are counted as ``other``, and with none given every tenant is ``all``.
+        worker_lease_seconds: A worker unheard of this long drops off ``spane workers``.
     """
 
     broker_url: str = ""
@@ -84,6 +91,13 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 8000
     webhook_tolerance: float = 300.0
+    metrics_port: int = 0
+    metrics_host: str = "0.0.0.0"
+    metrics_dir: str = field(
+        default_factory=lambda: str(Path(tempfile.gettempdir(), "spane-metrics"))
+    )
+    metrics_tenants: tuple[str, ...] = ()
+    worker_lease_seconds: float = 30.0
 
     @property
     def embedded(self) -> bool:
@@ -173,6 +187,10 @@ class _Reads(Mapping[str, str]):
         )
 
 
+def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in env.get(name, "").split(",") if m.strip())
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from ``env`` (default: ``os.environ``).
 
@@ -204,8 +222,8 @@ def _read(env: Mapping[str, str]) -> Settings:
             "SPANE_BROKER_URL must start with redis:// or amqp:// (or be unset), "
             f"got {mask_url(broker_url)!r}"
         )
-    modules = tuple(m.strip() for m in env.get("SPANE_MODULES", "").split(",") if m.strip())
-    exporters = _names(env.get("OTEL_TRACES_EXPORTER", ""))
+    modules = _names(env, "SPANE_MODULES")
+    exporters = tuple(n.lower() for n in _names(env, "OTEL_TRACES_EXPORTER"))
     unknown = [e for e in exporters if e not in ("otlp", "console", "none")]
     if unknown:
         raise ConfigurationError(
@@ -248,6 +266,13 @@ def _read(env: Mapping[str, str]) -> Settings:
         web_host=env.get("SPANE_WEB_HOST") or defaults.web_host,
         web_port=_int(env, "SPANE_WEB_PORT", defaults.web_port),
         webhook_tolerance=_float(env, "SPANE_WEBHOOK_TOLERANCE", defaults.webhook_tolerance),
+        metrics_port=_int(env, "SPANE_METRICS_PORT", defaults.metrics_port),
+        metrics_host=env.get("SPANE_METRICS_HOST") or defaults.metrics_host,
+        metrics_dir=env.get("SPANE_METRICS_DIR") or defaults.metrics_dir,
+        metrics_tenants=_names(env, "SPANE_METRICS_TENANTS"),
+        worker_lease_seconds=_float(
+            env, "SPANE_WORKER_LEASE_SECONDS", defaults.worker_lease_seconds
+        ),
     )
 
 
@@ -255,7 +280,3 @@ def secret(name: str) -> str | None:
     """Return the secret in the environment variable ``name`` (``${env:NAME}`` in an
     ``http`` node), read at the moment it is used and never kept."""
     return os.environ.get(name)
-
-
-def _names(raw: str) -> tuple[str, ...]:
-    return tuple(name.strip().lower() for name in raw.split(",") if name.strip())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -18,6 +19,7 @@ from spane.blobs.s3 import S3BlobStore
 from spane.settings import mask_url
 
 __all__ = [
+    "BlobStats",
     "BlobStore",
     "CachingBlobStore",
     "LocalBlobStore",
@@ -58,6 +60,16 @@ def open_blob_store(url: str) -> BlobStore:
     raise errors.ConfigurationError(f"blob store URL {mask_url(url)!r} is not one of: {_FORMS}")
 
 
+@dataclass(frozen=True)
+class BlobStats:
+    """Running totals of one process's blob traffic (for metrics)."""
+
+    put_bytes: int = 0
+    read_bytes: int = 0
+    hits: int = 0
+    misses: int = 0
+
+
 class CachingBlobStore(BlobStore):
     """Serve repeated ``get`` calls from memory, least recently used evicted first.
 
@@ -75,9 +87,23 @@ class CachingBlobStore(BlobStore):
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._stats = BlobStats()
 
     def __repr__(self) -> str:
         return f"CachingBlobStore({self.inner!r})"
+
+    def stats(self) -> BlobStats:
+        """Return this process's blob traffic so far."""
+        with self._lock:
+            return self._stats
+
+    def put(self, tenant: str, data: bytes) -> str:
+        """Store ``data`` for ``tenant`` unless already stored; return its reference."""
+        ref = super().put(tenant, data)
+        with self._lock:
+            s = self._stats
+            self._stats = BlobStats(s.put_bytes + len(data), s.read_bytes, s.hits, s.misses)
+        return ref
 
     def get(self, ref: str, *, tenant: str) -> bytes:
         """Return the value ``ref`` names, from memory when it was read recently."""
@@ -85,8 +111,13 @@ class CachingBlobStore(BlobStore):
         with self._lock:
             if (data := self._cache.get(ref)) is not None:
                 self._cache.move_to_end(ref)
+                s = self._stats
+                self._stats = BlobStats(s.put_bytes, s.read_bytes, s.hits + 1, s.misses)
                 return data
         data = self.inner.get(ref, tenant=tenant)
+        with self._lock:
+            s = self._stats
+            self._stats = BlobStats(s.put_bytes, s.read_bytes + len(data), s.hits, s.misses + 1)
         if len(data) <= self.max_bytes:
             with self._lock:
                 if ref not in self._cache:

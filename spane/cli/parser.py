@@ -8,7 +8,7 @@ from .. import __version__
 from ..durations import parse_duration
 from ..registry import LANES
 from ..store.records import EXECUTION_ACTIVE, EXECUTION_TERMINAL
-from . import breakers, commands, control, deadletters, starting, web
+from . import breakers, commands, control, deadletters, operations, starting, web
 
 _INPUT_HELP = "execution input as JSON, or @FILE to read it from a JSON file"
 
@@ -218,4 +218,16 @@ def build() -> argparse.ArgumentParser:
     upgrade.set_defaults(handler=commands.db_upgrade)
 
     web.add_commands(sub)
+    _operations(sub)
     return parser
+
+
+def _operations(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    workers = sub.add_parser("workers", help="list live workers and what they serve")
+    _json(workers)
+    workers.set_defaults(handler=operations.workers)
+
+    metrics = sub.add_parser(
+        "metrics", help="print queue depth, ready nodes and dead letters once (Prometheus text)"
+    )
+    metrics.set_defaults(handler=operations.metrics)

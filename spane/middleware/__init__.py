@@ -3,14 +3,18 @@
 Before-hooks run top to bottom, after-hooks unwind bottom to top: ``Drain`` sees a
 message first (and refuses it while draining), ``LogContext`` binds identifiers for
 everything after it and clears them last; ``Tracing`` makes the sender's trace context
-current (so the claim check's blob reads are traced too) and, among the attempt hooks,
-opens each attempt's span first and closes it last; ``ClaimCheck`` resolves offloaded
+current (so the claim check's blob reads are traced too) and opens each attempt's span
+before breakers and rate limits decide on it; ``ClaimCheck`` resolves offloaded
 arguments before the actor runs.
 
 Middleware that also subclass ``AttemptMiddleware`` get ``before_attempt`` and
 ``after_attempt`` around every node attempt, including successors run inline without
 a message (see ``attempts.py``). ``CircuitBreaker`` comes before ``RateLimits``: an open
 breaker defers a node without spending its share of the rate limit.
+
+``Metrics`` (only with ``SPANE_METRICS_PORT``) comes first so that it sees every
+message, including those ``Drain`` turns away, and times the whole stack. ``Heartbeat``
+registers the worker once everything else is set up.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from dramatiq import Middleware
 
+from ..monitoring import run_folder
 from ..settings import Settings
 from .attempts import Attempt, AttemptMiddleware, AttemptOutcome, AttemptResult
 from .circuit_breaker import CircuitBreaker
@@ -27,7 +32,9 @@ from .claim_check import ClaimCheck
 from .dead_letters import DeadLetters
 from .drain import Drain
 from .health import Health
+from .heartbeat import Heartbeat
 from .log_context import LogContext
+from .metrics import Metrics
 from .rate_limit import RateLimits
 from .shared_state import SharedState
 from .sweeper import Sweeper
@@ -46,7 +53,9 @@ __all__ = [
     "DeadLetters",
     "Drain",
     "Health",
+    "Heartbeat",
     "LogContext",
+    "Metrics",
     "RateLimits",
     "SharedState",
     "Sweeper",
@@ -70,7 +79,11 @@ def default_middleware(
         tracing: The tracing middleware, built first because the store opens an
             execution's root span through it.
     """
+    metrics: list[Middleware] = []
+    if settings.metrics_port:
+        metrics.append(Metrics(run_folder(settings), settings.metrics_tenants))
     return [
+        *metrics,
         Drain(grace=settings.drain_seconds),
         Health(max_stuck=settings.max_stuck_threads),
         LogContext(),
@@ -80,4 +93,5 @@ def default_middleware(
         Sweeper(interval=settings.sweep_interval),
         CircuitBreaker(shared, graph),
         RateLimits(shared, graph, settings.namespace),
+        Heartbeat(settings),
     ]

@@ -36,6 +36,8 @@ class AttemptOutcome(StrEnum):
     PARKED = "parked"
     HANDED_BACK = "handed_back"
     DEFERRED = "deferred"
+    #: The attempt was superseded (its lease ran out) before it recorded its result.
+    STALE = "stale"
 
 
 @dataclass
@@ -45,6 +47,10 @@ class Attempt:
     Attributes:
         inline: True when the thread ran it straight after its parent, without a message.
         traceparent: W3C traceparent of the execution's root span, if it has one.
+        ready_at: When the attempt became due (epoch seconds): queued, or its retry
+            delay over. Claimed at ``ready_at`` plus the time it waited in the queue.
+        first: True for the first attempt of the execution's first node, the moment
+            the execution starts running on a worker.
         state: Scratch space for middleware to carry values from before- to after-hook.
     """
 
@@ -59,6 +65,8 @@ class Attempt:
     config: Any
     inline: bool
     traceparent: str | None = None
+    ready_at: float = 0.0
+    first: bool = False
     started: float = field(default_factory=time.monotonic)
     state: dict[str, Any] = field(default_factory=dict)
 

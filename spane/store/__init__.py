@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .engine import make_engine
+from .operations import WorkerInfo, WorkState
 from .records import Claim, Dispatch, Execution, ExecutionSummary, NodeState, Outcome
 from .store import Store
 
@@ -14,5 +15,7 @@ __all__ = [
     "NodeState",
     "Outcome",
     "Store",
+    "WorkState",
+    "WorkerInfo",
     "make_engine",
 ]

@@ -14,7 +14,7 @@ CLAIM = text(
     WHERE execution_id = :e AND node_id = :n AND status = 'queued' AND attempt = :a
       AND (wake_at IS NULL OR wake_at <= :now)
       AND EXISTS (SELECT 1 FROM spane_executions WHERE id = :e AND status = 'running')
-    RETURNING type, attempt_base, lane
+    RETURNING type, attempt_base, lane, queued_at, wake_at
     """
 )
 
@@ -93,7 +93,7 @@ COUNT_FINISHED = text(
     """
     UPDATE spane_executions SET remaining = remaining - :k, updated_at = :now
     WHERE id = :e
-    RETURNING remaining, status, tenant, parent_id, parent_node_id
+    RETURNING remaining, status, tenant, parent_id, parent_node_id, workflow_id
     """
 )
 

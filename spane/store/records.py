@@ -37,7 +37,8 @@ class Claim:
     ``input`` is packed (stored texts); ``Store.node_input`` resolves it.
     ``attempt`` identifies the attempt (it only grows, so a stale message or a late
     result of a superseded attempt is recognised); ``tries`` counts attempts against
-    the retry policy since the node was last revived.
+    the retry policy since the node was last revived. ``ready_at`` is when the attempt
+    became due: when it was queued, or when its retry delay ran out.
     """
 
     execution_id: str
@@ -54,6 +55,7 @@ class Claim:
     lane: str = "default"
     #: W3C traceparent of the execution's root span (None: traced without one).
     traceparent: str | None = None
+    ready_at: float = 0.0
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Outcome:
     applied: bool = True
     dispatches: list[Dispatch] = field(default_factory=list)
     ended: str | None = None
+    workflow_id: str = ""  # of an execution that ended
     parent_id: str | None = None
     parent_node_id: str | None = None
     child_id: str = ""

@@ -253,3 +253,21 @@ api_tokens = Table(
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float),
 )
+
+
+workers = Table(
+    "spane_workers",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("lanes", Text, nullable=False),
+    Column("node_types", Text, nullable=False),
+    Column("threads", Integer, nullable=False),
+    Column("inflight", Integer, nullable=False),
+    Column("draining", Boolean, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Index("ix_spane_workers_heartbeat", "heartbeat_at"),
+)

@@ -18,6 +18,7 @@ from ..payloads import Payloads
 from .base import retry_conflicts
 from .browse import Browse
 from .callbacks import Callbacks
+from .operations import Operations
 from .protection import Protection
 from .records import (
     EXECUTION_TERMINAL,
@@ -53,7 +54,7 @@ def _untraced(**_: Any) -> AbstractContextManager[str | None]:
     return contextlib.nullcontext()
 
 
-class Store(Protection):
+class Store(Protection, Operations):
     """All persistence of workflows, executions and nodes.
 
     Args:

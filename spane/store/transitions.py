@@ -98,6 +98,7 @@ class Transitions(History):
             tries=attempt - row.attempt_base,
             lane=row.lane,
             traceparent=meta.traceparent,
+            ready_at=max(row.queued_at or now, row.wake_at or 0.0),
         )
 
     def early_message(self, execution_id: str, node_id: str, attempt: int) -> Dispatch | None:
@@ -255,6 +256,7 @@ class Transitions(History):
             self._end_execution(conn, claim.execution_id, "failed", now, error=message)
             return Outcome(
                 ended="failed",
+                workflow_id=ex.workflow_id,
                 parent_id=ex.parent_id,
                 parent_node_id=ex.parent_node_id,
                 child_id=claim.execution_id,
@@ -420,6 +422,7 @@ class Transitions(History):
         return Outcome(
             dispatches=dispatches or [],
             ended="completed",
+            workflow_id=ex.workflow_id,
             parent_id=ex.parent_id,
             parent_node_id=ex.parent_node_id,
             child_id=execution_id,

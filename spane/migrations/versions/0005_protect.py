@@ -1,7 +1,7 @@
 """Shared state of circuit breakers and rate limits (used when the broker is not Redis).
 
 Revision ID: 0005
-Revises: 0001
+Revises: 0004
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Tracing: each execution keeps the W3C traceparent of its root span.
 
 Revision ID: 0006
-Revises: 0001
+Revises: 0005
 """
 
 from __future__ import annotations

@@ -1,0 +1,109 @@
+"""Gauges of cluster state, read from the database and the broker at each scrape.
+
+Every worker's endpoint reports the same cluster-wide values; aggregate them across
+workers with ``max``, not ``sum`` (the dashboard does).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import structlog
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ..broker import queue_depths
+from . import TenantLabels
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+log = structlog.get_logger("spane.metrics")
+
+
+class StateCollector(Collector):
+    """Queue depth per lane, ready nodes per lane and tenant, active executions, open
+    dead letters, and whether the database and broker answered.
+
+    Args:
+        runtime: Where the database and broker are.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.tenant = TenantLabels(runtime.settings.metrics_tenants)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "spane_state_source_up",
+            "1 if the source answered this scrape's state queries, else 0.",
+            labels=["source"],
+        )
+        yield from self._database(up)
+        yield from self._broker(up)
+        yield up
+
+    def _database(self, up: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
+        try:
+            state = self.runtime.store.work_state()
+        except Exception as exc:
+            log.warning("metrics: database state unavailable", error=str(exc))
+            up.add_metric(["database"], 0)
+            return
+        up.add_metric(["database"], 1)
+        ready = GaugeMetricFamily(
+            "spane_nodes_ready",
+            "Nodes queued and due but not started, by lane and tenant.",
+            labels=["lane", "tenant"],
+        )
+        counts: Counter[tuple[str, str]] = Counter()
+        for (lane, tenant), n in state.ready.items():
+            counts[(lane, self.tenant(tenant))] += n
+        for labels, n in sorted(counts.items()):
+            ready.add_metric(list(labels), n)
+        yield ready
+        executions = GaugeMetricFamily(
+            "spane_executions_active",
+            "Executions running or paused now.",
+            labels=["status"],
+        )
+        for status in ("running", "paused"):
+            executions.add_metric([status], state.executions.get(status, 0))
+        yield executions
+        yield GaugeMetricFamily(
+            "spane_dead_letters_open", "Dead letters not yet retried.", value=state.dead_letters
+        )
+
+    def _broker(self, up: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
+        depths: dict[str, tuple[int, int]] = {}
+        # The embedded broker's queues belong to one process: nothing to report.
+        if not self.runtime.settings.embedded:
+            try:
+                depths = queue_depths(self.runtime.broker, self.runtime.settings)
+                up.add_metric(["broker"], 1)
+            except Exception as exc:
+                log.warning("metrics: broker state unavailable", error=str(exc))
+                up.add_metric(["broker"], 0)
+        ready = GaugeMetricFamily(
+            "spane_queue_depth", "Messages waiting in a lane's queue.", labels=["lane"]
+        )
+        delayed = GaugeMetricFamily(
+            "spane_queue_delayed",
+            "Delayed messages (retries, timers) of a lane's queue.",
+            labels=["lane"],
+        )
+        for lane, (waiting, later) in depths.items():
+            ready.add_metric([lane], waiting)
+            delayed.add_metric([lane], later)
+        yield ready
+        yield delayed
+
+
+def exposition(runtime: Runtime) -> bytes:
+    """The cluster state gauges in Prometheus text format, read once (``spane metrics``)."""
+    registry = CollectorRegistry()
+    registry.register(StateCollector(runtime))
+    return generate_latest(registry)
