@@ -80,6 +80,20 @@ def test_open_breaker_defers_without_spending_an_attempt(
     assert spane.breakers()[0].state == "closed"
 
 
+def test_breaker_state_is_exported_as_metrics(rt: Runtime, service: dict[str, Any]) -> None:
+    from spane.monitoring.state import exposition
+
+    spane.register_workflow({"id": "guarded", "nodes": [{"id": "call", "type": "guarded_call"}]})
+    spane.run("guarded", {}, timeout=TIMEOUT)
+    text = exposition(rt).decode()
+    assert 'spane_circuit_breaker_state{breaker="guarded_call",state="closed"} 1.0' in text
+    assert 'spane_circuit_breaker_failures{breaker="guarded_call"} 1.0' in text
+    spane.run("guarded", {}, timeout=TIMEOUT)
+    text = exposition(rt).decode()
+    assert 'spane_circuit_breaker_state{breaker="guarded_call",state="open"} 1.0' in text
+    assert 'spane_circuit_breaker_state{breaker="guarded_call",state="closed"} 0.0' in text
+
+
 def test_node_code_may_defer_itself(rt: Runtime) -> None:
     spane.register_workflow({"id": "later", "nodes": [{"id": "a", "type": "defers_once"}]})
     started = time.time()

@@ -114,9 +114,8 @@ class Instruments:
             multiprocess_mode="liveall",
             registry=r,
         )
-        # Circuit-breaker state (spane_circuit_breaker_state{breaker}: 0 closed,
-        # 1 half-open, 2 open) belongs here, set by the breaker middleware once
-        # breakers exist.
+        # Circuit-breaker state is shared by all workers: it is read at scrape time
+        # (``state.py``), like queue depth.
 
         # Dramatiq's own message metrics (dramatiq.middleware.prometheus), same names,
         # labels and buckets, recorded into this process's files with the rest.

@@ -24,9 +24,13 @@ if TYPE_CHECKING:
 log = structlog.get_logger("spane.metrics")
 
 
+#: The states a circuit breaker can be in, each a series of ``spane_circuit_breaker_state``.
+BREAKER_STATES = ("closed", "half-open", "open")
+
+
 class StateCollector(Collector):
     """Queue depth per lane, ready nodes per lane and tenant, active executions, open
-    dead letters, and whether the database and broker answered.
+    dead letters, circuit breakers, and whether the database and broker answered.
 
     Args:
         runtime: Where the database and broker are.
@@ -44,7 +48,33 @@ class StateCollector(Collector):
         )
         yield from self._database(up)
         yield from self._broker(up)
+        yield from self._breakers()
         yield up
+
+    def _breakers(self) -> Iterator[GaugeMetricFamily]:
+        # Breaker state is shared by every worker (Redis, the database), so any worker's
+        # scrape reports the cluster's.
+        try:
+            breakers = self.runtime.breakers.status()
+        except Exception as exc:
+            log.warning("metrics: circuit-breaker state unavailable", error=str(exc))
+            return
+        state = GaugeMetricFamily(
+            "spane_circuit_breaker_state",
+            "1 for the state each circuit breaker is in (closed, half-open, open), else 0.",
+            labels=["breaker", "state"],
+        )
+        failures = GaugeMetricFamily(
+            "spane_circuit_breaker_failures",
+            "Consecutive counted failures of each circuit breaker.",
+            labels=["breaker"],
+        )
+        for breaker in breakers:
+            for name in BREAKER_STATES:
+                state.add_metric([breaker.name, name], 1 if breaker.state == name else 0)
+            failures.add_metric([breaker.name], breaker.failures)
+        yield state
+        yield failures
 
     def _database(self, up: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
         try:
