@@ -190,6 +190,19 @@ def test_breakers_are_listed_and_reset_by_admins_only(web: Web) -> None:
     error(web.call("POST", "/breakers/nope/reset"), 404, "nope")
 
 
+def test_workers_are_listed_for_any_token(web: Web) -> None:
+    spane.run("chain", {}, timeout=TIMEOUT)  # the embedded worker registers on start
+    (worker,) = web.call("GET", "/workers", tenant="acme").json()["items"]
+    (known,) = spane.workers()
+    assert (worker["id"], worker["pid"], worker["threads"]) == (known.id, known.pid, known.threads)
+    assert "echo" in worker["node_types"] and worker["lanes"] == ["high", "default", "low"]
+    assert web.client.get("/api/v1/workers").status_code == 401
+    headers = {"Authorization": f"Bearer {web.token('acme')}"}
+    page = web.client.get("/ui/workers", headers=headers)
+    assert page.status_code == 200, page.text
+    assert f'data-worker="{known.id}"' in page.text and "status-running" in page.text
+
+
 def test_schedules_and_breakers_pages(web: Web) -> None:
     spane.schedule("chain", every="1h", tenant="acme", schedule_id="ours")
     spane.schedule("chain", every="2h", tenant="globex", schedule_id="theirs")

@@ -1,6 +1,6 @@
 """The JSON API under ``/api/v1``: one module per resource, each listing its operations.
 
-A new resource (workers, lanes) is one more module here.
+A new resource (lanes) is one more module here.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from . import (
     schedules,
     signals,
     streams,
+    workers,
     workflows,
 )
 
@@ -29,6 +30,7 @@ RESOURCES = (
     deadletters,
     schedules,
     breakers,
+    workers,
     streams,
 )
 

@@ -85,6 +85,7 @@ def routes() -> list[BaseRoute]:
         Route("/ui/dead-letters", _guarded(pages.dead_letters), methods=["GET"]),
         Route("/ui/schedules", _guarded(pages.schedules), methods=["GET"]),
         Route("/ui/breakers", _guarded(pages.breakers), methods=["GET"]),
+        Route("/ui/workers", _guarded(pages.workers), methods=["GET"]),
         Route("/ui/login", _login_form, methods=["GET"]),
         Route("/ui/login", _login, methods=["POST"]),
         Route("/ui/logout", _logout, methods=["POST"]),

@@ -52,6 +52,7 @@ def page(title: str, body: str, principal: Principal | None, *, active: str = ""
         ("dead-letters", "/ui/dead-letters", "Dead letters"),
         ("schedules", "/ui/schedules", "Schedules"),
         ("breakers", "/ui/breakers", "Breakers"),
+        ("workers", "/ui/workers", "Workers"),
     ]
     nav = "".join(
         f'<a href="{href}" class="{"active" if key == active else ""}">{label}</a>'

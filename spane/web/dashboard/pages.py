@@ -1,5 +1,5 @@
 """The dashboard's pages: executions, one execution's DAG, workflows, dead letters,
-schedules, circuit breakers.
+schedules, circuit breakers, workers.
 
 Pages are rendered on the server from the store's payload-free queries; the page script
 (``static/dashboard.js``) follows server-sent events and calls the JSON API for controls
@@ -19,6 +19,7 @@ from starlette.requests import Request
 from ... import control, errors, runtime, starting
 from ...definitions import to_dict
 from ...store.records import EXECUTION_ACTIVE, EXECUTION_TERMINAL
+from ...workers import workers as live_workers
 from ..api.executions import decode_cursor, encode_cursor
 from ..auth import Principal
 from ..errors import HttpError
@@ -336,6 +337,27 @@ def breakers(request: Request, me: Principal) -> str:
     return page(
         "Circuit breakers", f"<h1>Circuit breakers</h1>{note}{table}{empty}", me, active="breakers"
     )
+
+
+def workers(request: Request, me: Principal) -> str:
+    """Live worker processes: what each serves, its threads and in-flight attempts."""
+    rows = "".join(
+        f'<tr data-worker="{e(w.id)}"><td class="mono">{e(w.host)}:{w.pid}</td>'
+        f"<td>{e(w.version)}</td><td>{e(', '.join(w.lanes))}</td>"
+        f"<td>{e(', '.join(w.node_types))}</td><td>{w.threads}</td>"
+        f"<td class='inflight'>{w.inflight}</td>"
+        f"<td class='status'>{badge('draining' if w.draining else 'running')}</td>"
+        f"<td>{when(w.started_at)}</td><td>{when(w.heartbeat_at)}</td></tr>"
+        for w in live_workers()
+    )
+    table = (
+        "<table class='list' id='workers'><thead><tr><th>Worker</th><th>Version</th>"
+        "<th>Lanes</th><th>Node types</th><th>Threads</th><th>In flight</th><th>Status</th>"
+        "<th>Started (UTC)</th><th>Last heartbeat (UTC)</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
+    empty = "" if rows else '<p class="empty">No live workers.</p>'
+    return page("Workers", f"<h1>Workers</h1>{table}{empty}", me, active="workers")
 
 
 def login(target: str = "/", error: str = "") -> str:
