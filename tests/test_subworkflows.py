@@ -630,8 +630,14 @@ def test_cancel_ends_running_children_and_keeps_ended_ones(rt: Runtime) -> None:
     )
     parent_id = spane.enqueue_workflow("twins", 1)
     wait_for(
-        lambda: spane.get_execution(parent_id).nodes["b"].status == "completed" or None,
-        "the quick child",
+        lambda: (
+            (
+                spane.get_execution(parent_id).nodes["b"].status == "completed"
+                and spane.get_execution(parent_id).nodes["a"].status == "waiting"
+            )
+            or None
+        ),
+        "the quick child to end and the sleeper child to start",
     )
     spane.cancel(parent_id)  # the execution and its running children, in one transaction
 
