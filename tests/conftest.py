@@ -63,6 +63,13 @@ def _fresh_logging() -> Iterator[None]:
     logs.reset()
 
 
+@pytest.fixture(autouse=True)
+def _piped_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's output as when piped: pytest-xdist workers set ``COLUMNS=80``, which the
+    CLI honours; a test that wants a width sets it."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
 @pytest.fixture
 def rt(tmp_path: Path) -> Iterator[Runtime]:
     """An embedded runtime (SQLite, StubBroker, in-process worker), installed globally."""
