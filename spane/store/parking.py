@@ -119,25 +119,33 @@ class Parking(Transitions):
         """The parked attempt of a ``subworkflow`` node waiting on ``child_id``, if any and
         if its execution is running (a paused one is woken by the sweep after resume)."""
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(
-                    N.c.attempt,
-                    N.c.attempt_base,
-                    N.c.type,
-                    E.c.workflow_id,
-                    E.c.version,
-                    E.c.tenant,
-                    E.c.depth,
-                )
-                .join(E, E.c.id == N.c.execution_id)
-                .where(
-                    N.c.execution_id == execution_id,
-                    N.c.node_id == node_id,
-                    N.c.status == "waiting",
-                    N.c.child_id == child_id,
-                    E.c.status == "running",
-                )
-            ).first()
+            return self._waiting(
+                conn, execution_id, node_id, N.c.child_id == child_id, E.c.status == "running"
+            )
+
+    def _waiting(
+        self, conn: Connection, execution_id: str, node_id: str, *where: Any
+    ) -> Claim | None:
+        """The parked (``waiting``) attempt of a node, if any and if ``where`` holds too."""
+        row = conn.execute(
+            select(
+                N.c.attempt,
+                N.c.attempt_base,
+                N.c.type,
+                N.c.lane,
+                E.c.workflow_id,
+                E.c.version,
+                E.c.tenant,
+                E.c.depth,
+            )
+            .join(E, E.c.id == N.c.execution_id)
+            .where(
+                N.c.execution_id == execution_id,
+                N.c.node_id == node_id,
+                N.c.status == "waiting",
+                *where,
+            )
+        ).first()
         if row is None:
             return None
         return Claim(
@@ -152,6 +160,7 @@ class Parking(Transitions):
             input=None,
             tries=row.attempt - row.attempt_base,
             status="waiting",
+            lane=row.lane,
         )
 
     def unwoken_parents(self, limit: int = 100) -> list[tuple[str, str, str]]:

@@ -184,7 +184,7 @@ class Signals(Schedules):
             ).first()
             if wait is None:
                 return True, None
-            claim = self._waiting_signal_claim(conn, execution_id, wait.node_id)
+            claim = self._waiting(conn, execution_id, wait.node_id)
             return True, None if claim is None else self._take(conn, claim, name, now)
 
     def _take(self, conn: Connection, claim: Claim, name: str, now: float) -> Delivery | None:
@@ -212,45 +212,6 @@ class Signals(Schedules):
             .values(consumed_node=claim.node_id, consumed_attempt=claim.attempt, consumed_at=now)
         )
         return Delivery(claim, free.payload)
-
-    def _waiting_signal_claim(
-        self, conn: Connection, execution_id: str, node_id: str
-    ) -> Claim | None:
-        """The parked attempt of a node, or None if it is no longer waiting."""
-        row = conn.execute(
-            select(
-                N.c.attempt,
-                N.c.attempt_base,
-                N.c.type,
-                N.c.lane,
-                E.c.workflow_id,
-                E.c.version,
-                E.c.tenant,
-                E.c.depth,
-            )
-            .join(E, E.c.id == N.c.execution_id)
-            .where(
-                N.c.execution_id == execution_id,
-                N.c.node_id == node_id,
-                N.c.status == "waiting",
-            )
-        ).first()
-        if row is None:
-            return None
-        return Claim(
-            execution_id=execution_id,
-            node_id=node_id,
-            attempt=row.attempt,
-            type=row.type,
-            workflow_id=row.workflow_id,
-            version=row.version,
-            tenant=row.tenant,
-            depth=row.depth,
-            input=None,
-            tries=row.attempt - row.attempt_base,
-            status="waiting",
-            lane=row.lane,
-        )
 
     def pending_deliveries(self, limit: int = 100) -> list[Delivery]:
         """Parked ``wait_for`` attempts of running executions that have a signal to
@@ -301,7 +262,7 @@ class Signals(Schedules):
         for row in rows:
             with self.engine.begin() as conn:
                 self._lock_execution(conn, row.execution_id, now)
-                claim = self._waiting_signal_claim(conn, row.execution_id, row.node_id)
+                claim = self._waiting(conn, row.execution_id, row.node_id)
                 if claim is not None:
                     delivery = self._take(conn, claim, row.name, now)
                     if delivery is not None:
@@ -338,7 +299,5 @@ class Signals(Schedules):
                 )
                 .limit(limit)
             ).all()
-            found = [
-                (self._waiting_signal_claim(conn, r.execution_id, r.node_id), r.name) for r in rows
-            ]
+            found = [(self._waiting(conn, r.execution_id, r.node_id), r.name) for r in rows]
         return [(claim, name) for claim, name in found if claim is not None]
