@@ -20,6 +20,7 @@ from spane import runtime as runtime_module
 from spane.broker import queue_name
 from spane.runtime import Runtime
 from spane.settings import Settings
+from tests.faults import client_runtime
 from tests.history import BACKENDS
 from tests.s3server import s3_bucket, s3_endpoint
 from tests.workers import WorkerPool
@@ -145,13 +146,8 @@ def prod(tmp_path: Path, pg_url: str, redis_url: str, namespace: str) -> Iterato
         blob_url=str(tmp_path / "blobs"),
         namespace=namespace,
     )
-    runtime = Runtime(settings)
-    old = runtime_module.install(runtime)
-    try:
+    with client_runtime(settings) as runtime:
         yield runtime
-    finally:
-        runtime_module.install(old)
-        runtime.close()
 
 
 @pytest.fixture
@@ -165,18 +161,15 @@ def rabbit(tmp_path: Path, pg_url: str, amqp_url: str, namespace: str) -> Iterat
         blob_url=str(tmp_path / "blobs"),
         namespace=namespace,
     )
-    runtime = Runtime(settings)
-    old = runtime_module.install(runtime)
-    try:
-        yield runtime
-    finally:
-        runtime_module.install(old)
-        channel = runtime.broker.channel  # type: ignore[attr-defined]
-        for lane in ("high", "default", "low"):
-            name = queue_name(settings, lane)
-            for queue in (name, f"{name}.DQ", f"{name}.XQ"):
-                channel.queue_delete(queue)
-        runtime.close()
+    with client_runtime(settings) as runtime:
+        try:
+            yield runtime
+        finally:
+            channel = runtime.broker.channel  # type: ignore[attr-defined]
+            for lane in ("high", "default", "low"):
+                name = queue_name(settings, lane)
+                for queue in (name, f"{name}.DQ", f"{name}.XQ"):
+                    channel.queue_delete(queue)
 
 
 @pytest.fixture
