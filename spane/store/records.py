@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-NODE_TERMINAL = ("completed", "failed", "skipped", "cancelled")
-EXECUTION_TERMINAL = ("completed", "failed", "cancelled")
-EXECUTION_ACTIVE = ("running", "paused")
+from ..statuses import EXECUTION_ACTIVE, EXECUTION_TERMINAL, NODE_TERMINAL
+
+__all__ = ["EXECUTION_ACTIVE", "EXECUTION_TERMINAL", "NODE_TERMINAL"]
 
 
 @dataclass(frozen=True)
