@@ -441,13 +441,13 @@ def test_failure_fails_the_execution_and_cancels_nodes_not_started(rt: Runtime) 
 
 def test_completion_is_detected_exactly_once(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     ended: Counter[tuple[str, str]] = Counter()
-    original = rt.store._end_execution
+    original = rt.store.execution_row.end
 
     def counting(conn: Any, execution_id: str, status: str, *args: Any, **kwargs: Any) -> None:
         ended[(execution_id, status)] += 1
         original(conn, execution_id, status, *args, **kwargs)
 
-    monkeypatch.setattr(rt.store, "_end_execution", counting)
+    monkeypatch.setattr(rt.store.execution_row, "end", counting)
     sinks = [f"s{i:02d}" for i in range(30)]
     definition = workflow(
         "many-sinks", node("root", "echo"), *(node(s, "echo", "root") for s in sinks)

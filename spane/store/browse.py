@@ -15,7 +15,8 @@ from .schema import executions as E
 from .schema import nodes as N
 from .schema import workflows as W
 
-_SUMMARY = (
+#: The columns of an ``ExecutionSummary``: no payloads.
+SUMMARY = (
     E.c.id,
     E.c.workflow_id,
     E.c.version,
@@ -96,7 +97,7 @@ class Browse:
         ``before`` is the ``(created_at, id)`` of the last row of the previous page, so a
         page stays correct while new executions start (no offsets shift under it).
         """
-        query = select(*_SUMMARY)
+        query = select(*SUMMARY)
         for column, value in (
             ("status", status),
             ("workflow_id", workflow_id),

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import errors
 from . import hot
-from .base import StoreBase
+from .records import Claim
 from .schema import dead_letters as D
 from .schema import events as V
+
+#: A dead letter's states: open until retried.
+DEAD_OPEN, DEAD_RETRIED = "open", "retried"
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,15 @@ class DeadLetter:
     retried_at: float | None
 
 
-class History(StoreBase):
-    """Mixin of ``Store`` holding events and dead letters."""
+class History:
+    """Events and dead letters (a part of the store, built with its engine).
+
+    Args:
+        engine: The store's engine.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
 
     def record_event(
         self,
@@ -93,7 +104,7 @@ class History(StoreBase):
 
     def add_dead_letter(self, conn: Connection | None = None, **values: Any) -> bool:
         """Record a dead letter once per digest; return False if it was already recorded."""
-        row = {"status": "open", "created_at": time.time(), **values}
+        row = {"status": DEAD_OPEN, "created_at": time.time(), **values}
         if conn is not None:
             exists = conn.execute(select(D.c.id).where(D.c.digest == row["digest"])).first()
             if exists is None:
@@ -106,7 +117,7 @@ class History(StoreBase):
             return False
         return True
 
-    def dead_letters(self, *, status: str | None = "open", limit: int = 100) -> list[DeadLetter]:
+    def dead_letters(self, *, status: str | None = DEAD_OPEN, limit: int = 100) -> list[DeadLetter]:
         """Return dead letters, newest first (``status=None`` for all)."""
         query = select(D).order_by(D.c.id.desc()).limit(limit)
         if status is not None:
@@ -129,7 +140,22 @@ class History(StoreBase):
         with self.engine.begin() as conn:
             done = conn.execute(
                 update(D)
-                .where(D.c.id == dead_letter_id, D.c.status == "open")
-                .values(status="retried", retried_at=time.time())
+                .where(D.c.id == dead_letter_id, D.c.status == DEAD_OPEN)
+                .values(status=DEAD_RETRIED, retried_at=time.time())
             )
             return bool(done.rowcount)
+
+    def dead_node(self, conn: Connection | None, claim: Claim, error: str) -> None:
+        """Record a node that failed for good as a dead letter, once per attempt."""
+        digest = hashlib.sha256(
+            f"node:{claim.execution_id}:{claim.node_id}:{claim.attempt}".encode()
+        ).hexdigest()
+        self.add_dead_letter(
+            conn,
+            kind="node",
+            digest=digest,
+            execution_id=claim.execution_id,
+            node_id=claim.node_id,
+            actor=claim.type,
+            reason=error,
+        )

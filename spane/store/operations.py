@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 
-from .base import StoreBase
-from .records import EXECUTION_ACTIVE
+from ..statuses import EXECUTION_ACTIVE
+from ..statuses import NodeStatus as S
+from .history import DEAD_OPEN
 from .schema import dead_letters as D
 from .schema import executions as E
 from .schema import nodes as N
@@ -60,8 +61,15 @@ class WorkState:
     dead_letters: int
 
 
-class Operations(StoreBase):
-    """Mixin of ``Store`` holding the worker registry and the operators' counts."""
+class Operations:
+    """The worker registry and the operators' counts (a part of the store, built with its engine).
+
+    Args:
+        engine: The store's engine.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
 
     def register_worker(self, info: WorkerInfo) -> None:
         """Insert (or replace) a worker's row when it starts."""
@@ -123,7 +131,7 @@ class Operations(StoreBase):
         ready = (
             select(N.c.lane, E.c.tenant, func.count())
             .join(E, E.c.id == N.c.execution_id)
-            .where(N.c.status == "queued", func.coalesce(N.c.wake_at, 0) <= now)
+            .where(N.c.status == S.QUEUED, func.coalesce(N.c.wake_at, 0) <= now)
             .group_by(*by_lane_tenant)
         )
         executions = (
@@ -131,7 +139,7 @@ class Operations(StoreBase):
             .where(E.c.status.in_(EXECUTION_ACTIVE))
             .group_by(E.c.status)
         )
-        letters = select(func.count()).select_from(D).where(D.c.status == "open")
+        letters = select(func.count()).select_from(D).where(D.c.status == DEAD_OPEN)
         with self.engine.connect() as conn:
             return WorkState(
                 ready={(r[0], r[1]): r[2] for r in conn.execute(ready)},

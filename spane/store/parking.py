@@ -1,40 +1,91 @@
-"""Parking: nodes that wait in the database (timers, sub-workflow parents), not in a
-worker thread."""
+"""Parking: nodes that wait in the database (timers, sub-workflow parents, signal
+waits), not in a worker thread. Every kind of wait parks through ``Parking.park``."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Engine, select, update
 
+from ..payloads import Payloads
+from ..statuses import EXECUTION_ACTIVE, EXECUTION_TERMINAL, node_guard
+from ..statuses import ExecutionStatus as X
+from ..statuses import NodeStatus as S
 from .base import retry_conflicts
-from .records import EXECUTION_ACTIVE, Claim, Dispatch, Outcome
+from .execution_row import ExecutionRow
+from .guards import held
+from .history import History
+from .records import Claim, Dispatch, Outcome
 from .schema import executions as E
 from .schema import nodes as N
-from .transitions import Transitions, _held
+
+node_guard(S.WAITING, S.RUNNING)
+node_guard(S.CANCELLED, S.RUNNING)
+node_guard(S.QUEUED, S.RUNNING)
 
 
-class Parking(Transitions):
-    """Layer of ``Store`` holding parked nodes: park, timers due, parents to wake."""
+class Parking:
+    """Parked nodes: park, defer, timers due, parents to wake.
+
+    Args:
+        engine: The store's engine.
+        payloads: Packs a timer node's output.
+        history: Records parking.
+        row: Takes the execution row before a node parks.
+        lease_seconds: The lease of a deferred node once due.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        payloads: Payloads,
+        history: History,
+        row: ExecutionRow,
+        lease_seconds: float,
+    ):
+        self.engine = engine
+        self.payloads = payloads
+        self.history = history
+        self.row = row
+        self.lease_seconds = lease_seconds
 
     @retry_conflicts
     def park_node(self, claim: Claim, until: float, output: Any) -> bool:
         """Park a running node in ``waiting`` until ``until``; False if stale."""
         packed = self.payloads.pack(claim.tenant, output, what=f"output of node {claim.node_id}")
         with self.engine.begin() as conn:
-            if not self._may_park(conn, claim):
-                return False
-            done = conn.execute(
-                update(N)
-                .where(_held(claim))
-                .values(status="waiting", wake_at=until, output=packed, lease_until=None)
+            return self.park(conn, claim, "waiting", None, wake_at=until, output=packed)
+
+    def park(
+        self, conn: Connection, claim: Claim, event: str, detail: str | None, **values: Any
+    ) -> bool:
+        """Move a running attempt to ``waiting`` with ``values``, recording ``event``;
+        False if the attempt is stale. If the execution ended meanwhile, the node is
+        cancelled instead (it would otherwise wait for ever)."""
+        ex = self.row.lock(conn, claim.execution_id, time.time())
+        if ex.status not in EXECUTION_ACTIVE:
+            self._cancel(conn, claim, f"execution {ex.status} before the node parked")
+            return False
+        done = conn.execute(
+            update(N).where(held(claim)).values(status=S.WAITING, lease_until=None, **values)
+        )
+        if done.rowcount:
+            self.history.record_event(
+                conn, claim.execution_id, claim.node_id, event, claim.attempt, detail
             )
-            if done.rowcount:
-                self.record_events(
-                    conn, [(claim.execution_id, claim.node_id, "waiting", claim.attempt)]
-                )
-            return bool(done.rowcount)
+        return bool(done.rowcount)
+
+    def _cancel(self, conn: Connection, claim: Claim, reason: str) -> None:
+        done = conn.execute(
+            update(N)
+            .where(held(claim))
+            .values(status=S.CANCELLED, finished_at=time.time(), lease_until=None)
+        )
+        if done.rowcount:
+            self.history.record_event(
+                conn, claim.execution_id, claim.node_id, "cancelled", claim.attempt, reason
+            )
 
     @retry_conflicts
     def defer_node(self, claim: Claim, until: float, reason: str) -> Outcome:
@@ -47,13 +98,13 @@ class Parking(Transitions):
         """
         now = time.time()
         with self.engine.begin() as conn:
-            ex = self._lock_execution(conn, claim.execution_id, now)
+            ex = self.row.lock(conn, claim.execution_id, now)
             cancelled = ex.status not in EXECUTION_ACTIVE
             row = conn.execute(
                 update(N)
-                .where(_held(claim))
+                .where(held(claim))
                 .values(
-                    status="cancelled" if cancelled else "queued",
+                    status=S.CANCELLED if cancelled else S.QUEUED,
                     attempt=N.c.attempt + (0 if cancelled else 1),
                     attempt_base=N.c.attempt_base + (0 if cancelled else 1),
                     queued_at=now,
@@ -66,7 +117,9 @@ class Parking(Transitions):
             if row is None:
                 return Outcome(applied=False)
             kind = "cancelled" if cancelled else "deferred"
-            self.record_event(conn, claim.execution_id, claim.node_id, kind, claim.attempt, reason)
+            self.history.record_event(
+                conn, claim.execution_id, claim.node_id, kind, claim.attempt, reason
+            )
         if cancelled:
             return Outcome()
         delay = max(0.0, until - now)
@@ -76,27 +129,6 @@ class Parking(Transitions):
             ]
         )
 
-    def _may_park(self, conn: Connection, claim: Claim) -> bool:
-        """Lock the execution; if it ended meanwhile, cancel the node instead of parking."""
-        ex = self._lock_execution(conn, claim.execution_id, time.time())
-        if ex.status in EXECUTION_ACTIVE:
-            return True
-        done = conn.execute(
-            update(N)
-            .where(_held(claim))
-            .values(status="cancelled", finished_at=time.time(), lease_until=None)
-        )
-        if done.rowcount:
-            self.record_event(
-                conn,
-                claim.execution_id,
-                claim.node_id,
-                "cancelled",
-                claim.attempt,
-                f"execution {ex.status} before the node parked",
-            )
-        return False
-
     def due_timers(self, now: float, limit: int = 100) -> list[tuple[str, str, int]]:
         """Return ``(execution_id, node_id, attempt)`` of waiting timers that fell due."""
         with self.engine.begin() as conn:
@@ -104,64 +136,22 @@ class Parking(Transitions):
                 select(N.c.execution_id, N.c.node_id, N.c.attempt)
                 .join(E, E.c.id == N.c.execution_id)
                 .where(
-                    N.c.status == "waiting",
+                    N.c.status == S.WAITING,
                     N.c.child_id.is_(None),
                     N.c.wake_at <= now,
-                    E.c.status == "running",
+                    E.c.status == X.RUNNING,
                 )
                 .limit(limit)
             )
             return [(r.execution_id, r.node_id, r.attempt) for r in rows]
 
-    # -- internals -------------------------------------------------------------------
-
     def waiting_claim(self, execution_id: str, node_id: str, child_id: str) -> Claim | None:
         """The parked attempt of a ``subworkflow`` node waiting on ``child_id``, if any and
         if its execution is running (a paused one is woken by the sweep after resume)."""
         with self.engine.connect() as conn:
-            return self._waiting(
-                conn, execution_id, node_id, N.c.child_id == child_id, E.c.status == "running"
+            return parked(
+                conn, execution_id, node_id, N.c.child_id == child_id, E.c.status == X.RUNNING
             )
-
-    def _waiting(
-        self, conn: Connection, execution_id: str, node_id: str, *where: Any
-    ) -> Claim | None:
-        """The parked (``waiting``) attempt of a node, if any and if ``where`` holds too."""
-        row = conn.execute(
-            select(
-                N.c.attempt,
-                N.c.attempt_base,
-                N.c.type,
-                N.c.lane,
-                E.c.workflow_id,
-                E.c.version,
-                E.c.tenant,
-                E.c.depth,
-            )
-            .join(E, E.c.id == N.c.execution_id)
-            .where(
-                N.c.execution_id == execution_id,
-                N.c.node_id == node_id,
-                N.c.status == "waiting",
-                *where,
-            )
-        ).first()
-        if row is None:
-            return None
-        return Claim(
-            execution_id=execution_id,
-            node_id=node_id,
-            attempt=row.attempt,
-            type=row.type,
-            workflow_id=row.workflow_id,
-            version=row.version,
-            tenant=row.tenant,
-            depth=row.depth,
-            input=None,
-            tries=row.attempt - row.attempt_base,
-            status="waiting",
-            lane=row.lane,
-        )
 
     def unwoken_parents(self, limit: int = 100) -> list[tuple[str, str, str]]:
         """``(parent_id, node_id, child_id)`` of parents parked on children that ended."""
@@ -172,10 +162,49 @@ class Parking(Transitions):
                 .join(child, child.c.id == N.c.child_id)
                 .join(E, E.c.id == N.c.execution_id)
                 .where(
-                    N.c.status == "waiting",
-                    child.c.status.in_(("completed", "failed", "cancelled")),
-                    E.c.status == "running",
+                    N.c.status == S.WAITING,
+                    child.c.status.in_(EXECUTION_TERMINAL),
+                    E.c.status == X.RUNNING,
                 )
                 .limit(limit)
             ).all()
         return [(r.execution_id, r.node_id, r.child_id) for r in rows]
+
+
+def parked(conn: Connection, execution_id: str, node_id: str, *where: Any) -> Claim | None:
+    """The parked (``waiting``) attempt of a node, if any and if ``where`` holds too."""
+    row = conn.execute(
+        select(
+            N.c.attempt,
+            N.c.attempt_base,
+            N.c.type,
+            N.c.lane,
+            E.c.workflow_id,
+            E.c.version,
+            E.c.tenant,
+            E.c.depth,
+        )
+        .join(E, E.c.id == N.c.execution_id)
+        .where(
+            N.c.execution_id == execution_id,
+            N.c.node_id == node_id,
+            N.c.status == S.WAITING,
+            *where,
+        )
+    ).first()
+    if row is None:
+        return None
+    return Claim(
+        execution_id=execution_id,
+        node_id=node_id,
+        attempt=row.attempt,
+        type=row.type,
+        workflow_id=row.workflow_id,
+        version=row.version,
+        tenant=row.tenant,
+        depth=row.depth,
+        input=None,
+        tries=row.attempt - row.attempt_base,
+        status=S.WAITING,
+        lane=row.lane,
+    )

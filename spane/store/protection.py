@@ -10,13 +10,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .base import retry_conflicts
 from .schema import breakers as B
 from .schema import rate_limits as R
-from .signals import Signals
 
 
 @dataclass(frozen=True)
@@ -43,8 +42,15 @@ _ROW = (
 )
 
 
-class Protection(Signals):
-    """Layer of ``Store`` holding breaker and rate-limit state."""
+class Protection:
+    """Breaker and rate-limit state (a part of the store, built with its engine).
+
+    Args:
+        engine: The store's engine.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
 
     def declare_breaker(self, name: str, fail_max: int, reset_timeout: float) -> None:
         """Create a breaker (closed) if it does not exist; record its current settings."""
@@ -122,6 +128,7 @@ class Protection(Signals):
         with self.engine.begin() as conn:
             conn.execute(update(B).where(B.c.name == name).values(trial_until=None))
 
+    @retry_conflicts
     def count_rate_hit(self, key: str, keys: Sequence[str], maximum: int, ttl: float) -> bool:
         """Add one to the window ``key`` unless the windows ``keys`` already hold ``maximum``.
 
@@ -135,7 +142,6 @@ class Protection(Signals):
                 continue  # another worker opened this window first: take its row
         return self._rate_hit(key, keys, maximum, ttl)
 
-    @retry_conflicts
     def _rate_hit(self, key: str, keys: Sequence[str], maximum: int, ttl: float) -> bool:
         now = time.time()
         with self.engine.begin() as conn:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..statuses import EXECUTION_ACTIVE, EXECUTION_TERMINAL, NODE_TERMINAL
+from ..statuses import EXECUTION_ACTIVE, EXECUTION_TERMINAL, NODE_TERMINAL, NodeStatus
 
 __all__ = ["EXECUTION_ACTIVE", "EXECUTION_TERMINAL", "NODE_TERMINAL"]
 
@@ -51,7 +51,7 @@ class Claim:
     depth: int
     input: Any
     tries: int = 1
-    status: str = "running"
+    status: str = NodeStatus.RUNNING
     lane: str = "default"
     #: W3C traceparent of the execution's root span (None: traced without one).
     traceparent: str | None = None

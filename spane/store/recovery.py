@@ -7,23 +7,37 @@ again. A superseded attempt (fenced by its attempt number) can no longer change 
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from sqlalchemy import insert, or_, select, tuple_, update
+from sqlalchemy import Engine, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
-from .base import chunks, retry_conflicts
-from .parking import Parking
-from .records import EXECUTION_ACTIVE, EXECUTION_TERMINAL, Claim, Dispatch, Outcome, Overdue
-from .schema import dead_letters as D
+from ..statuses import EXECUTION_ACTIVE, EXECUTION_TERMINAL, node_guard
+from ..statuses import ExecutionStatus as X
+from ..statuses import NodeStatus as S
+from .base import retry_conflicts
+from .guards import LEASED, held
+from .history import History
+from .records import Claim, Dispatch, Overdue
 from .schema import executions as E
 from .schema import locks as L
 from .schema import nodes as N
-from .transitions import _held
+
+(_LOST,) = node_guard(S.QUEUED, S.RUNNING)
 
 
-class Recovery(Parking):
-    """Mixin of ``Store`` holding lease and recovery operations."""
+class Recovery:
+    """Leases of attempts and of the sweeper, and what recovery re-sends.
+
+    Args:
+        engine: The store's engine.
+        history: Records hand-backs and expired leases.
+        lease_seconds: How long an attempt may go without a heartbeat.
+    """
+
+    def __init__(self, engine: Engine, history: History, lease_seconds: float):
+        self.engine = engine
+        self.history = history
+        self.lease_seconds = lease_seconds
 
     def take_lease(self, name: str, holder: str, seconds: float) -> bool:
         """Take or renew the named cluster-wide lease; False if another holder has it.
@@ -72,7 +86,7 @@ class Recovery(Parking):
                 update(N)
                 .where(
                     tuple_(N.c.execution_id, N.c.node_id, N.c.attempt).in_(keys),
-                    N.c.status.in_(("queued", "running")),
+                    N.c.status.in_(LEASED),
                     or_(N.c.lease_until.is_(None), N.c.lease_until < until),
                 )
                 .values(lease_until=until)
@@ -85,9 +99,9 @@ class Recovery(Parking):
         with self.engine.begin() as conn:
             row = conn.execute(
                 update(N)
-                .where(_held(claim))
+                .where(held(claim))
                 .values(
-                    status="queued",
+                    status=S.QUEUED,
                     attempt=N.c.attempt + 1,
                     attempt_base=N.c.attempt_base + 1,
                     error=reason,
@@ -96,9 +110,10 @@ class Recovery(Parking):
                 )
                 .returning(N.c.attempt, N.c.type, N.c.lane)
             ).first()
-            self.record_event(
-                conn, claim.execution_id, claim.node_id, "handed_back", claim.attempt, reason
-            ) if row else None
+            if row is not None:
+                self.history.record_event(
+                    conn, claim.execution_id, claim.node_id, "handed_back", claim.attempt, reason
+                )
         if row is None:
             return None
         return Dispatch(claim.execution_id, claim.node_id, row.attempt, row.type, row.lane)
@@ -117,19 +132,30 @@ class Recovery(Parking):
             conn.execute(
                 update(N)
                 .where(
-                    N.c.status.in_(("queued", "running")),
+                    N.c.status.in_(LEASED),
                     N.c.lease_until < now,
                     N.c.execution_id.in_(ended),
                 )
-                .values(status="cancelled", finished_at=now, lease_until=None)
+                .values(status=S.CANCELLED, finished_at=now, lease_until=None)
             )
             active = select(E.c.id).where(E.c.status.in_(EXECUTION_ACTIVE))
-            lost_workers = self._expired(conn, "running", active, now, limit)
+            lost_workers = conn.execute(
+                select(N.c.execution_id, N.c.node_id)
+                .where(
+                    N.c.status == _LOST,
+                    N.c.lease_until < now,
+                    N.c.execution_id.in_(active),
+                )
+                .limit(limit)
+            ).all()
             rows = conn.execute(
                 update(N)
-                .where(tuple_(N.c.execution_id, N.c.node_id).in_(lost_workers))
+                .where(
+                    tuple_(N.c.execution_id, N.c.node_id).in_([tuple(r) for r in lost_workers]),
+                    N.c.status == _LOST,
+                )
                 .values(
-                    status="queued",
+                    status=S.QUEUED,
                     attempt=N.c.attempt + 1,
                     error="the previous attempt's worker stopped responding (lease expired)",
                     queued_at=now,
@@ -138,7 +164,7 @@ class Recovery(Parking):
                 .returning(N.c.execution_id, N.c.node_id, N.c.attempt, N.c.type, N.c.lane)
             ).all()
             for r in rows:
-                self.record_event(conn, r[0], r[1], "lease_expired", r[2] - 1, None)
+                self.history.record_event(conn, r[0], r[1], "lease_expired", r[2] - 1, None)
         return [Dispatch(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     def overdue_queued(self, now: float, limit: int = 500) -> list[Overdue]:
@@ -155,7 +181,7 @@ class Recovery(Parking):
                     N.c.wake_at,
                 )
                 .join(E, E.c.id == N.c.execution_id)
-                .where(N.c.status == "queued", N.c.lease_until < now, E.c.status == "running")
+                .where(N.c.status == S.QUEUED, N.c.lease_until < now, E.c.status == X.RUNNING)
                 .order_by(N.c.lease_until)
                 .limit(limit)
             ).all()
@@ -178,7 +204,7 @@ class Recovery(Parking):
                 update(N)
                 .where(
                     tuple_(N.c.execution_id, N.c.node_id, N.c.attempt).in_(keys),
-                    N.c.status == "queued",
+                    N.c.status == S.QUEUED,
                 )
                 .values(lease_until=now + self.lease_seconds)
                 .returning(N.c.execution_id, N.c.node_id, N.c.attempt)
@@ -186,27 +212,13 @@ class Recovery(Parking):
         still = {(r[0], r[1], r[2]) for r in rows}
         return [d for d in dispatches if (d.execution_id, d.node_id, d.attempt) in still]
 
-    def _expired(
-        self, conn: Any, status: str, executions: Any, now: float, limit: int
-    ) -> list[tuple[str, str]]:
-        rows = conn.execute(
-            select(N.c.execution_id, N.c.node_id)
-            .where(
-                N.c.status == status,
-                N.c.lease_until < now,
-                N.c.execution_id.in_(executions),
-            )
-            .limit(limit)
-        )
-        return [(r.execution_id, r.node_id) for r in rows]
-
     def queued_everywhere(self, limit: int = 10_000) -> list[Dispatch]:
         """Messages for every queued node of every running execution (embedded start)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(N.c.execution_id, N.c.node_id, N.c.attempt, N.c.type, N.c.lane)
                 .join(E, E.c.id == N.c.execution_id)
-                .where(N.c.status == "queued", E.c.status == "running")
+                .where(N.c.status == S.QUEUED, E.c.status == X.RUNNING)
                 .limit(limit)
             ).all()
         return [Dispatch(r[0], r[1], r[2], r[3], r[4]) for r in rows]
@@ -217,7 +229,7 @@ class Recovery(Parking):
         with self.engine.begin() as conn:
             rows = conn.execute(
                 update(N)
-                .where(N.c.execution_id == execution_id, N.c.status == "queued")
+                .where(N.c.execution_id == execution_id, N.c.status == S.QUEUED)
                 .values(lease_until=now + self.lease_seconds)
                 .returning(N.c.node_id, N.c.attempt, N.c.type, N.c.lane, N.c.wake_at)
             ).all()
@@ -232,131 +244,3 @@ class Recovery(Parking):
             )
             for r in rows
         ]
-
-    @retry_conflicts
-    def revive(self, execution_id: str, from_node: str | None = None) -> Outcome:
-        """Re-run the failed and cancelled nodes (and ``from_node``) and all below them.
-
-        Under the execution's lock, so the nodes to reset are read in the same state they
-        are reset from: those nodes go back to pending, every pending node is recounted,
-        what is ready runs. Completed work outside them is kept; the execution moves back
-        to ``running``. Used by replay and dead-letter retry.
-        """
-        now = time.time()
-        with self.engine.begin() as conn:
-            ex = self._lock_execution(conn, execution_id, now)
-            graph = self.graph(ex.workflow_id, ex.version, conn)
-            current = conn.execute(
-                select(N.c.node_id, N.c.status, N.c.output).where(N.c.execution_id == execution_id)
-            ).all()
-            # A node that failed for good (no output) is re-run too, or nothing below it
-            # could run; without from_node, every failed node is.
-            reset = {
-                r.node_id
-                for r in current
-                if r.status == "cancelled"
-                or (r.status == "failed" and (from_node is None or r.output is None))
-            }
-            if from_node is not None:
-                reset.add(from_node)
-            stack = list(reset)
-            while stack:
-                for child in graph.children[stack.pop()]:
-                    if child not in reset:
-                        reset.add(child)
-                        stack.append(child)
-            for ids in chunks(sorted(reset)):
-                conn.execute(
-                    update(N)
-                    .where(N.c.execution_id == execution_id, N.c.node_id.in_(ids))
-                    .values(
-                        status="pending",
-                        attempt_base=N.c.attempt,
-                        output=None,
-                        error=None,
-                        route=None,
-                        wake_at=None,
-                        child_id=None,
-                        lease_until=None,
-                        started_at=None,
-                        finished_at=None,
-                    )
-                )
-            rows = conn.execute(
-                select(N.c.node_id, N.c.status, N.c.output, N.c.route).where(
-                    N.c.execution_id == execution_id
-                )
-            ).all()
-            state = {r.node_id: r for r in rows}
-            finished = ("completed", "failed", "skipped")
-            ready_run: list[str] = []
-            ready_skip: list[str] = []
-            for node_id, row in state.items():
-                if row.status != "pending":
-                    continue
-                parents = graph.parents[node_id]
-                waiting = sum(1 for p in parents if state[p].status not in finished)
-                live = (
-                    1
-                    if not parents
-                    else sum(1 for p in parents if self._live_edge(state[p], node_id))
-                )
-                conn.execute(
-                    update(N)
-                    .where(N.c.execution_id == execution_id, N.c.node_id == node_id)
-                    .values(waiting_on=waiting, live_parents=live)
-                )
-                if waiting == 0:
-                    (ready_run if live else ready_skip).append(node_id)
-            open_count = sum(
-                1
-                for r in state.values()
-                if r.status not in ("completed", "failed", "skipped", "cancelled")
-            )
-            conn.execute(
-                update(E)
-                .where(E.c.id == execution_id)
-                .values(
-                    status="running",
-                    output=None,
-                    error=None,
-                    finished_at=None,
-                    remaining=open_count,
-                )
-            )
-            self.record_event(
-                conn, execution_id, None, "revived", None, ",".join(sorted(reset)) or None
-            )
-            # The dead letters of nodes that run again are settled by this revival.
-            for ids in chunks(sorted(reset)):
-                conn.execute(
-                    update(D)
-                    .where(
-                        D.c.execution_id == execution_id,
-                        D.c.node_id.in_(ids),
-                        D.c.status == "open",
-                    )
-                    .values(status="retried", retried_at=now)
-                )
-            dispatches = self._queue(conn, execution_id, ready_run, now) if ready_run else []
-            for ids in chunks(ready_skip):
-                conn.execute(
-                    update(N)
-                    .where(N.c.execution_id == execution_id, N.c.node_id.in_(ids))
-                    .values(status="skipped", finished_at=now)
-                )
-            self.record_events(conn, [(execution_id, n, "skipped", None) for n in ready_skip])
-            work: list[tuple[str, set[str] | None]] = [(n, set()) for n in ready_skip]
-            outcome = self._settle(conn, execution_id, graph, now, work, len(ready_skip))
-            outcome.dispatches[:0] = dispatches
-            return outcome
-
-    @staticmethod
-    def _live_edge(parent: Any, child: str) -> bool:
-        if parent.status not in ("completed", "failed") or parent.output is None:
-            return False
-        if parent.route is None:
-            return True
-        from .. import codec
-
-        return child in codec.loads(parent.route)

@@ -8,12 +8,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import errors
+from ..statuses import EXECUTION_ACTIVE
+from ..statuses import ExecutionStatus as X
 from .base import retry_conflicts
-from .records import EXECUTION_ACTIVE, Dispatch
+from .delayed import START_PENDING
+from .execution_row import ExecutionRow
+from .records import Dispatch
 from .schema import delayed_starts as DS
 from .schema import executions as E
 from .schema import schedule_ticks as T
@@ -57,8 +61,19 @@ class Fired:
     dispatches: list[Dispatch] = field(default_factory=list)
 
 
-class Schedules(Starts):
-    """Layer of ``Store`` holding schedules and the ticks they fired."""
+class Schedules:
+    """Schedules and the ticks they fired.
+
+    Args:
+        engine: The store's engine.
+        row: Takes and ends a previous execution that a tick replaces.
+        starts: Creates a tick's execution.
+    """
+
+    def __init__(self, engine: Engine, row: ExecutionRow, starts: Starts):
+        self.engine = engine
+        self.row = row
+        self.starts = starts
 
     def save_schedule(self, row: ScheduleRow) -> None:
         """Create or replace a schedule. Unless its timing changed, it keeps its next
@@ -207,11 +222,11 @@ class Schedules(Starts):
         if running and sched.overlap == "skip":
             return Fired(outcome="skipped")
         if running and sched.overlap == "cancel_previous":
-            self._lock_execution(conn, previous, now)
+            self.row.lock(conn, previous, now)
             error = "cancelled: a newer scheduled execution replaced it (overlap: cancel_previous)"
             # Ending it cancels its running children in the same transaction.
-            self._end_execution(conn, previous, "cancelled", now, error=error)
-        dispatches = self._insert_execution(conn, new, now)
+            self.row.end(conn, previous, X.CANCELLED, now, error=error)
+        dispatches = self.starts.insert(conn, [new], now)
         return Fired("started", new.execution_id, dispatches)
 
     def schedule_ticks(
@@ -233,7 +248,7 @@ class Schedules(Starts):
         with self.engine.begin() as conn:
             ticks = conn.execute(delete(T).where(T.c.tick_ms < int(cutoff * 1000)))
             starts = conn.execute(
-                delete(DS).where(DS.c.status != "pending", DS.c.created_at < cutoff)
+                delete(DS).where(DS.c.status != START_PENDING, DS.c.created_at < cutoff)
             )
             return int(ticks.rowcount) + int(starts.rowcount)
 

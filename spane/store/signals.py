@@ -14,19 +14,23 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, exists, insert, or_, select, update
 
 from .. import errors
+from ..payloads import Payloads
+from ..statuses import EXECUTION_TERMINAL
+from ..statuses import ExecutionStatus as X
+from ..statuses import NodeStatus as S
 from .base import retry_conflicts
-from .records import EXECUTION_TERMINAL, Claim
-from .schedules import Schedules
+from .execution_row import ExecutionRow
+from .parking import Parking, parked
+from .records import Claim
 from .schema import delayed_starts as DS
 from .schema import executions as E
 from .schema import nodes as N
 from .schema import schedules as SC
 from .schema import signal_waits as W
 from .schema import signals as G
-from .transitions import _held
 
 #: Stored values of schedules, delayed starts and signals (each may be a blob reference).
 STARTING_VALUES = (SC.c.input, DS.c.input, G.c.payload)
@@ -51,7 +55,7 @@ def _waiting() -> Any:
         N.c.execution_id == W.c.execution_id,
         N.c.node_id == W.c.node_id,
         N.c.attempt == W.c.attempt,
-        N.c.status == "waiting",
+        N.c.status == S.WAITING,
     )
 
 
@@ -63,8 +67,21 @@ def _took(execution_id: Any, node_id: Any, attempt: Any) -> Any:
     )
 
 
-class Signals(Schedules):
-    """Layer of ``Store`` holding signals and signal waits."""
+class Signals:
+    """Signals and signal waits.
+
+    Args:
+        engine: The store's engine.
+        payloads: Packs signal payloads and wait defaults.
+        row: Takes the execution row: a signal is stored and taken under it.
+        parking: Parks a ``wait_for`` attempt.
+    """
+
+    def __init__(self, engine: Engine, payloads: Payloads, row: ExecutionRow, parking: Parking):
+        self.engine = engine
+        self.payloads = payloads
+        self.row = row
+        self.parking = parking
 
     @retry_conflicts
     def park_for_signal(
@@ -96,18 +113,8 @@ class Signals(Schedules):
                 fix="give the wait_for node a smaller default or raise the limit",
             )
         with self.engine.begin() as conn:
-            if not self._may_park(conn, claim):
+            if not self.parking.park(conn, claim, "waiting", name, wake_at=timer, output=output):
                 return False, None
-            done = conn.execute(
-                update(N)
-                .where(_held(claim))
-                .values(status="waiting", wake_at=timer, output=output, lease_until=None)
-            )
-            if not done.rowcount:
-                return False, None
-            self.record_event(
-                conn, claim.execution_id, claim.node_id, "waiting", claim.attempt, name
-            )
             conn.execute(
                 delete(W).where(
                     W.c.execution_id == claim.execution_id, W.c.node_id == claim.node_id
@@ -123,7 +130,7 @@ class Signals(Schedules):
                     deadline=deadline,
                 )
             )
-            return True, self._take(conn, replace(claim, status="waiting"), name, now)
+            return True, self._take(conn, replace(claim, status=S.WAITING), name, now)
 
     @retry_conflicts
     def add_signal(
@@ -140,7 +147,7 @@ class Signals(Schedules):
         """
         now = time.time()
         with self.engine.begin() as conn:
-            ex = self._lock_execution(conn, execution_id, now)
+            ex = self.row.lock(conn, execution_id, now)
             if signal_id is not None:
                 # A repeat is answered as such even after the execution ended: the
                 # sender may be retrying a signal that ended it.
@@ -184,7 +191,7 @@ class Signals(Schedules):
             ).first()
             if wait is None:
                 return True, None
-            claim = self._waiting(conn, execution_id, wait.node_id)
+            claim = parked(conn, execution_id, wait.node_id)
             return True, None if claim is None else self._take(conn, claim, name, now)
 
     def _take(self, conn: Connection, claim: Claim, name: str, now: float) -> Delivery | None:
@@ -226,7 +233,7 @@ class Signals(Schedules):
             N.c.execution_id == G.c.execution_id,
             N.c.node_id == G.c.consumed_node,
             N.c.attempt == G.c.consumed_attempt,
-            N.c.status == "waiting",
+            N.c.status == S.WAITING,
         )
         ended = select(E.c.id).where(E.c.status.in_(EXECUTION_TERMINAL))
         matches = and_(
@@ -253,7 +260,7 @@ class Signals(Schedules):
                 .select_from(G)
                 .join(W, matches)
                 .join(N, _waiting())
-                .join(E, and_(E.c.id == W.c.execution_id, E.c.status == "running"))
+                .join(E, and_(E.c.id == W.c.execution_id, E.c.status == X.RUNNING))
                 .where(G.c.pending.is_(True))
                 .distinct()
                 .limit(limit)
@@ -261,8 +268,8 @@ class Signals(Schedules):
         deliveries = []
         for row in rows:
             with self.engine.begin() as conn:
-                self._lock_execution(conn, row.execution_id, now)
-                claim = self._waiting(conn, row.execution_id, row.node_id)
+                self.row.lock(conn, row.execution_id, now)
+                claim = parked(conn, row.execution_id, row.node_id)
                 if claim is not None:
                     delivery = self._take(conn, claim, row.name, now)
                     if delivery is not None:
@@ -276,22 +283,16 @@ class Signals(Schedules):
         Waits past their deadline whose node no longer waits are deleted first, so only
         live ones are read again.
         """
-        parked = and_(
-            N.c.execution_id == W.c.execution_id,
-            N.c.node_id == W.c.node_id,
-            N.c.attempt == W.c.attempt,
-            N.c.status == "waiting",
-        )
         with self.engine.begin() as conn:
             conn.execute(
                 delete(W).where(
-                    W.c.deadline <= now, W.c.on_timeout == "fail", ~exists().where(parked)
+                    W.c.deadline <= now, W.c.on_timeout == "fail", ~exists().where(_waiting())
                 )
             )
             rows = conn.execute(
                 select(W.c.execution_id, W.c.node_id, W.c.name)
                 .join(N, _waiting())
-                .join(E, and_(E.c.id == W.c.execution_id, E.c.status == "running"))
+                .join(E, and_(E.c.id == W.c.execution_id, E.c.status == X.RUNNING))
                 .where(
                     W.c.on_timeout == "fail",
                     W.c.deadline <= now,
@@ -299,5 +300,5 @@ class Signals(Schedules):
                 )
                 .limit(limit)
             ).all()
-            found = [(self._waiting(conn, r.execution_id, r.node_id), r.name) for r in rows]
+            found = [(parked(conn, r.execution_id, r.node_id), r.name) for r in rows]
         return [(claim, name) for claim, name in found if claim is not None]

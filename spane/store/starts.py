@@ -1,24 +1,24 @@
-"""Writing new executions: one, a batch in one transaction, and delayed starts.
-
-A delayed start rests in ``spane_delayed_starts`` under the id its execution will have,
-so the id handed to the caller is valid before and after the start; the transaction
-that creates the execution also marks the delayed start as started, so it starts once.
-"""
+"""Writing new executions: one (a sub-workflow's child parks its parent in the same
+transaction), or a batch in one transaction."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from ..statuses import ExecutionStatus as X
+from ..statuses import NodeStatus as S
 from .base import retry_conflicts
+from .definitions import Definitions
+from .history import History
+from .parking import Parking
 from .records import Claim, Dispatch
-from .recovery import Recovery
-from .schema import delayed_starts as S
 from .schema import executions as E
 from .schema import nodes as N
 
@@ -50,32 +50,93 @@ class NewExecution:
     on_finish: str | None = None
 
 
-@dataclass(frozen=True)
-class DelayedStart:
-    """A start that waits in the database until ``start_at``."""
+class Starts:
+    """Creates executions.
 
-    id: str
-    workflow_id: str
-    version: int
-    tenant: str
-    lane: str | None
-    input: str
-    idempotency_key: str | None
-    start_at: float
-    status: str
-    on_finish: str | None = None
+    Args:
+        engine: The store's engine.
+        definitions: The workflows' graphs.
+        history: Records the starts.
+        parking: Parks a sub-workflow node on the child it starts.
+        trace_execution: Opens an execution's root span around its creation and yields
+            its W3C traceparent, stored with the execution. Every creation goes through
+            ``insert``, so each gets one.
+        lease_seconds: The lease of a queued entry node.
+    """
 
+    def __init__(
+        self,
+        engine: Engine,
+        definitions: Definitions,
+        history: History,
+        parking: Parking,
+        trace_execution: Callable[..., AbstractContextManager[str | None]],
+        lease_seconds: float,
+    ):
+        self.engine = engine
+        self.definitions = definitions
+        self.history = history
+        self.parking = parking
+        self.trace_execution = trace_execution
+        self.lease_seconds = lease_seconds
 
-class Starts(Recovery):
-    """Layer of ``Store`` that writes executions and keeps delayed starts."""
+    def create_execution(
+        self,
+        *,
+        workflow_id: str,
+        version: int,
+        tenant: str,
+        lane: str,
+        node_lanes: dict[str, str],
+        input: str,
+        idempotency_key: str | None = None,
+        parent: Claim | None = None,
+        on_finish: str | None = None,
+    ) -> tuple[str, list[Dispatch]]:
+        """Insert an execution with its nodes, entry nodes queued, in one transaction.
 
-    def _insert_execution(
-        self, conn: Connection, new: NewExecution, now: float, parent: Claim | None = None
-    ) -> list[Dispatch]:
-        """Insert an execution with its nodes, entry nodes queued; return their messages."""
-        return self._insert_executions(conn, [new], now, parent)
+        Returns the execution id and the entry-node messages to send, or, when the
+        idempotency key was already used by this tenant, that execution's id and nothing.
+        With ``parent`` (a running ``subworkflow`` attempt), the parent node is parked
+        in ``waiting`` on the new child in the same transaction; if that attempt is
+        stale, nothing is written and ``("", [])`` is returned. ``on_finish`` (a callback's
+        JSON) arms a post for when the execution ends.
+        """
+        new = NewExecution(
+            workflow_id=workflow_id,
+            version=version,
+            tenant=tenant,
+            lane=lane,
+            node_lanes=node_lanes,
+            input=input,
+            idempotency_key=idempotency_key,
+            on_finish=on_finish,
+        )
+        child_id = new.execution_id
+        try:
+            with self.engine.begin() as conn:
+                if parent is not None and not self.parking.park(
+                    conn, parent, "waiting_on_child", child_id, child_id=child_id
+                ):
+                    return "", []
+                dispatches = self.insert(conn, [new], time.time(), parent)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            existing = self.find_by_idempotency_key(tenant, idempotency_key)
+            if existing is None:
+                raise
+            return existing, []
+        return child_id, dispatches
 
-    def _insert_executions(
+    def find_by_idempotency_key(self, tenant: str, key: str) -> str | None:
+        """Return the execution started with this tenant and idempotency key, if any."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(E.c.id).where(E.c.tenant == tenant, E.c.idempotency_key == key)
+            ).scalar()
+
+    def insert(
         self,
         conn: Connection,
         batch: list[NewExecution],
@@ -86,7 +147,7 @@ class Starts(Recovery):
         execution_rows, node_rows, dispatches = [], [], []
         events: list[tuple[str, str | None, str, int | None]] = []
         for new in batch:
-            graph = self.graph(new.workflow_id, new.version)
+            graph = self.definitions.graph(new.workflow_id, new.version, conn)
             execution_id = new.execution_id
             events.append((execution_id, None, "execution_started", None))
             for node_id in graph.order:
@@ -99,7 +160,7 @@ class Starts(Recovery):
                         "node_id": node_id,
                         "type": node_type,
                         "lane": lane,
-                        "status": "queued" if entry else "pending",
+                        "status": S.QUEUED if entry else S.PENDING,
                         "attempt": 1 if entry else 0,
                         "waiting_on": len(graph.parents[node_id]),
                         "live_parents": 0,
@@ -129,7 +190,7 @@ class Starts(Recovery):
                     "version": new.version,
                     "tenant": new.tenant,
                     "lane": new.lane,
-                    "status": "running",
+                    "status": X.RUNNING,
                     "input": new.input,
                     "remaining": len(graph.order),
                     "parent_id": parent.execution_id if parent else None,
@@ -145,123 +206,11 @@ class Starts(Recovery):
             )
         conn.execute(insert(E), execution_rows)
         conn.execute(insert(N), node_rows)
-        self.record_events(conn, events)
+        self.history.record_events(conn, events)
         return dispatches
 
     @retry_conflicts
     def create_executions(self, batch: list[NewExecution]) -> list[Dispatch]:
         """Insert every execution of ``batch`` in one transaction; all or none."""
         with self.engine.begin() as conn:
-            return self._insert_executions(conn, batch, time.time())
-
-    # -- delayed starts --------------------------------------------------------------
-
-    def add_delayed_start(self, new: NewExecution, start_at: float) -> str:
-        """Keep ``new`` until ``start_at``; return its id (the execution's id to be).
-
-        With an idempotency key already used by this tenant (by an execution or another
-        delayed start), that id is returned and nothing is written.
-        """
-        key = new.idempotency_key
-        if key is not None:
-            existing = self.find_start_by_key(new.tenant, key)
-            if existing is not None:
-                return existing
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    insert(S).values(
-                        id=new.execution_id,
-                        workflow_id=new.workflow_id,
-                        version=new.version,
-                        tenant=new.tenant,
-                        lane=new.lane,
-                        input=new.input,
-                        idempotency_key=key,
-                        on_finish=new.on_finish,
-                        start_at=start_at,
-                        status="pending",
-                        created_at=time.time(),
-                    )
-                )
-        except IntegrityError:
-            existing = self.find_start_by_key(new.tenant, key) if key else None
-            if existing is None:
-                raise
-            return existing
-        return new.execution_id
-
-    def find_start_by_key(self, tenant: str, key: str) -> str | None:
-        """The execution or delayed start made with this tenant and idempotency key."""
-        with self.engine.connect() as conn:
-            found = conn.execute(
-                select(E.c.id).where(E.c.tenant == tenant, E.c.idempotency_key == key)
-            ).scalar()
-            if found is None:
-                found = conn.execute(
-                    select(S.c.id).where(S.c.tenant == tenant, S.c.idempotency_key == key)
-                ).scalar()
-        return found
-
-    def delayed_start(self, start_id: str) -> DelayedStart | None:
-        """Return a delayed start, or None if there is none with that id."""
-        with self.engine.connect() as conn:
-            row = conn.execute(select(S).where(S.c.id == start_id)).first()
-        return None if row is None else DelayedStart(**_fields(row))
-
-    def due_delayed_starts(self, now: float, limit: int = 100) -> list[DelayedStart]:
-        """Delayed starts whose time has come, oldest first."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(S)
-                .where(S.c.status == "pending", S.c.start_at <= now)
-                .order_by(S.c.start_at)
-                .limit(limit)
-            ).all()
-        return [DelayedStart(**_fields(r)) for r in rows]
-
-    @retry_conflicts
-    def start_delayed(self, start: DelayedStart, node_lanes: dict[str, str]) -> list[Dispatch]:
-        """Create the execution of a due delayed start; [] if it started or was cancelled.
-
-        Marking the start and creating the execution is one transaction: it happens once.
-        """
-        now = time.time()
-        new = NewExecution(
-            workflow_id=start.workflow_id,
-            version=start.version,
-            tenant=start.tenant,
-            lane=start.lane or "default",
-            node_lanes=node_lanes,
-            input=start.input,
-            idempotency_key=start.idempotency_key,
-            execution_id=start.id,
-            on_finish=start.on_finish,
-        )
-        with self.engine.begin() as conn:
-            taken = conn.execute(
-                update(S)
-                .where(S.c.id == start.id, S.c.status == "pending")
-                .values(status="started")
-            )
-            if not taken.rowcount:
-                return []
-            return self._insert_execution(conn, new, now)
-
-    def cancel_delayed_start(self, start_id: str) -> str | None:
-        """Cancel a delayed start that has not started; return its status before, or
-        None if there is no delayed start with that id."""
-        with self.engine.begin() as conn:
-            done = conn.execute(
-                update(S)
-                .where(S.c.id == start_id, S.c.status == "pending")
-                .values(status="cancelled")
-            )
-            if done.rowcount:
-                return "pending"
-            status: str | None = conn.execute(select(S.c.status).where(S.c.id == start_id)).scalar()
-            return status
-
-
-def _fields(row: Any) -> dict[str, Any]:
-    return {k: v for k, v in row._mapping.items() if k != "created_at"}
+            return self.insert(conn, batch, time.time())

@@ -1,51 +1,79 @@
 """Node transitions, each guarded so a duplicate or stale message cannot apply twice.
 
-Concurrency rests on row locks taken by guarded UPDATEs: a node's own row (status and
-attempt guard), each child's row (its countdown of unfinished parents, decremented with
-RETURNING, so exactly one finishing parent sees it reach zero), and last the execution
-row (its countdown of unfinished nodes, so exactly one transition sees it reach zero
-and completes the execution). The execution row is taken last and held only until the
-commit, so siblings of a wide fan-out do not queue behind each other for long.
+Concurrency rests on row locks. Every transition that changes an execution's state
+takes the execution row first (``ExecutionRow.lock``), then its node's row (status and
+attempt guard), then each child's row (its countdown of unfinished parents, decremented
+with RETURNING, so exactly one finishing parent sees it reach zero), and updates the
+execution row's countdown of unfinished nodes last, so exactly one transition sees it
+reach zero and completes the execution. Taking the execution row first gives one lock
+order, so two transitions of one execution queue up instead of deadlocking (children
+updated in opposite orders by two routers, a failure cancelling nodes a sibling just
+queued); the price is that siblings of one wide fan-out finish one at a time, each
+holding the row only until its commit. A claim takes no execution lock: it only reads
+the execution's status in its guard.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import Connection, Engine, select, update
 
-from .. import codec, errors
+from .. import codec
+from ..payloads import Payloads
+from ..statuses import EXECUTION_ACTIVE, node_guard
+from ..statuses import ExecutionStatus as X
+from ..statuses import NodeStatus as S
 from . import hot
+from .advance import Advance
 from .base import chunks, retry_conflicts
+from .definitions import Definitions
+from .execution_row import ExecutionRow
+from .guards import FINISHABLE, held, node
 from .history import History
-from .records import EXECUTION_ACTIVE, Claim, Dispatch, Outcome
-from .schema import executions as E
+from .records import Claim, Dispatch, Outcome
 from .schema import nodes as N
 
-if TYPE_CHECKING:
-    from ..definitions import Graph
-
-_QUEUEABLE_FROM = ("pending",)
-
-
-def _node(execution_id: str, node_id: str) -> Any:
-    return and_(N.c.execution_id == execution_id, N.c.node_id == node_id)
+node_guard(S.FAILED, *FINISHABLE)
+node_guard(S.QUEUED, *FINISHABLE)
+node_guard(S.CANCELLED, *FINISHABLE)
+# A timer or a parent's wake-up comes twice by design (message and sweep): the second
+# finds the node moved on, which is no result of anyone's.
+_REPEATABLE = ("timer_fired", "woken")
 
 
-def _held(claim: Claim) -> Any:
-    """The row of ``claim``'s node, only while that attempt still holds it."""
-    return and_(
-        _node(claim.execution_id, claim.node_id),
-        N.c.status == claim.status,
-        N.c.attempt == claim.attempt,
-    )
+class Transitions:
+    """Claiming, completing, failing and retrying node attempts.
 
+    Args:
+        engine: The store's engine.
+        payloads: Packs outputs and resolves inputs.
+        definitions: The workflows' graphs.
+        history: Records every transition.
+        row: Takes and ends the execution row.
+        advance: Moves the execution on after a node finishes.
+        lease_seconds: The lease of a claimed or queued attempt.
+    """
 
-class Transitions(History):
-    """Mixin of ``Store`` holding the node transitions."""
+    def __init__(
+        self,
+        engine: Engine,
+        payloads: Payloads,
+        definitions: Definitions,
+        history: History,
+        row: ExecutionRow,
+        advance: Advance,
+        lease_seconds: float,
+    ):
+        self.engine = engine
+        self.payloads = payloads
+        self.definitions = definitions
+        self.history = history
+        self.row = row
+        self.advance = advance
+        self.lease_seconds = lease_seconds
 
     @retry_conflicts
     def claim_node(
@@ -75,14 +103,14 @@ class Transitions(History):
             ).first()
             if row is None:
                 return None
-            self.record_events(conn, [(execution_id, node_id, "started", attempt)])
-            meta = self.execution_meta(conn, execution_id)
-            parents = self.graph(meta.workflow_id, meta.version, conn).parents[node_id]
+            self.history.record_events(conn, [(execution_id, node_id, "started", attempt)])
+            meta = self.row.meta(conn, execution_id)
+            parents = self.definitions.graph(meta.workflow_id, meta.version, conn).parents[node_id]
             packed: Any
             if known and all(p in known for p in parents):
                 packed = {p: known[p] for p in parents}
             elif parents:
-                packed = self._parent_outputs(conn, execution_id, parents)
+                packed = _parent_outputs(conn, execution_id, parents)
             else:
                 packed = conn.execute(hot.EXECUTION_INPUT, {"e": execution_id}).scalar_one()
         return Claim(
@@ -111,7 +139,7 @@ class Transitions(History):
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(N.c.wake_at, N.c.type, N.c.lane).where(
-                    _node(execution_id, node_id), N.c.status == "queued", N.c.attempt == attempt
+                    node(execution_id, node_id), N.c.status == S.QUEUED, N.c.attempt == attempt
                 )
             ).first()
         if row is None or row.wake_at is None or row.wake_at <= now:
@@ -121,19 +149,9 @@ class Transitions(History):
     def record_stale_result(self, claim: Claim, detail: str) -> None:
         """Keep in the history that a superseded attempt came back; nothing else changes."""
         with self.engine.begin() as conn:
-            self.record_event(
+            self.history.record_event(
                 conn, claim.execution_id, claim.node_id, "stale_result", claim.attempt, detail
             )
-
-    def execution_meta(self, conn: Connection, execution_id: str) -> Any:
-        """The fields of an execution that never change, cached per process."""
-        meta = self._meta_cache.get(execution_id)
-        if meta is None:
-            meta = conn.execute(hot.EXECUTION_META, {"e": execution_id}).one()
-            if len(self._meta_cache) > 50_000:
-                self._meta_cache.clear()
-            self._meta_cache[execution_id] = meta
-        return meta
 
     def node_input(self, claim: Claim) -> Any:
         """Resolve a claim's packed input (blobs are fetched here, outside transactions).
@@ -141,7 +159,7 @@ class Transitions(History):
         Raises:
             BlobError: If an offloaded value is missing or corrupted.
         """
-        graph = self.graph(claim.workflow_id, claim.version)
+        graph = self.definitions.graph(claim.workflow_id, claim.version)
         parents = graph.parents[claim.node_id]
         where = f"execution {claim.execution_id}, node {claim.node_id!r}"
         if not parents:
@@ -155,15 +173,7 @@ class Transitions(History):
         }
         return values.get(parents[0]) if len(parents) == 1 else values
 
-    def _parent_outputs(
-        self, conn: Connection, execution_id: str, parents: Sequence[str]
-    ) -> dict[str, str]:
-        return {
-            r.node_id: r.output
-            for ids in chunks(parents)
-            for r in conn.execute(hot.PARENT_OUTPUTS, {"e": execution_id, "ids": ids})
-        }
-
+    @retry_conflicts
     def complete_node(
         self,
         claim: Claim,
@@ -189,21 +199,20 @@ class Transitions(History):
             "route": None if route is None else codec.dumps(route),
             "from_status": claim.status,
         }
-        event = "completed" if claim.status == "running" else "woken"
+        event = "completed" if claim.status == S.RUNNING else "woken"
         chosen = None if route is None else set(route)
-        outcome = self._finish(
-            hot.COMPLETE, params, claim.execution_id, claim.node_id, claim.attempt, event, chosen
-        )
+        outcome = self._finish(hot.COMPLETE, params, claim, event, chosen)
         if outcome.applied:
             outcome.output = packed
         return outcome
 
+    @retry_conflicts
     def fire_timer(self, execution_id: str, node_id: str, attempt: int) -> Outcome:
         """Complete a ``waiting`` node whose timer fell due (the output was stored at park).
 
         A paused execution's timers do not fire: they fire on resume.
         """
-        return self._finish(hot.FIRE_TIMER, {}, execution_id, node_id, attempt, "timer_fired", None)
+        return self._finish(hot.FIRE_TIMER, {}, (execution_id, node_id, attempt), "timer_fired")
 
     @retry_conflicts
     def fail_node(
@@ -224,38 +233,27 @@ class Transitions(History):
                 "error": detail,
                 "from_status": claim.status,
             }
-            outcome = self._finish(
-                hot.FAIL_AND_CONTINUE,
-                params,
-                claim.execution_id,
-                claim.node_id,
-                claim.attempt,
-                "failed",
-                None,
-            )
-            if outcome.applied:
-                self._dead_node(None, claim, detail)
-            return outcome
+            return self._finish(hot.FAIL_AND_CONTINUE, params, claim, "failed", dead=detail)
         with self.engine.begin() as conn:
-            ex = self._lock_execution(conn, claim.execution_id, time.time())
+            ex = self.row.lock(conn, claim.execution_id, time.time())
             now = time.time()  # after the lock: what committed before it came first
             done = conn.execute(
                 update(N)
-                .where(_held(claim))
-                .values(status="failed", error=detail, finished_at=now, lease_until=None)
+                .where(held(claim))
+                .values(status=S.FAILED, error=detail, finished_at=now, lease_until=None)
             )
             if done.rowcount == 0:
                 return Outcome(applied=False)
-            self.record_event(
+            self.history.record_event(
                 conn, claim.execution_id, claim.node_id, "failed", claim.attempt, detail
             )
-            self._dead_node(conn, claim, detail)
+            self.history.dead_node(conn, claim, detail)
             if ex.status not in EXECUTION_ACTIVE:
                 return Outcome()
             message = f"node {claim.node_id!r} failed: {error}"
-            self._end_execution(conn, claim.execution_id, "failed", now, error=message)
+            self.row.end(conn, claim.execution_id, X.FAILED, now, error=message)
             return Outcome(
-                ended="failed",
+                ended=X.FAILED,
                 workflow_id=ex.workflow_id,
                 parent_id=ex.parent_id,
                 parent_node_id=ex.parent_node_id,
@@ -273,13 +271,13 @@ class Transitions(History):
         error = trace or error
         now = time.time()
         with self.engine.begin() as conn:
-            ex = self._lock_execution(conn, claim.execution_id, now)
+            ex = self.row.lock(conn, claim.execution_id, now)
             cancelled = ex.status not in EXECUTION_ACTIVE
             row = conn.execute(
                 update(N)
-                .where(_held(claim))
+                .where(held(claim))
                 .values(
-                    status="cancelled" if cancelled else "queued",
+                    status=S.CANCELLED if cancelled else S.QUEUED,
                     attempt=N.c.attempt + (0 if cancelled else 1),
                     error=error,
                     queued_at=now,
@@ -293,7 +291,9 @@ class Transitions(History):
             if row is None:
                 return Outcome(applied=False)
             kind = "cancelled" if cancelled else "retrying"
-            self.record_event(conn, claim.execution_id, claim.node_id, kind, claim.attempt, error)
+            self.history.record_event(
+                conn, claim.execution_id, claim.node_id, kind, claim.attempt, error
+            )
             if cancelled:
                 return Outcome()
             return Outcome(
@@ -304,229 +304,61 @@ class Transitions(History):
                 ]
             )
 
-    def _lock_execution(self, conn: Connection, execution_id: str, now: float) -> Any:
-        """Take the execution row (every transition does, first) and return its state."""
-        row = conn.execute(
-            update(E)
-            .where(E.c.id == execution_id)
-            .values(updated_at=now)
-            .returning(
-                E.c.status,
-                E.c.remaining,
-                E.c.workflow_id,
-                E.c.version,
-                E.c.tenant,
-                E.c.parent_id,
-                E.c.parent_node_id,
-            )
-        ).first()
-        if row is None:
-            raise errors.UnknownExecution(f"no execution has id {execution_id!r}")
-        return row
-
-    @retry_conflicts
     def _finish(
         self,
         statement: Any,
         params: dict[str, Any],
-        execution_id: str,
-        node_id: str,
-        attempt: int,
+        attempt_of: Claim | tuple[str, str, int],
         event: str,
-        chosen: set[str] | None,
+        chosen: set[str] | None = None,
+        *,
+        dead: str | None = None,
     ) -> Outcome:
+        """Apply a hot-path statement that finishes a node's attempt, and advance the DAG.
+
+        Args:
+            attempt_of: The attempt's claim, or ``(execution_id, node_id, attempt)``.
+            dead: The error of a node failed for good, kept as its dead letter in the
+                same transaction (needs the claim).
+        """
+        if isinstance(attempt_of, Claim):
+            execution_id, node_id, attempt = (
+                attempt_of.execution_id,
+                attempt_of.node_id,
+                attempt_of.attempt,
+            )
+        else:
+            execution_id, node_id, attempt = attempt_of
         now = time.time()
         with self.engine.begin() as conn:
-            # Every transition of an execution takes its row first: one lock order, so
-            # concurrent transitions of one execution queue up instead of deadlocking.
-            status = conn.execute(hot.LOCK_EXECUTION, {"e": execution_id, "now": now}).scalar()
-            if event == "woken" and status != "running":
+            ex = self.row.lock(conn, execution_id, now, missing_ok=True)
+            status = None if ex is None else ex.status
+            if event == "woken" and status != X.RUNNING:
                 return Outcome(applied=False)  # a paused parent is woken on resume
             row = conn.execute(
                 statement, {"e": execution_id, "n": node_id, "a": attempt, "now": now, **params}
             ).first()
             if row is None:
-                # A timer or a parent's wake-up comes twice by design (message and sweep):
-                # the second finds the node moved on, which is no result of anyone's.
-                if event not in ("timer_fired", "woken"):
+                if event not in _REPEATABLE:
                     # A result of a superseded attempt (or of an ended execution's node):
                     # kept in the history, and nothing else changes.
-                    self.record_events(conn, [(execution_id, node_id, "stale_result", attempt)])
+                    self.history.record_events(
+                        conn, [(execution_id, node_id, "stale_result", attempt)]
+                    )
                 return Outcome(applied=False)
-            self.record_events(conn, [(execution_id, node_id, event, attempt)])
+            self.history.record_events(conn, [(execution_id, node_id, event, attempt)])
+            if dead is not None and isinstance(attempt_of, Claim):
+                self.history.dead_node(conn, attempt_of, dead)
             if status not in EXECUTION_ACTIVE:
                 return Outcome()
-            meta = self.execution_meta(conn, execution_id)
-            graph = self.graph(meta.workflow_id, meta.version, conn)
-            return self._settle(conn, execution_id, graph, now, [(node_id, chosen)], 1)
+            meta = self.row.meta(conn, execution_id)
+            graph = self.definitions.graph(meta.workflow_id, meta.version, conn)
+            return self.advance.settle(conn, execution_id, graph, now, [(node_id, chosen)], 1)
 
-    def _settle(
-        self,
-        conn: Connection,
-        execution_id: str,
-        graph: Graph,
-        now: float,
-        work: list[tuple[str, set[str] | None]],
-        finished: int,
-    ) -> Outcome:
-        """Tell the children of finished nodes, queue or skip those that became ready,
-        and complete the execution when no node is left unfinished.
 
-        ``work`` holds nodes that just finished with the successors they chose (None: all).
-        """
-        dispatches: list[Dispatch] = []
-        events: list[tuple[str, str | None, str, int | None]] = []
-        lease = now + self.lease_seconds
-        while work:
-            parent, picked = work.pop()
-            kids = graph.children[parent]
-            live = [k for k in kids if picked is None or k in picked]
-            dead = [k for k in kids if not (picked is None or k in picked)]
-            for group, inc in ((live, 1), (dead, 0)):
-                rows = [
-                    r
-                    for ids in chunks(group)
-                    for r in conn.execute(
-                        hot.PROPAGATE,
-                        {"e": execution_id, "ids": ids, "inc": inc, "now": now, "lease": lease},
-                    )
-                ]
-                for r in rows:
-                    if r.status == "queued":
-                        dispatches.append(
-                            Dispatch(execution_id, r.node_id, r.attempt, r.type, r.lane)
-                        )
-                        events.append((execution_id, r.node_id, "queued", r.attempt))
-                    elif r.status == "skipped":
-                        events.append((execution_id, r.node_id, "skipped", None))
-                        finished += 1
-                        work.append((r.node_id, set()))
-        self.record_events(conn, events)
-        ex = conn.execute(hot.COUNT_FINISHED, {"e": execution_id, "k": finished, "now": now}).one()
-        if ex.remaining > 0 or ex.status != "running":
-            # A paused execution whose last node finished completes on resume.
-            return Outcome(dispatches=dispatches)
-        return self._complete(conn, execution_id, graph, ex, now, dispatches)
-
-    def _complete(
-        self,
-        conn: Connection,
-        execution_id: str,
-        graph: Graph,
-        ex: Any,
-        now: float,
-        dispatches: list[Dispatch] | None = None,
-    ) -> Outcome:
-        output = self._execution_output(conn, execution_id, graph, ex.tenant)
-        self._end_execution(conn, execution_id, "completed", now, output=output)
-        return Outcome(
-            dispatches=dispatches or [],
-            ended="completed",
-            workflow_id=ex.workflow_id,
-            parent_id=ex.parent_id,
-            parent_node_id=ex.parent_node_id,
-            child_id=execution_id,
-        )
-
-    def _queue(
-        self, conn: Connection, execution_id: str, ready: list[str], now: float
-    ) -> list[Dispatch]:
-        rows = [
-            row
-            for ids in chunks(ready)
-            for row in conn.execute(
-                update(N)
-                .where(N.c.execution_id == execution_id, N.c.node_id.in_(ids))
-                .values(
-                    status="queued",
-                    attempt=N.c.attempt + 1,
-                    queued_at=now,
-                    lease_until=now + self.lease_seconds,
-                )
-                .returning(N.c.node_id, N.c.attempt, N.c.type, N.c.lane)
-            )
-        ]
-        self.record_events(conn, [(execution_id, r.node_id, "queued", r.attempt) for r in rows])
-        return [Dispatch(execution_id, r.node_id, r.attempt, r.type, r.lane) for r in rows]
-
-    def _execution_output(
-        self, conn: Connection, execution_id: str, graph: Graph, tenant: str
-    ) -> str:
-        rows = [
-            row
-            for ids in chunks(graph.sinks)
-            for row in conn.execute(
-                select(N.c.node_id, N.c.output, N.c.status).where(
-                    N.c.execution_id == execution_id, N.c.node_id.in_(ids)
-                )
-            )
-        ]
-        if len(graph.sinks) == 1:
-            done = rows and rows[0].status in ("completed", "failed") and rows[0].output
-            return rows[0].output if done else "null"
-        parts = {
-            r.node_id: r.output
-            for r in rows
-            if r.status in ("completed", "failed") and r.output is not None
-        }
-        # Composed from the sinks' stored texts: nothing is decoded or encoded here.
-        return self.payloads.compose(parts)
-
-    def _end_execution(
-        self,
-        conn: Connection,
-        execution_id: str,
-        status: str,
-        now: float,
-        *,
-        output: str | None = None,
-        error: str | None = None,
-    ) -> None:
-        conn.execute(
-            update(E)
-            .where(E.c.id == execution_id, E.c.status.in_(EXECUTION_ACTIVE))
-            .values(status=status, output=output, error=error, finished_at=now)
-        )
-        self.record_event(conn, execution_id, None, f"execution_{status}", None, error)
-        if status == "completed":
-            return
-        conn.execute(
-            update(N)
-            .where(
-                N.c.execution_id == execution_id,
-                N.c.status.in_(("pending", "queued", "waiting")),
-            )
-            .values(status="cancelled", finished_at=now, lease_until=None)
-        )
-        # Child executions still running would otherwise run to completion, side effects
-        # included, for a parent that no longer wants their result. Parent rows are
-        # locked before child rows everywhere (a child is created under its parent's
-        # lock), so taking them here cannot deadlock; the depth is capped.
-        children = conn.execute(
-            select(E.c.id).where(E.c.parent_id == execution_id, E.c.status.in_(EXECUTION_ACTIVE))
-        ).scalars()
-        for child_id in list(children):
-            self._lock_execution(conn, child_id, now)
-            # Timed after the lock: whatever the child did before it (starting a child of
-            # its own, say) happened before it was cancelled.
-            self._end_execution(
-                conn,
-                child_id,
-                "cancelled",
-                time.time(),
-                error=f"parent execution {execution_id} {status}",
-            )
-
-    def _dead_node(self, conn: Connection | None, claim: Claim, error: str) -> None:
-        digest = hashlib.sha256(
-            f"node:{claim.execution_id}:{claim.node_id}:{claim.attempt}".encode()
-        ).hexdigest()
-        self.add_dead_letter(
-            conn,
-            kind="node",
-            digest=digest,
-            execution_id=claim.execution_id,
-            node_id=claim.node_id,
-            actor=claim.type,
-            reason=error,
-        )
+def _parent_outputs(conn: Connection, execution_id: str, parents: Sequence[str]) -> dict[str, str]:
+    return {
+        r.node_id: r.output
+        for ids in chunks(parents)
+        for r in conn.execute(hot.PARENT_OUTPUTS, {"e": execution_id, "ids": ids})
+    }
