@@ -52,11 +52,12 @@ NODE_TERMINAL = (
 )
 
 _N = NodeStatus
-#: from-status → the statuses a node may move to. A node is inserted ``queued`` (entry
-#: node) or ``pending``. ``running → queued`` is a retry, hand-back, deferral or expired
-#: lease; ``waiting → queued`` a retry of a parked node whose child failed; ``→ pending``
-#: is a revival (replay, dead-letter retry) of an ended execution, whose nodes may still
-#: be running or parked when it ended.
+#: The statuses a node is inserted with: ``queued`` for an entry node, else ``pending``.
+NODE_INITIAL = (NodeStatus.PENDING, NodeStatus.QUEUED)
+#: from-status → the statuses a node may move to. ``running → queued`` is a retry,
+#: hand-back, deferral or expired lease; ``waiting → queued`` a retry of a parked node
+#: whose child failed; ``→ pending`` a revival (replay, dead-letter retry) of an ended
+#: execution, whose nodes may still be running or queued when it ended.
 NODE_TRANSITIONS: Mapping[NodeStatus, frozenset[NodeStatus]] = {
     _N.PENDING: frozenset({_N.QUEUED, _N.SKIPPED, _N.CANCELLED}),
     _N.QUEUED: frozenset({_N.RUNNING, _N.CANCELLED, _N.PENDING}),
@@ -71,9 +72,10 @@ NODE_TRANSITIONS: Mapping[NodeStatus, frozenset[NodeStatus]] = {
 }
 
 _X = ExecutionStatus
-#: from-status → the statuses an execution may move to. An execution is inserted
-#: ``running``; a paused one fails when a node running through the pause fails for good;
-#: an ended one runs again when revived.
+#: The status an execution is inserted with.
+EXECUTION_INITIAL = (ExecutionStatus.RUNNING,)
+#: from-status → the statuses an execution may move to. A paused one fails when a node
+#: running through the pause fails for good; an ended one runs again when revived.
 EXECUTION_TRANSITIONS: Mapping[ExecutionStatus, frozenset[ExecutionStatus]] = {
     _X.RUNNING: frozenset({_X.PAUSED, _X.COMPLETED, _X.FAILED, _X.CANCELLED}),
     _X.PAUSED: frozenset({_X.RUNNING, _X.FAILED, _X.CANCELLED}),

@@ -6,7 +6,10 @@ message twice. A pure-Python reference model of SPEC §5 says what each workflow
 the final statuses, outputs and execution output must match it, and the recorded history
 must show each transition once and in dependency order. The same workflows must give the
 same results on SQLite and PostgreSQL. A second family nests sub-workflows and throws
-random pause/resume/cancel commands at the parent while it runs.
+random pause/resume/cancel commands at the parent while it runs. Every status a node or
+execution row takes in these runtimes is logged by database triggers and checked against
+the transition table of ``spane.statuses``; a last family throws random operations
+(signals, replays, dead-letter retries among them) at executions for that check alone.
 
 Some fixtures only change timing, never semantics, to make rare interleavings likely:
 ``racy_rt`` holds race windows of sub-workflows open, and ``LockStep`` holds PostgreSQL
@@ -17,6 +20,8 @@ explicit ``@example`` regression cases.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import re
 import threading
 import time
 import uuid
@@ -37,6 +42,18 @@ import spane
 from spane import api as spane_api
 from spane import runtime as runtime_module
 from spane.runtime import Runtime
+from spane.statuses import (
+    EXECUTION_INITIAL,
+    EXECUTION_TERMINAL,
+    EXECUTION_TRANSITIONS,
+    NODE_INITIAL,
+    NODE_TERMINAL,
+    NODE_TRANSITIONS,
+    ExecutionStatus,
+    NodeStatus,
+    execution_guard,
+    node_guard,
+)
 from spane.store import Dispatch
 from spane.store.history import Event
 from tests import nodes as test_nodes
@@ -48,8 +65,6 @@ PROPERTY = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 WAIT = 60  # seconds an execution may take to end
-NODE_TERMINAL = ("completed", "failed", "skipped", "cancelled")
-EXECUTION_TERMINAL = ("completed", "failed", "cancelled")
 # Node events that finish a node (a sub-workflow node finishes with ``woken``).
 FINISHING = ("completed", "failed", "skipped", "woken", "timer_fired")
 # Node events that must happen at most once per attempt.
@@ -91,12 +106,85 @@ def duplicating_runtime(tmp_path: Path, **changes: Any) -> Iterator[Runtime]:
     runtime.broker.enqueue = enqueue_twice  # type: ignore[method-assign]
     runtime.dispatch = dispatch_twice  # type: ignore[method-assign]
     runtime.sent = sent  # type: ignore[attr-defined]
+    log_status_moves(runtime)
     old = runtime_module.install(runtime)
     try:
         yield runtime
+        check_status_moves(runtime)
     finally:
         runtime_module.install(old)
         runtime.close()
+
+
+# -- every status a row takes, logged by the database --------------------------------------
+
+MOVES = "test_status_moves"
+TABLES = {"node": "spane_nodes", "execution": "spane_executions"}
+PG_LOG = f"""
+CREATE FUNCTION test_log_move() RETURNS trigger AS $$ BEGIN
+  IF TG_OP = 'INSERT' THEN
+    INSERT INTO {MOVES} VALUES (TG_ARGV[0], NULL, NEW.status);
+  ELSIF OLD.status IS DISTINCT FROM NEW.status THEN
+    INSERT INTO {MOVES} VALUES (TG_ARGV[0], OLD.status, NEW.status);
+  END IF;
+  RETURN NULL;
+END $$ LANGUAGE plpgsql
+"""
+
+
+def log_status_moves(runtime: Runtime) -> None:
+    """Have the database log every status a node or execution row is inserted with or
+    moved to, whichever statement of the store does it."""
+    engine = runtime.store.engine
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE TABLE {MOVES} (entity TEXT, old TEXT, new TEXT)"))
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(PG_LOG))
+        for entity, table in TABLES.items():
+            if engine.dialect.name == "postgresql":
+                conn.execute(
+                    text(
+                        f"CREATE TRIGGER {table}_moves AFTER INSERT OR UPDATE ON {table} "
+                        f"FOR EACH ROW EXECUTE FUNCTION test_log_move('{entity}')"
+                    )
+                )
+                continue
+            conn.execute(
+                text(
+                    f"CREATE TRIGGER {table}_born AFTER INSERT ON {table} BEGIN "
+                    f"INSERT INTO {MOVES} VALUES ('{entity}', NULL, NEW.status); END"
+                )
+            )
+            conn.execute(
+                text(
+                    f"CREATE TRIGGER {table}_moved AFTER UPDATE OF status ON {table} "
+                    f"WHEN OLD.status <> NEW.status BEGIN "
+                    f"INSERT INTO {MOVES} VALUES ('{entity}', OLD.status, NEW.status); END"
+                )
+            )
+
+
+def allowed(entity: str, old: str | None, new: str) -> bool:
+    """Whether the transition table allows a row of ``entity`` to take ``new`` from ``old``
+    (None: inserted)."""
+    if entity == "node":
+        if old is None:
+            return new in NODE_INITIAL
+        return new in NODE_TRANSITIONS[NodeStatus(old)]
+    if old is None:
+        return new in EXECUTION_INITIAL
+    return new in EXECUTION_TRANSITIONS[ExecutionStatus(old)]
+
+
+def check_status_moves(runtime: Runtime) -> Counter[tuple[str, str | None, str]]:
+    """Take the logged moves, assert the table allows each, and return them counted."""
+    with runtime.store.engine.begin() as conn:
+        rows = conn.execute(text(f"SELECT entity, old, new FROM {MOVES}")).all()
+        conn.execute(text(f"DELETE FROM {MOVES}"))
+    moves = Counter((r.entity, r.old, r.new) for r in rows)
+    wrong = sorted((m for m in moves if not allowed(*m)), key=str)
+    assert not wrong, f"moves outside the transition table: {wrong}"
+    return moves
 
 
 @pytest.fixture
@@ -455,10 +543,10 @@ class LockStep:
     never hang anything:
 
     - fatal (workflows in ``fatal``): a node finishing has updated its children's rows
-      (``_settle``, just before it records their ``queued``/``skipped`` events) and has not
-      yet touched the execution row, while a sibling records a failure without
-      ``continue_on_fail`` (``fail_node`` locks the execution row, then cancels the nodes
-      not started);
+      (``Advance.settle``, just before it records their ``queued``/``skipped`` events) and
+      has not yet counted itself on the execution row, while a sibling records a failure
+      without ``continue_on_fail`` (``fail_node`` locks the execution row, then cancels
+      the nodes not started);
     - pairs (workflows in ``pairs``): two siblings finishing at once both hold the row of
       the first child they updated before either updates its next child.
     """
@@ -475,14 +563,19 @@ class LockStep:
         self.local = threading.local()
         self.workflow_of: dict[str, str] = {}
         store = self.store = runtime.store
-        fail_node, record_events = store.fail_node, store.record_events
-        lock_execution = store._lock_execution
+        fail_node, record_events = store.fail_node, store.event_log.record_events
+        lock_execution = store.execution_row.lock
 
         def held_fail_node(claim: Any, error: str, *, continue_on_fail: bool, **more: Any) -> Any:
-            if not continue_on_fail:
-                self.failing[claim.execution_id].set()
-                self.settling[claim.execution_id].wait(self.hold)
-            return fail_node(claim, error, continue_on_fail=continue_on_fail, **more)
+            if continue_on_fail:
+                return fail_node(claim, error, continue_on_fail=continue_on_fail, **more)
+            self.failing[claim.execution_id].set()
+            self.settling[claim.execution_id].wait(self.hold)
+            self.local.failing = True
+            try:
+                return fail_node(claim, error, continue_on_fail=continue_on_fail, **more)
+            finally:
+                self.local.failing = False
 
         def held_record_events(conn: Any, rows: list[Any]) -> None:
             settle = [r[0] for r in rows if r[2] in ("queued", "skipped")]
@@ -493,14 +586,15 @@ class LockStep:
                     self.locked[execution_id].wait(self.hold)
             record_events(conn, rows)
 
-        def held_lock_execution(conn: Any, execution_id: str, now: float) -> Any:
-            row = lock_execution(conn, execution_id, now)
-            self.locked[execution_id].set()
+        def held_lock_execution(conn: Any, execution_id: str, now: float, **more: Any) -> Any:
+            row = lock_execution(conn, execution_id, now, **more)
+            if getattr(self.local, "failing", False):  # the failure's lock, not a settle's
+                self.locked[execution_id].set()
             return row
 
         store.fail_node = held_fail_node  # type: ignore[method-assign]
-        store.record_events = held_record_events  # type: ignore[method-assign]
-        store._lock_execution = held_lock_execution  # type: ignore[method-assign]
+        store.event_log.record_events = held_record_events  # type: ignore[method-assign]
+        store.execution_row.lock = held_lock_execution  # type: ignore[method-assign]
         sa_event.listen(store.engine, "begin", self._begin)
         sa_event.listen(store.engine, "after_cursor_execute", self._after_execute)
 
@@ -521,7 +615,7 @@ class LockStep:
         self.local.propagated = False
 
     def _after_execute(self, conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        # The first countdown update of children (``_settle``) in this transaction.
+        # The first countdown update of children (``Advance.settle``) in this transaction.
         if "live_parents + " not in statement or getattr(self.local, "propagated", True):
             return
         self.local.propagated = True
@@ -808,3 +902,108 @@ def test_a_paused_execution_stays_paused_until_resumed(
     racy_rt: Runtime, family: Family, value: Any
 ) -> None:
     run_family(family, value, paused_stays_paused=True)
+
+
+# -- the transition table ------------------------------------------------------------------
+
+#: SPEC §5, the statuses of the contract.
+SPEC_STATUSES = (
+    "Node status: `pending → queued → running → completed | failed | skipped | cancelled`, "
+    "with `waiting` for parked nodes. Execution status: `running`, `paused`, `completed`, "
+    "`failed`, `cancelled`."
+)
+
+
+def test_the_transition_table_holds_the_statuses_of_the_spec() -> None:
+    node_part, execution_part = SPEC_STATUSES.split("Execution status:")
+    node_names = re.findall(r"[a-z]+", " ".join(re.findall(r"`([^`]+)`", node_part)))
+    execution_names = re.findall(r"`([a-z]+)`", execution_part)
+    assert set(NODE_TRANSITIONS) == set(NodeStatus) == set(node_names)
+    assert set(EXECUTION_TRANSITIONS) == set(ExecutionStatus) == set(execution_names)
+    # The spec's main line is a path through the table; the last four end it.
+    path = node_names[:3]
+    assert all(b in NODE_TRANSITIONS[NodeStatus(a)] for a, b in itertools.pairwise(path))
+    assert set(node_names[3:7]) == set(NODE_TERMINAL)
+    # Every status is reachable from a row's first status; an ended row only runs again.
+    for table, initial in (
+        (NODE_TRANSITIONS, NODE_INITIAL),
+        (EXECUTION_TRANSITIONS, EXECUTION_INITIAL),
+    ):
+        seen, stack = set(initial), list(initial)
+        while stack:
+            for after in table[stack.pop()]:  # type: ignore[index]
+                if after not in seen:
+                    seen.add(after)
+                    stack.append(after)
+        assert seen == set(table)
+    for terminal in NODE_TERMINAL:
+        assert NODE_TRANSITIONS[terminal] == {NodeStatus.PENDING}
+    for ended in EXECUTION_TERMINAL:
+        assert EXECUTION_TRANSITIONS[ended] == {ExecutionStatus.RUNNING}
+
+
+def test_a_guard_outside_the_table_is_refused() -> None:
+    with pytest.raises(ValueError, match="no transition completed → running"):
+        node_guard(NodeStatus.RUNNING, NodeStatus.COMPLETED)
+    with pytest.raises(ValueError, match="no transition cancelled → paused"):
+        execution_guard(ExecutionStatus.PAUSED, ExecutionStatus.CANCELLED)
+    assert set(node_guard(NodeStatus.PENDING)) == set(NodeStatus) - {NodeStatus.PENDING}
+
+
+OPERATIONS = ("pause", "resume", "cancel", "signal", "replay", "replay_from", "retry_dead")
+
+
+def operate(command: str, execution_id: str, node_ids: list[str], pick: int) -> None:
+    """Send one operation; one that the execution's state rules out is refused."""
+    try:
+        if command == "signal":
+            spane.signal(execution_id, "go", pick)
+        elif command == "replay":
+            spane.replay(execution_id)
+        elif command == "replay_from":
+            spane.replay(execution_id, node_ids[pick % len(node_ids)])
+        elif command == "retry_dead":
+            letters = [d for d in spane.dead_letters() if d.execution_id == execution_id]
+            if letters:
+                spane.retry_dead_letter(letters[pick % len(letters)].id)
+        else:
+            send(command, execution_id)
+    except spane.InvalidTransition:
+        pass  # ruled out by the state the execution is in
+
+
+@settings(PROPERTY, max_examples=25)
+@given(
+    specs=random_dags(6),
+    gate=st.booleans(),
+    commands=st.lists(
+        st.tuples(
+            st.sampled_from([0.0, 0.01, 0.03]),
+            st.sampled_from(OPERATIONS),
+            st.integers(0, 5),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_random_operations_move_statuses_only_as_the_table_allows(
+    dup_rt: Runtime, specs: list[Spec], gate: bool, commands: list[tuple[float, str, int]]
+) -> None:
+    prefix = f"ops-{uuid.uuid4().hex[:12]}"
+    definition = workflow(prefix, specs, prefix)
+    if gate:  # an entry node parked on a signal, in front of the first node
+        definition["nodes"].insert(
+            0, {"id": "gate", "type": "wait_for", "config": {"signal": "go"}}
+        )
+        definition["nodes"][1]["after"] = ["gate"]
+    spane.register_workflow(definition)
+    execution_id = spane.enqueue_workflow(prefix, None)
+    node_ids = [n["id"] for n in definition["nodes"]]
+    for pause_s, command, pick in commands:
+        time.sleep(pause_s)
+        operate(command, execution_id, node_ids, pick)
+    operate("cancel", execution_id, node_ids, 0)  # end it, whatever the commands left
+    settled_tree(execution_id)
+    moves = check_status_moves(dup_rt)
+    for entity, old, new in moves:
+        event(f"{entity}: {old} -> {new}")

@@ -21,12 +21,16 @@ from .history import History
 from .records import Execution, ExecutionSummary, NodeState, Outcome
 from .recovery import Recovery
 from .schema import dead_letters as D
+from .schema import delayed_starts as DS
 from .schema import events as V
 from .schema import executions as E
 from .schema import nodes as N
+from .schema import schedules as SC
 from .schema import signal_waits as SW
 from .schema import signals as G
-from .signals import STARTING_VALUES
+
+#: Stored values of schedules, delayed starts and signals (each may be a blob reference).
+STARTING_VALUES = (SC.c.input, DS.c.input, G.c.payload)
 
 execution_guard(X.PAUSED, X.RUNNING)
 execution_guard(X.RUNNING, X.PAUSED)

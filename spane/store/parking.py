@@ -16,24 +16,22 @@ from .base import retry_conflicts
 from .execution_row import ExecutionRow
 from .guards import held
 from .history import History
-from .records import Claim, Dispatch, Outcome
+from .records import Claim
 from .schema import executions as E
 from .schema import nodes as N
 
 node_guard(S.WAITING, S.RUNNING)
 node_guard(S.CANCELLED, S.RUNNING)
-node_guard(S.QUEUED, S.RUNNING)
 
 
 class Parking:
-    """Parked nodes: park, defer, timers due, parents to wake.
+    """Parked nodes: park, timers due, parents to wake.
 
     Args:
         engine: The store's engine.
         payloads: Packs a timer node's output.
         history: Records parking.
         row: Takes the execution row before a node parks.
-        lease_seconds: The lease of a deferred node once due.
     """
 
     def __init__(
@@ -42,13 +40,11 @@ class Parking:
         payloads: Payloads,
         history: History,
         row: ExecutionRow,
-        lease_seconds: float,
     ):
         self.engine = engine
         self.payloads = payloads
         self.history = history
         self.row = row
-        self.lease_seconds = lease_seconds
 
     @retry_conflicts
     def park_node(self, claim: Claim, until: float, output: Any) -> bool:
@@ -86,48 +82,6 @@ class Parking:
             self.history.record_event(
                 conn, claim.execution_id, claim.node_id, "cancelled", claim.attempt, reason
             )
-
-    @retry_conflicts
-    def defer_node(self, claim: Claim, until: float, reason: str) -> Outcome:
-        """Put a claimed node back in ``queued`` until ``until``, the attempt not counted.
-
-        Like a hand-back, the next attempt gets a new number (so this attempt's message
-        is stale) and the retry count is unchanged (``attempt_base`` moves with it). The
-        returned message is delayed until ``until``; if the broker loses it, the lease
-        (from ``until``) brings it back.
-        """
-        now = time.time()
-        with self.engine.begin() as conn:
-            ex = self.row.lock(conn, claim.execution_id, now)
-            cancelled = ex.status not in EXECUTION_ACTIVE
-            row = conn.execute(
-                update(N)
-                .where(held(claim))
-                .values(
-                    status=S.CANCELLED if cancelled else S.QUEUED,
-                    attempt=N.c.attempt + (0 if cancelled else 1),
-                    attempt_base=N.c.attempt_base + (0 if cancelled else 1),
-                    queued_at=now,
-                    wake_at=until,
-                    lease_until=None if cancelled else max(now, until) + self.lease_seconds,
-                    finished_at=now if cancelled else None,
-                )
-                .returning(N.c.attempt, N.c.type, N.c.lane)
-            ).first()
-            if row is None:
-                return Outcome(applied=False)
-            kind = "cancelled" if cancelled else "deferred"
-            self.history.record_event(
-                conn, claim.execution_id, claim.node_id, kind, claim.attempt, reason
-            )
-        if cancelled:
-            return Outcome()
-        delay = max(0.0, until - now)
-        return Outcome(
-            dispatches=[
-                Dispatch(claim.execution_id, claim.node_id, row.attempt, row.type, row.lane, delay)
-            ]
-        )
 
     def due_timers(self, now: float, limit: int = 100) -> list[tuple[str, str, int]]:
         """Return ``(execution_id, node_id, attempt)`` of waiting timers that fell due."""

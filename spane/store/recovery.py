@@ -1,4 +1,4 @@
-"""Recovery: leases, fencing, hand-back, revival, and the sweeper's lock.
+"""Recovery: leases, fencing, and the sweeper's lease.
 
 The broker is only transport: whatever it loses is found here, by lease, and sent
 again. A superseded attempt (fenced by its attempt number) can no longer change state.
@@ -15,9 +15,9 @@ from ..statuses import EXECUTION_ACTIVE, EXECUTION_TERMINAL, node_guard
 from ..statuses import ExecutionStatus as X
 from ..statuses import NodeStatus as S
 from .base import retry_conflicts
-from .guards import LEASED, held
+from .guards import LEASED
 from .history import History
-from .records import Claim, Dispatch, Overdue
+from .records import Dispatch, Overdue
 from .schema import executions as E
 from .schema import locks as L
 from .schema import nodes as N
@@ -91,32 +91,6 @@ class Recovery:
                 )
                 .values(lease_until=until)
             )
-
-    @retry_conflicts
-    def hand_back(self, claim: Claim, reason: str) -> Dispatch | None:
-        """Give a running attempt back to the queue as a new attempt; None if stale."""
-        now = time.time()
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                update(N)
-                .where(held(claim))
-                .values(
-                    status=S.QUEUED,
-                    attempt=N.c.attempt + 1,
-                    attempt_base=N.c.attempt_base + 1,
-                    error=reason,
-                    queued_at=now,
-                    lease_until=now + self.lease_seconds,
-                )
-                .returning(N.c.attempt, N.c.type, N.c.lane)
-            ).first()
-            if row is not None:
-                self.history.record_event(
-                    conn, claim.execution_id, claim.node_id, "handed_back", claim.attempt, reason
-                )
-        if row is None:
-            return None
-        return Dispatch(claim.execution_id, claim.node_id, row.attempt, row.type, row.lane)
 
     @retry_conflicts
     def recover_lost(self, now: float, limit: int = 500) -> list[Dispatch]:

@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 
 from .. import codec, errors
+from ..statuses import NODE_TERMINAL, node_guard
 from ..statuses import ExecutionStatus as X
 from ..statuses import NodeStatus as S
-from ..statuses import node_guard
 from .advance import Advance
 from .base import chunks, retry_conflicts
 from .definitions import Definitions
@@ -134,7 +134,7 @@ class Revival:
                 )
                 if waiting == 0:
                     (ready_run if live else ready_skip).append(node_id)
-            open_count = sum(1 for r in state.values() if r.status not in (*_FINISHED, S.CANCELLED))
+            open_count = sum(1 for r in state.values() if r.status not in NODE_TERMINAL)
             conn.execute(
                 update(E)
                 .where(E.c.id == execution_id)

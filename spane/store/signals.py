@@ -25,15 +25,10 @@ from .base import retry_conflicts
 from .execution_row import ExecutionRow
 from .parking import Parking, parked
 from .records import Claim
-from .schema import delayed_starts as DS
 from .schema import executions as E
 from .schema import nodes as N
-from .schema import schedules as SC
 from .schema import signal_waits as W
 from .schema import signals as G
-
-#: Stored values of schedules, delayed starts and signals (each may be a blob reference).
-STARTING_VALUES = (SC.c.input, DS.c.input, G.c.payload)
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,11 @@ parts first); ``Store`` exposes their operations under one name each. The parts:
     event_log     events and dead letters (History)
     execution_row the execution row's lock (the only one), fixed fields and end
     advance       children counted down, queued or skipped; the execution completed
-    transitions   claim, complete, fail, retry a node attempt (the hot path)
-    parking       timers, sub-workflow parents, deferrals; one way to park
-    recovery      leases, hand-back, lost attempts, the sweeper's lease
+    claims        claim a queued attempt, resolve its input  } the hot path
+    transitions   complete or fail an attempt                }
+    requeue       retry, deferral, hand-back: an attempt back in the queue
+    parking       timers, sub-workflow parents, signal waits: one way to park
+    recovery      leases, lost attempts, the sweeper's lease
     revival       an ended execution run again
     starts        new executions;  delayed: starts kept until their time
     executions    reading, cancelling, pausing executions; retention
@@ -29,6 +31,7 @@ from ..payloads import Payloads
 from .advance import Advance
 from .browse import Browse
 from .callbacks import Callbacks
+from .claims import Claims
 from .definitions import Definitions
 from .delayed import DelayedStarts
 from .execution_row import ExecutionRow
@@ -38,6 +41,7 @@ from .operations import Operations
 from .parking import Parking
 from .protection import Protection
 from .recovery import Recovery
+from .requeue import Requeue
 from .revival import Revival
 from .schedules import Schedules
 from .signals import Signals
@@ -79,10 +83,12 @@ class Store:
         self.event_log = history = History(engine)
         self.execution_row = row = ExecutionRow(payloads, history)
         self.advance = advance = Advance(history, row, lease)
+        self.claims = claims = Claims(engine, payloads, definitions, history, row, lease)
         self.transitions = transitions = Transitions(
             engine, payloads, definitions, history, row, advance, lease
         )
-        self.parking = parking = Parking(engine, payloads, history, row, lease)
+        self.parking = parking = Parking(engine, payloads, history, row)
+        self.requeue = requeue = Requeue(engine, history, row, lease)
         self.recovery = recovery = Recovery(engine, history, lease)
         self.revival = Revival(engine, definitions, history, row, advance)
         self.starts = starts = Starts(
@@ -115,17 +121,18 @@ class Store:
         self.dead_letter = history.dead_letter
         self.mark_dead_letter_retried = history.mark_dead_letter_retried
         # -- node transitions
-        self.claim_node = transitions.claim_node
-        self.early_message = transitions.early_message
+        self.claim_node = claims.claim_node
+        self.early_message = claims.early_message
+        self.node_input = claims.node_input
         self.record_stale_result = transitions.record_stale_result
-        self.node_input = transitions.node_input
         self.complete_node = transitions.complete_node
         self.fire_timer = transitions.fire_timer
         self.fail_node = transitions.fail_node
-        self.retry_node = transitions.retry_node
+        self.retry_node = requeue.retry_node
+        self.defer_node = requeue.defer_node
+        self.hand_back = requeue.hand_back
         # -- parking
         self.park_node = parking.park_node
-        self.defer_node = parking.defer_node
         self.due_timers = parking.due_timers
         self.waiting_claim = parking.waiting_claim
         self.unwoken_parents = parking.unwoken_parents
@@ -133,7 +140,6 @@ class Store:
         self.take_lease = recovery.take_lease
         self.release_lease = recovery.release_lease
         self.renew_leases = recovery.renew_leases
-        self.hand_back = recovery.hand_back
         self.recover_lost = recovery.recover_lost
         self.overdue_queued = recovery.overdue_queued
         self.extend_queued = recovery.extend_queued

@@ -16,10 +16,9 @@ the execution's status in its guard.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Engine, update
 
 from .. import codec
 from ..payloads import Payloads
@@ -28,24 +27,22 @@ from ..statuses import ExecutionStatus as X
 from ..statuses import NodeStatus as S
 from . import hot
 from .advance import Advance
-from .base import chunks, retry_conflicts
+from .base import retry_conflicts
 from .definitions import Definitions
 from .execution_row import ExecutionRow
-from .guards import FINISHABLE, held, node
+from .guards import FINISHABLE, held
 from .history import History
-from .records import Claim, Dispatch, Outcome
+from .records import Claim, Outcome
 from .schema import nodes as N
 
 node_guard(S.FAILED, *FINISHABLE)
-node_guard(S.QUEUED, *FINISHABLE)
-node_guard(S.CANCELLED, *FINISHABLE)
 # A timer or a parent's wake-up comes twice by design (message and sweep): the second
 # finds the node moved on, which is no result of anyone's.
 _REPEATABLE = ("timer_fired", "woken")
 
 
 class Transitions:
-    """Claiming, completing, failing and retrying node attempts.
+    """Completing and failing node attempts (claims: ``Claims``; retries: ``Requeue``).
 
     Args:
         engine: The store's engine.
@@ -74,104 +71,6 @@ class Transitions:
         self.row = row
         self.advance = advance
         self.lease_seconds = lease_seconds
-
-    @retry_conflicts
-    def claim_node(
-        self,
-        execution_id: str,
-        node_id: str,
-        attempt: int,
-        known: dict[str, str] | None = None,
-    ) -> Claim | None:
-        """Move a queued node to running for this attempt; None if the message is stale.
-
-        A node of a paused or ended execution is not claimed: the message is dropped and
-        resume sends it again. ``known`` holds stored outputs of parents the caller has
-        at hand (a thread running a successor inline), which are then not read again.
-        """
-        now = time.time()
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                hot.CLAIM,
-                {
-                    "e": execution_id,
-                    "n": node_id,
-                    "a": attempt,
-                    "now": now,
-                    "lease": now + self.lease_seconds,
-                },
-            ).first()
-            if row is None:
-                return None
-            self.history.record_events(conn, [(execution_id, node_id, "started", attempt)])
-            meta = self.row.meta(conn, execution_id)
-            parents = self.definitions.graph(meta.workflow_id, meta.version, conn).parents[node_id]
-            packed: Any
-            if known and all(p in known for p in parents):
-                packed = {p: known[p] for p in parents}
-            elif parents:
-                packed = _parent_outputs(conn, execution_id, parents)
-            else:
-                packed = conn.execute(hot.EXECUTION_INPUT, {"e": execution_id}).scalar_one()
-        return Claim(
-            execution_id=execution_id,
-            node_id=node_id,
-            attempt=attempt,
-            type=row.type,
-            workflow_id=meta.workflow_id,
-            version=meta.version,
-            tenant=meta.tenant,
-            depth=meta.depth,
-            input=packed,
-            tries=attempt - row.attempt_base,
-            lane=row.lane,
-            traceparent=meta.traceparent,
-            ready_at=max(row.queued_at or now, row.wake_at or 0.0),
-        )
-
-    def early_message(self, execution_id: str, node_id: str, attempt: int) -> Dispatch | None:
-        """The message to send again when one arrived before its retry backoff ran out.
-
-        None unless the node is queued for ``attempt`` with its wake-up still ahead (a
-        duplicate of a delayed message, or one sent without its delay).
-        """
-        now = time.time()
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(N.c.wake_at, N.c.type, N.c.lane).where(
-                    node(execution_id, node_id), N.c.status == S.QUEUED, N.c.attempt == attempt
-                )
-            ).first()
-        if row is None or row.wake_at is None or row.wake_at <= now:
-            return None
-        return Dispatch(execution_id, node_id, attempt, row.type, row.lane, row.wake_at - now)
-
-    def record_stale_result(self, claim: Claim, detail: str) -> None:
-        """Keep in the history that a superseded attempt came back; nothing else changes."""
-        with self.engine.begin() as conn:
-            self.history.record_event(
-                conn, claim.execution_id, claim.node_id, "stale_result", claim.attempt, detail
-            )
-
-    def node_input(self, claim: Claim) -> Any:
-        """Resolve a claim's packed input (blobs are fetched here, outside transactions).
-
-        Raises:
-            BlobError: If an offloaded value is missing or corrupted.
-        """
-        graph = self.definitions.graph(claim.workflow_id, claim.version)
-        parents = graph.parents[claim.node_id]
-        where = f"execution {claim.execution_id}, node {claim.node_id!r}"
-        if not parents:
-            return self.payloads.unpack(claim.tenant, claim.input, what=f"input of {where}")
-        memo: dict[str, Any] = {}  # parents that returned one stored value share it
-        values = {
-            parent: self.payloads.unpack(
-                claim.tenant, text, what=f"output of parent {parent!r} ({where})", memo=memo
-            )
-            for parent, text in claim.input.items()
-        }
-        return values.get(parents[0]) if len(parents) == 1 else values
 
     @retry_conflicts
     def complete_node(
@@ -260,48 +159,11 @@ class Transitions:
                 child_id=claim.execution_id,
             )
 
-    @retry_conflicts
-    def retry_node(
-        self, claim: Claim, error: str, delay: float, *, trace: str | None = None
-    ) -> Outcome:
-        """Queue the next attempt of a node after ``delay`` seconds.
-
-        ``trace`` (a traceback), when given, is kept as the error instead of ``error``.
-        """
-        error = trace or error
-        now = time.time()
+    def record_stale_result(self, claim: Claim, detail: str) -> None:
+        """Keep in the history that a superseded attempt came back; nothing else changes."""
         with self.engine.begin() as conn:
-            ex = self.row.lock(conn, claim.execution_id, now)
-            cancelled = ex.status not in EXECUTION_ACTIVE
-            row = conn.execute(
-                update(N)
-                .where(held(claim))
-                .values(
-                    status=S.CANCELLED if cancelled else S.QUEUED,
-                    attempt=N.c.attempt + (0 if cancelled else 1),
-                    error=error,
-                    queued_at=now,
-                    wake_at=now + delay,
-                    lease_until=now + delay + self.lease_seconds,
-                    finished_at=now if cancelled else None,
-                    child_id=None,
-                )
-                .returning(N.c.attempt, N.c.type, N.c.lane)
-            ).first()
-            if row is None:
-                return Outcome(applied=False)
-            kind = "cancelled" if cancelled else "retrying"
             self.history.record_event(
-                conn, claim.execution_id, claim.node_id, kind, claim.attempt, error
-            )
-            if cancelled:
-                return Outcome()
-            return Outcome(
-                dispatches=[
-                    Dispatch(
-                        claim.execution_id, claim.node_id, row.attempt, row.type, row.lane, delay
-                    )
-                ]
+                conn, claim.execution_id, claim.node_id, "stale_result", claim.attempt, detail
             )
 
     def _finish(
@@ -354,11 +216,3 @@ class Transitions:
             meta = self.row.meta(conn, execution_id)
             graph = self.definitions.graph(meta.workflow_id, meta.version, conn)
             return self.advance.settle(conn, execution_id, graph, now, [(node_id, chosen)], 1)
-
-
-def _parent_outputs(conn: Connection, execution_id: str, parents: Sequence[str]) -> dict[str, str]:
-    return {
-        r.node_id: r.output
-        for ids in chunks(parents)
-        for r in conn.execute(hot.PARENT_OUTPUTS, {"e": execution_id, "ids": ids})
-    }
