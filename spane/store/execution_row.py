@@ -21,7 +21,7 @@ from ..statuses import ExecutionStatus as X
 from ..statuses import NodeStatus as S
 from . import hot
 from .base import chunks
-from .guards import CANCELLED_WITH_EXECUTION, ENDABLE
+from .guards import CANCELLED_WITH_EXECUTION, ENDING_FROM
 from .history import History
 from .records import Dispatch, Outcome
 from .schema import executions as E
@@ -123,7 +123,7 @@ class ExecutionRow:
         parked) and its active children."""
         conn.execute(
             update(E)
-            .where(E.c.id == execution_id, E.c.status.in_(ENDABLE))
+            .where(E.c.id == execution_id, E.c.status.in_(ENDING_FROM[status]))
             .values(status=status, output=output, error=error, finished_at=now)
         )
         self.history.record_event(conn, execution_id, None, f"execution_{status}", None, error)

@@ -11,13 +11,14 @@ from typing import Any
 
 from sqlalchemy import and_
 
+from ..statuses import EXECUTION_ACTIVE, EXECUTION_TERMINAL, execution_guard, node_guard
 from ..statuses import ExecutionStatus as X
 from ..statuses import NodeStatus as S
-from ..statuses import execution_guard, node_guard
 from .records import Claim
 from .schema import nodes as N
 
-#: A finished node's attempt moves on (completion, failure, parking) from these.
+#: An attempt completes or fails from these: running, or parked (a woken parent, a
+#: fired timer, a delivered signal, a failed child).
 FINISHABLE = node_guard(S.COMPLETED, S.RUNNING, S.WAITING)
 #: The nodes an ended execution cancels: not started, or parked. A running attempt is
 #: left to finish; its result is then stale.
@@ -26,8 +27,12 @@ CANCELLED_WITH_EXECUTION = node_guard(S.CANCELLED, S.PENDING, S.QUEUED, S.WAITIN
 LEASED = node_guard(S.CANCELLED, S.QUEUED, S.RUNNING)
 #: The nodes a revival resets (any that may move to pending).
 REVIVABLE = node_guard(S.PENDING)
-#: The executions a node's end may end; a paused one ends too.
-ENDABLE = execution_guard(X.FAILED, X.RUNNING, X.PAUSED)
+#: The executions that may end with each ending status: active ones the table allows
+#: (a paused execution fails or is cancelled, and completes only once resumed).
+ENDING_FROM = {
+    end: tuple(s for s in execution_guard(end) if s in EXECUTION_ACTIVE)
+    for end in EXECUTION_TERMINAL
+}
 #: The executions a revival runs again: ended ones.
 REVIVED_FROM = execution_guard(X.RUNNING, X.COMPLETED, X.FAILED, X.CANCELLED)
 

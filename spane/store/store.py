@@ -76,8 +76,6 @@ class Store:
     ):
         self.engine = engine
         self.payloads = payloads
-        self.lease_seconds = lease_seconds
-        self.trace_execution = trace_execution or _untraced
         lease = lease_seconds
         self.definitions = definitions = Definitions(engine)
         self.event_log = history = History(engine)
@@ -85,14 +83,14 @@ class Store:
         self.advance = advance = Advance(history, row, lease)
         self.claims = claims = Claims(engine, payloads, definitions, history, row, lease)
         self.transitions = transitions = Transitions(
-            engine, payloads, definitions, history, row, advance, lease
+            engine, payloads, definitions, history, row, advance
         )
         self.parking = parking = Parking(engine, payloads, history, row)
         self.requeue = requeue = Requeue(engine, history, row, lease)
         self.recovery = recovery = Recovery(engine, history, lease)
         self.revival = Revival(engine, definitions, history, row, advance)
         self.starts = starts = Starts(
-            engine, definitions, history, parking, self.trace_execution, lease
+            engine, definitions, history, parking, trace_execution or _untraced, lease
         )
         self.delayed = delayed = DelayedStarts(engine, starts)
         self.executions = executions = Executions(
@@ -113,8 +111,6 @@ class Store:
         self.workflow_version = definitions.workflow_version
         self.graph = definitions.graph
         # -- history and dead letters
-        self.record_event = history.record_event
-        self.record_events = history.record_events
         self.history = history.history
         self.add_dead_letter = history.add_dead_letter
         self.dead_letters = history.dead_letters

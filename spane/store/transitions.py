@@ -46,12 +46,11 @@ class Transitions:
 
     Args:
         engine: The store's engine.
-        payloads: Packs outputs and resolves inputs.
+        payloads: Packs outputs.
         definitions: The workflows' graphs.
         history: Records every transition.
         row: Takes and ends the execution row.
         advance: Moves the execution on after a node finishes.
-        lease_seconds: The lease of a claimed or queued attempt.
     """
 
     def __init__(
@@ -62,7 +61,6 @@ class Transitions:
         history: History,
         row: ExecutionRow,
         advance: Advance,
-        lease_seconds: float,
     ):
         self.engine = engine
         self.payloads = payloads
@@ -70,7 +68,6 @@ class Transitions:
         self.history = history
         self.row = row
         self.advance = advance
-        self.lease_seconds = lease_seconds
 
     @retry_conflicts
     def complete_node(
