@@ -39,10 +39,6 @@ class ClaimCheck(Middleware):
 
     def __init__(self, payloads: Payloads) -> None:
         self.payloads = payloads
-        # The hold each message in process was delivered with, by proxy: a retry
-        # re-enqueues the same message object, giving it a new hold before the
-        # delivery that failed is acknowledged.
-        self._delivered: dict[int, Any] = {}
 
     def before_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
         if not message.kwargs:
@@ -56,8 +52,6 @@ class ClaimCheck(Middleware):
             message.options[HOLD] = self.payloads.hold(message.message_id, refs)
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
-        if HOLD in message.options or CLAIMS in message.options:
-            self._delivered[id(message)] = message.options.get(HOLD)
         if not message.kwargs:
             return
         try:
@@ -83,10 +77,10 @@ class ClaimCheck(Middleware):
     after_skip_message = after_process_message
 
     def after_ack(self, broker: Broker, message: Any) -> None:
-        # Delivered for good (or moved on as a copy with its own hold): release the hold.
+        # Delivered for good, or moved on as a copy with a hold of its own: the brokers
+        # enqueue a delayed message (a retry, or one due from its delay queue) as a copy,
+        # so the hold this delivery came with is still the one named here.
         hold = message.options.get(HOLD)
-        if self._delivered:
-            hold = self._delivered.pop(id(message), hold)
         if hold is not None:
             self.payloads.release(hold)
 
