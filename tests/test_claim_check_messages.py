@@ -13,12 +13,13 @@ import dramatiq
 import pytest
 
 import spane
-from spane import codec
+from spane import callbacks, codec
 from spane.blobs import parse_ref
 from spane.broker import queue_name
 from spane.payloads import CLAIMS, HOLD, HOLD_TENANT, LEGACY_CLAIM, MESSAGE_TENANT, Payloads
 from spane.producer import START_WORKFLOW
 from spane.runtime import COORDINATOR, Runtime
+from spane.store.callbacks import DueCallback
 from tests.nodes import cc_value
 from tests.test_claim_check import blob_files, wait_until
 
@@ -234,3 +235,30 @@ def test_references_are_found_in_either_release_form() -> None:
     assert Payloads.message_refs(raw_new) == Payloads.message_refs(raw_old) == [ref]
     assert Payloads.refs("&" + codec.dumps({"x": "@" + ref, "y": "1"})) == [ref]
     assert Payloads.inline('{"a": "@x"}') and not Payloads.inline("@" + ref)
+
+
+@pytest.mark.parametrize(
+    ("stored", "output", "offloaded"),
+    [
+        ('{"b":1}', {"b": 1}, False),
+        ("@spane-blob:v1:acme:" + "ab" * 32, None, True),
+        ("&" + codec.dumps({"b": "@spane-blob:v1:acme:" + "ab" * 32, "n": "1"}), None, True),
+    ],
+)
+def test_a_callback_posts_an_inline_output_and_flags_any_other(
+    stored: str, output: Any, offloaded: bool
+) -> None:
+    due = DueCallback(
+        execution_id="e",
+        workflow_id="w",
+        version=1,
+        tenant="acme",
+        status="completed",
+        error=None,
+        output=stored,
+        finished_at=1.0,
+        on_finish="{}",
+        attempts=0,
+    )
+    posted = codec.loads(callbacks.body(due))
+    assert (posted["output"], posted["output_offloaded"]) == (output, offloaded)
