@@ -66,8 +66,9 @@ class StartWorkflow:
                 "priority": priority,
                 "version": version,
             },
-            # Large inputs are offloaded under the execution's tenant.
-            options={"spane_tenant": tenant},
+            # A large input travels as a reference to a message blob (the claim check);
+            # the worker stores it again, under the tenant, when it creates the execution.
+            options={},
         )
 
     def send(
