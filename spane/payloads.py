@@ -19,12 +19,12 @@ them. Its rows at rest need nothing: they were written in this format.
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Any
 
 from . import codec
 from .blobs import BlobStore, is_ref, parse_ref
+from .blobs.base import REF_RE
 from .errors import BlobError, PayloadTooLarge
 
 REF_MARK = "@"
@@ -48,7 +48,6 @@ RETURN_LESS = (
 )
 #: Longest JSON of a number, boolean or null measured without encoding it.
 _SCALAR_BYTES = 32
-_ANY_REF = re.compile(r"spane-blob:v1:[A-Za-z0-9_.-]{1,64}:[0-9a-f]{64}")
 
 
 class Payloads:
@@ -175,7 +174,7 @@ class Payloads:
         claimed = set(options.get(CLAIMS) or ())
         packed: dict[str, str] = {}
         for key, value in kwargs.items():
-            if key in claimed or _bounded(value, self.claim_check_bytes):
+            if key in claimed or _bounded(value, min(self.claim_check_bytes, self.max_bytes)):
                 continue
             text = self.pack_argument(key, value, actor)
             if text is not None:
@@ -221,7 +220,7 @@ class Payloads:
     def message_refs(raw: str) -> list[str]:
         """Every blob reference in a stored message (a dead letter), in either release's
         form: the refs it reaches if it is sent again."""
-        return _ANY_REF.findall(raw)
+        return REF_RE.findall(raw)
 
     # -- holds: blobs an undelivered message still needs ------------------------------------
 
