@@ -17,6 +17,7 @@ from .settings import Settings, mask_url
 
 if TYPE_CHECKING:
     from .definitions import Graph
+    from .payloads import Payloads
 
 
 def queue_name(settings: Settings, lane: str) -> str:
@@ -29,6 +30,7 @@ def make_broker(
     shared: SharedState,
     graph: Callable[[str, int], Graph],
     tracing: Tracing,
+    payloads: Payloads,
 ) -> Broker:
     """Create the broker for ``settings`` with Spane's middleware, lane queues declared.
 
@@ -37,6 +39,7 @@ def make_broker(
         shared: Where circuit breakers and rate limits keep their shared state.
         graph: Returns the graph of a workflow version (for node declarations).
         tracing: The tracing middleware (see ``default_middleware``).
+        payloads: Packs message arguments (the claim check).
     """
     # Node failures are retried by Spane itself (per node policy, state in the database);
     # Dramatiq's Retries only covers infrastructure errors such as a database outage.
@@ -44,7 +47,7 @@ def make_broker(
         Retries(max_retries=20, min_backoff=500, max_backoff=30_000),
         CurrentMessage(),
     ]
-    middleware += default_middleware(settings, shared, graph, tracing)
+    middleware += default_middleware(settings, shared, graph, tracing, payloads)
     url = settings.broker_url
     broker: Broker
     if not url:

@@ -22,7 +22,7 @@ import structlog
 
 from . import settings, signatures
 from .definitions import Callback
-from .payloads import REF_MARK
+from .payloads import Payloads
 from .store.callbacks import DueCallback
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def _executor() -> ThreadPoolExecutor:
 
 def body(due: DueCallback) -> bytes:
     """Return the JSON body posted for ``due``."""
-    offloaded = due.output is not None and due.output.startswith(REF_MARK)
+    offloaded = not Payloads.inline(due.output)
     output = b"null" if due.output is None or offloaded else due.output.encode()
     return msgspec.json.encode(
         Finished(

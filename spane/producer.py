@@ -19,8 +19,9 @@ from .broker import make_broker, queue_name
 from .definitions import Graph
 from .encoder import MsgspecEncoder
 from .errors import ConfigurationError
-from .middleware import ClaimCheck, Tracing
+from .middleware import Tracing
 from .middleware.shared_state import MemoryState
+from .payloads import Payloads
 from .settings import Settings, from_env
 
 #: The actor that creates executions from start messages.
@@ -65,8 +66,9 @@ class StartWorkflow:
                 "priority": priority,
                 "version": version,
             },
-            # Large inputs are offloaded under the execution's tenant.
-            options={"spane_tenant": tenant},
+            # A large input travels as a reference to a message blob (the claim check);
+            # the worker stores it again, under the tenant, when it creates the execution.
+            options={},
         )
 
     def send(
@@ -131,11 +133,13 @@ def _sending_broker(settings: Settings) -> dramatiq.Broker:
     so they get in-memory state and no workflow graphs.
     """
     dramatiq.set_encoder(MsgspecEncoder())
-    broker = make_broker(settings, MemoryState(), _no_graphs, Tracing.from_settings(settings))
-    for middleware in broker.middleware:
-        if isinstance(middleware, ClaimCheck):
-            middleware.blobs = CachingBlobStore(open_blob_store(settings.blob_url))
-    return broker
+    payloads = Payloads(
+        max_bytes=settings.max_payload_bytes,
+        claim_check_bytes=settings.claim_check_bytes,
+        blobs=CachingBlobStore(open_blob_store(settings.blob_url)),
+    )
+    tracing = Tracing.from_settings(settings)
+    return make_broker(settings, MemoryState(), _no_graphs, tracing, payloads)
 
 
 start_workflow = StartWorkflow()

@@ -1,4 +1,10 @@
-"""History retention: delete old finished executions, then blobs nothing refers to."""
+"""History retention: delete old finished executions, then blobs nothing can reach.
+
+A blob is reachable from a stored row (an input or output, a schedule's or a signal's
+value, an open dead letter's message) or from a message not yet acknowledged: the claim
+check holds a message's blobs from the moment it is sent, delayed or not, until its
+delivery is acknowledged (see ``payloads.Payloads.hold``).
+"""
 
 from __future__ import annotations
 
@@ -21,9 +27,10 @@ class Collected:
 def collect(older_than: float, *, grace: float = 3600.0) -> Collected:
     """Delete executions that ended more than ``older_than`` seconds ago, then orphan blobs.
 
-    A blob is deleted only if no row refers to it and it was last written more than
-    ``grace`` seconds ago: a value being written right now (blob first, row second)
-    or carried by an in-flight message is never taken.
+    A blob is deleted only if no row and no undelivered message refers to it and it was
+    last written more than ``grace`` seconds ago: a value being written right now (blob
+    first, row or hold second) is never taken. Holds are released by the acknowledgement
+    of their message, never here.
 
     Args:
         older_than: Age in seconds of the finished executions to delete.
@@ -39,7 +46,8 @@ def collect(older_than: float, *, grace: float = 3600.0) -> Collected:
     # List blobs before reading references: a blob written after the listing is not
     # a candidate, and one written before it is either referenced now or old enough.
     candidates = list(blobs.iter_refs())
-    referenced = rt.store.referenced_blobs()
+    holds, held = rt.payloads.held()
+    referenced = rt.store.referenced_blobs() | held | holds
     removed = removed_bytes = 0
     for ref in candidates:
         if ref in referenced:

@@ -25,7 +25,6 @@ from .encoder import UNDECODABLE, MsgspecEncoder
 from .errors import ConfigurationError
 from .middleware import (
     CircuitBreaker,
-    ClaimCheck,
     DeadLetters,
     Drain,
     Health,
@@ -87,7 +86,9 @@ class Runtime:
         )
         dramatiq.set_encoder(MsgspecEncoder())
         self.shared = open_shared_state(settings, self.store)
-        self.broker = make_broker(settings, self.shared, self.store.graph, self.tracing)
+        self.broker = make_broker(
+            settings, self.shared, self.store.graph, self.tracing, self.payloads
+        )
         guard_consumers(self.broker)
         self.last_heartbeat = 0.0
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -103,8 +104,6 @@ class Runtime:
                 self.drain = middleware
             elif isinstance(middleware, Health):
                 self.health = middleware
-            elif isinstance(middleware, ClaimCheck):
-                middleware.blobs = self.blobs
             elif isinstance(middleware, Metrics):
                 middleware.blob_stats = self.blobs.stats
                 self.metrics = middleware

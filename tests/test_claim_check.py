@@ -23,7 +23,7 @@ from spane import codec
 from spane import runtime as runtime_module
 from spane.blobs import LocalBlobStore, is_ref, parse_ref
 from spane.broker import queue_name
-from spane.middleware.claim_check import CLAIM, MESSAGE_TENANT
+from spane.payloads import CLAIMS, MESSAGE_TENANT
 from spane.runtime import Runtime
 from spane.settings import Settings
 from tests.conftest import embedded_settings
@@ -442,9 +442,10 @@ def test_large_message_arguments_travel_as_references(rt: Runtime) -> None:
     raw = list(rt.broker.queues[lane_queue].queue)
     assert len(raw) == 2 and all(len(r) < 1000 for r in raw), [len(r) for r in raw]
     first, second = (dramatiq.Message.decode(r) for r in raw)
-    assert set(first.kwargs["data"]) == {CLAIM} and first.kwargs["small"] == [1, 2, 3]
-    assert parse_ref(first.kwargs["data"][CLAIM])[0] == MESSAGE_TENANT
-    assert parse_ref(second.kwargs["data"][CLAIM])[0] == MESSAGE_TENANT
+    assert first.options[CLAIMS] == ["data"] and first.kwargs["small"] == [1, 2, 3]
+    assert first.kwargs["data"].startswith("@") and second.kwargs["data"].startswith("@")
+    assert parse_ref(first.kwargs["data"][1:])[0] == MESSAGE_TENANT
+    assert parse_ref(second.kwargs["data"][1:])[0] == MESSAGE_TENANT
     assert len(blob_files(rt, MESSAGE_TENANT)) == 1 and not blob_files(rt, "acme")
 
     rt.ensure_worker()

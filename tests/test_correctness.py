@@ -17,7 +17,7 @@ import spane
 from spane import validation
 from spane.broker import queue_name
 from spane.durations import parse_duration
-from spane.middleware.claim_check import CLAIM
+from spane.payloads import LEGACY_CLAIM as CLAIM
 from spane.runtime import COORDINATOR, Runtime
 from tests import faults
 from tests.history import wait_for

@@ -22,6 +22,8 @@ from spane import errors
 REF_PREFIX = "spane-blob:v1:"
 TENANT_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+#: A reference anywhere in a text (what a stored message reaches).
+REF_RE = re.compile(re.escape(REF_PREFIX) + TENANT_RE.pattern + ":" + DIGEST_RE.pattern)
 CHUNK = 1 << 20
 
 HEADER = struct.Struct(">4sBQ")  # magic, codec, uncompressed size

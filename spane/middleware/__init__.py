@@ -42,6 +42,7 @@ from .tracing import Tracing
 
 if TYPE_CHECKING:
     from ..definitions import Graph
+    from ..payloads import Payloads
 
 __all__ = [
     "Attempt",
@@ -69,6 +70,7 @@ def default_middleware(
     shared: SharedState,
     graph: Callable[[str, int], Graph],
     tracing: Tracing,
+    payloads: Payloads,
 ) -> list[Middleware]:
     """Return Spane's middleware for a broker built from ``settings``.
 
@@ -78,6 +80,7 @@ def default_middleware(
         graph: Returns the graph of a workflow version (for node declarations).
         tracing: The tracing middleware, built first because the store opens an
             execution's root span through it.
+        payloads: Packs message arguments (the claim check).
     """
     metrics: list[Middleware] = []
     if settings.metrics_port:
@@ -88,7 +91,7 @@ def default_middleware(
         Health(max_stuck=settings.max_stuck_threads),
         LogContext(),
         tracing,
-        ClaimCheck(threshold=settings.claim_check_bytes, max_bytes=settings.max_payload_bytes),
+        ClaimCheck(payloads),
         DeadLetters(),
         Sweeper(interval=settings.sweep_interval),
         CircuitBreaker(shared, graph),

@@ -1,4 +1,9 @@
-"""Claim check for message arguments: large values travel as blob references."""
+"""Claim check for message arguments: large values travel as blob references.
+
+Packing is ``Payloads``'s (one format at rest and in transit); this middleware applies it
+at the broker's edges and holds a message's blobs until the message is acknowledged, so
+that collection never takes a blob a queued or delayed message still carries.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,10 @@ from typing import Any
 from dramatiq import Broker, Middleware
 from dramatiq.middleware import MiddlewareError
 
-from .. import codec
-from ..blobs import BlobStore
 from ..errors import BlobError, PayloadTooLarge
+from ..payloads import CLAIMS, HOLD, Payloads
 
-#: The key of the small object that replaces an offloaded argument.
-CLAIM = "$spane_blob"
 _RESOLVED = "spane_resolved_claims"
-#: The tenant every message-argument blob is scoped to. Never taken from the message:
-#: its options are as untrusted as its body, and a tenant named there would let a
-#: crafted message resolve another tenant's blob.
-MESSAGE_TENANT = "_messages"
 
 
 class ArgumentTooLarge(PayloadTooLarge, MiddlewareError):
@@ -29,49 +27,37 @@ class ArgumentUnreadable(BlobError, MiddlewareError):
 
 
 class ClaimCheck(Middleware):
-    """Offloads keyword arguments above ``threshold`` bytes before a message is sent,
-    and resolves them before it is processed, so actors never see a reference.
+    """Offloads keyword arguments above the claim-check threshold before a message is
+    sent, and resolves them before it is processed, so actors never see a reference.
+
+    Spane's own node and coordinator messages carry ids only: their arguments are bounded
+    without being encoded, and they get no hold.
 
     Args:
-        threshold: Encoded size above which an argument is offloaded.
+        payloads: Packs the arguments (its threshold, limit and blob store apply).
     """
 
-    def __init__(self, threshold: int = 51200, max_bytes: int = 256 << 20) -> None:
-        self.threshold = threshold
-        self.max_bytes = max_bytes
-        self.blobs: BlobStore | None = None
+    def __init__(self, payloads: Payloads) -> None:
+        self.payloads = payloads
 
     def before_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
-        if self.blobs is None or not message.kwargs:
+        if not message.kwargs:
             return
-        for key, value in list(message.kwargs.items()):
-            if isinstance(value, dict) and CLAIM in value:
-                continue
-            data = codec.encode(value)
-            if len(data) > self.max_bytes:
-                raise ArgumentTooLarge(
-                    f"argument {key!r} of a message to {message.actor_name!r} is {len(data)} "
-                    f"bytes encoded, over SPANE_MAX_PAYLOAD_BYTES={self.max_bytes}"
-                )
-            if len(data) > self.threshold:
-                message.kwargs[key] = {CLAIM: self.blobs.put(MESSAGE_TENANT, data)}
+        try:
+            self.payloads.pack_arguments(message.kwargs, message.options, message.actor_name)
+        except PayloadTooLarge as exc:
+            raise ArgumentTooLarge(str(exc)) from None
+        if CLAIMS in message.options:
+            refs = self.payloads.argument_refs(message.kwargs, message.options)
+            message.options[HOLD] = self.payloads.hold(message.message_id, refs)
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
-        if self.blobs is None or not message.kwargs:
+        if not message.kwargs:
             return
-        claims = {}
-        for key, value in list(message.kwargs.items()):
-            if isinstance(value, dict) and set(value) == {CLAIM}:
-                try:
-                    if not isinstance(value[CLAIM], str):
-                        raise BlobError("the reference is not a string")
-                    data = self.blobs.get(value[CLAIM], tenant=MESSAGE_TENANT)
-                except BlobError as exc:
-                    raise ArgumentUnreadable(
-                        f"argument {key!r} of message {message.message_id}: {exc}"
-                    ) from None
-                message.kwargs[key] = codec.loads(data)
-                claims[key] = value
+        try:
+            claims = self.payloads.unpack_arguments(message.kwargs, message.options)
+        except BlobError as exc:
+            raise ArgumentUnreadable(f"message {message.message_id}: {exc}") from None
         if claims:
             message.options[_RESOLVED] = claims
 
@@ -89,6 +75,17 @@ class ClaimCheck(Middleware):
             message.kwargs.update(claims)
 
     after_skip_message = after_process_message
+
+    def after_ack(self, broker: Broker, message: Any) -> None:
+        # Delivered for good, or moved on as a copy with a hold of its own: the brokers
+        # enqueue a delayed message (a retry, or one due from its delay queue) as a copy,
+        # so the hold this delivery came with is still the one named here.
+        hold = message.options.get(HOLD)
+        if hold is not None:
+            self.payloads.release(hold)
+
+    # A rejected message is recorded as a dead letter first, whose row keeps its blobs.
+    after_nack = after_ack
 
 
 def original_kwargs(message: Any) -> dict[str, Any]:

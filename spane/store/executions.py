@@ -240,10 +240,15 @@ class Executions:
                 deleted += len(ids)
 
     def referenced_blobs(self) -> set[str]:
-        """Every blob reference the database still holds (inputs and outputs)."""
+        """Every blob reference the database still holds: inputs and outputs, and the
+        arguments of dead-lettered messages that may be sent again."""
         refs: set[str] = set()
         with self.engine.connect() as conn:
             for column in (E.c.input, E.c.output, N.c.output, *STARTING_VALUES):
                 rows = conn.execute(select(column).where(column.like("@%") | column.like("&%")))
                 refs.update(ref for (text,) in rows for ref in self.payloads.refs(text))
+            rows = conn.execute(
+                select(D.c.message).where(D.c.status == "open", D.c.message.like("%spane-blob:%"))
+            )
+            refs.update(ref for (raw,) in rows for ref in self.payloads.message_refs(raw))
         return refs

@@ -9,9 +9,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from ... import api, codec, control, runtime
+from ... import api, control, runtime
 from ...definitions import Callback
-from ...payloads import COMPOSED_MARK, REF_MARK
 from ...store import ExecutionSummary
 from ..errors import HttpError
 from ..routing import Call, Operation
@@ -228,15 +227,7 @@ def value(call: Call) -> ValueOut:
     rt = runtime.get()
     text = rt.store.browse.stored_value(summary.id, node_id, name)
     offloaded = bool(rt.payloads.refs(text))
-    if text is None:
-        data = b"null"
-    elif text.startswith(REF_MARK):
-        data = rt.blobs.get(text[1:], tenant=summary.tenant)
-    elif text.startswith(COMPOSED_MARK):
-        # A join's or an execution's output composed of its parents' stored values.
-        data = codec.dumps(rt.payloads.unpack(summary.tenant, text)).encode()
-    else:
-        data = text.encode()
+    data = rt.payloads.encoded(summary.tenant, text, what=name)
     cap: int = call.query.max_bytes
     cut = data[:cap].decode(errors="ignore")
     return ValueOut(bytes=len(data), offloaded=offloaded, truncated=len(data) > cap, text=cut)
