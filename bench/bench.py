@@ -43,7 +43,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,7 +50,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -64,28 +62,32 @@ if str(ROOT) not in sys.path:
 
 from bench.harness import (  # noqa: E402
     BenchError,
-    Workers,
-    child_setup,
     cpu_report,
     cpu_rows,
     cpu_snapshot,
+    guarded,
+    print_table,
+    wait_execution,
+    worker_children,
 )
-
-HOST = "127.0.0.1"
-PG_USER = os.environ.get("SPANE_BENCH_PG_USER", "postgres")
-REDIS_URL = f"redis://{HOST}:6379/0"
-AMQP_URL = f"amqp://guest:guest@{HOST}:5672/%2F"
-TERMINAL = ("completed", "failed", "cancelled")
-LANES = ("high", "default", "low")
-
+from spane.statuses import EXECUTION_TERMINAL, ExecutionStatus  # noqa: E402
+from tests.faults import client_runtime  # noqa: E402
+from tests.services import (  # noqa: E402
+    AMQP_PORT,
+    AMQP_URL,
+    HOST,
+    PG_PORT,
+    REDIS_PORT,
+    REDIS_URL,
+    delete_rabbit_queues,
+    free_port,
+    private_database,
+    private_namespace,
+    reachable,
+)
+from tests.workers import WorkerPool, WorkerProcess  # noqa: E402
 
 # -- small helpers ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -105,70 +107,6 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000.0, 2)
 
 
-def reachable(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def print_table(title: str, rows: list[tuple[str, Any]]) -> None:
-    width = max((len(label) for label, _ in rows), default=10)
-    print()
-    print(f"== {title} " + "=" * max(0, 70 - len(title)))
-    for label, value in rows:
-        if isinstance(value, float):
-            value = f"{value:,.2f}"
-        print(f"  {label.ljust(width)}  {value}")
-    sys.stdout.flush()
-
-
-def start_workers(
-    settings: Any,
-    folder: Path,
-    processes: int,
-    threads: int,
-    extra_modules: list[str],
-    extra_env: dict[str, str],
-) -> Workers:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPANE_")}
-    env.update(
-        SPANE_BROKER_URL=settings.broker_url,
-        SPANE_DATABASE_URL=settings.database_url,
-        SPANE_BLOB_URL=settings.blob_url,
-        SPANE_NAMESPACE=settings.namespace,
-        SPANE_DRAIN_SECONDS="5",
-        SPANE_LOG_FORMAT="json",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")])),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra_env)
-    command = [
-        sys.executable,
-        "-m",
-        "dramatiq",
-        "spane.actors",
-        *extra_modules,
-        "--processes",
-        str(processes),
-        "--threads",
-        str(threads),
-    ]
-    log = folder / "workers.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=child_setup,
-        )
-    return Workers(proc, log, processes)
-
-
 # -- the bench context: database, namespace, runtime, workers -------------------------------
 
 
@@ -176,51 +114,46 @@ def start_workers(
 class Bench:
     args: argparse.Namespace
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="spane-bench-")))
-    db_name: str = field(default_factory=lambda: f"spane_bench_{uuid.uuid4().hex[:10]}")
-    namespace: str = field(default_factory=lambda: f"spanebench{uuid.uuid4().hex[:8]}")
+    stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    db_name: str = ""
+    namespace: str = ""
     rt: Any = None
-    workers: Workers | None = None
-    db_created: bool = False
-    old_runtime: Any = None
+    workers: WorkerProcess | None = None
     metrics_port: int = 0
-
-    @property
-    def admin_dsn(self) -> str:
-        return f"host={HOST} port=5432 user={PG_USER} dbname=postgres connect_timeout=5"
 
     @property
     def broker_url(self) -> str:
         return REDIS_URL if self.args.broker == "redis" else AMQP_URL
 
     def setup(self) -> None:
-        import psycopg
-
+        """Database, namespace, client runtime, workers: each undone by ``teardown``."""
         import spane  # noqa: F401  (registers the built-in node types)
-        from spane import runtime as runtime_module
-        from spane.runtime import Runtime
         from spane.settings import Settings
 
-        if not reachable(5432):
-            raise BenchError(f"PostgreSQL is not listening on {HOST}:5432")
-        if not reachable(6379 if self.args.broker == "redis" else 5672):
+        if not reachable(PG_PORT):
+            raise BenchError(f"PostgreSQL is not listening on {HOST}:{PG_PORT}")
+        if not reachable(REDIS_PORT if self.args.broker == "redis" else AMQP_PORT):
             raise BenchError(f"the {self.args.broker} broker is not listening on {HOST}")
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.db_name}"')
-        self.db_created = True
+        self.stack.callback(self._remove_folder)
+        database_url = self.stack.enter_context(private_database("spane_bench"))
+        self.db_name = database_url.rsplit("/", 1)[1]
+        self.namespace = self.stack.enter_context(private_namespace("spanebench"))
+        if self.args.broker == "rabbitmq":
+            self.stack.callback(self._delete_rabbit_queues)
         settings = Settings(
             broker_url=self.broker_url,
-            database_url=f"postgresql+psycopg://{PG_USER}@{HOST}:5432/{self.db_name}",
+            database_url=database_url,
             blob_url=str(self.folder / "blobs"),
             namespace=self.namespace,
             log_format="json",
             log_level="warning",
         )
-        modules, env = [], {}
+        # The workers log at the default level, as the results so far were measured.
+        modules, env = [], {"SPANE_DRAIN_SECONDS": "5", "SPANE_LOG_LEVEL": "info"}
         if self.args.traces:
             settings = settings.with_(traces_exporters=("console",), traces_file=self.args.traces)
             env.update(OTEL_TRACES_EXPORTER="console", SPANE_TRACES_FILE=self.args.traces)
-        self.rt = Runtime(settings)
-        self.old_runtime = runtime_module.install(self.rt)
+        self.rt = self.stack.enter_context(client_runtime(settings))
         if self.args.metrics:
             self.metrics_port = free_port()
             env.update(
@@ -232,10 +165,14 @@ class Bench:
             modules.append("bench.probe")
             (self.folder / "probe").mkdir()
             env["SPANE_BENCH_PROBE_DIR"] = str(self.folder / "probe")
-        self.workers = start_workers(
-            settings, self.folder, self.args.processes, self.args.threads, modules, env
+        pool = self.stack.enter_context(WorkerPool(self.folder))
+        self.workers = pool.start(
+            settings,
+            modules=tuple(modules),
+            processes=self.args.processes,
+            threads=self.args.threads,
+            **env,
         )
-        self.workers.wait_ready()
         if self.metrics_port:
             self.wait_metrics_endpoint()
 
@@ -251,62 +188,18 @@ class Bench:
         raise BenchError(f"the metrics endpoint did not answer within {timeout:g}s")
 
     def teardown(self) -> None:
-        """Undo everything setup did, each step on its own (a failure does not stop the rest)."""
-        steps = [
-            self._stop_workers,
-            self._close_runtime,
-            self._drop_database,
-            self._clean_broker,
-            self._remove_folder,
-        ]
-        for step in steps:
-            try:
-                step()
-            except Exception as exc:  # report and go on cleaning
-                print(f"cleanup step {step.__name__} failed: {exc!r}", file=sys.stderr)
+        """Undo everything setup did, last first: workers, runtime, namespace, database."""
+        self.stack.close()
 
-    def _stop_workers(self) -> None:
-        if self.workers is not None:
-            self.workers.stop()
+    def _delete_rabbit_queues(self) -> None:
+        import pika
 
-    def _close_runtime(self) -> None:
-        if self.rt is None:
-            return
-        from spane import runtime as runtime_module
-
-        runtime_module.install(self.old_runtime)
-        self.rt.close()
-
-    def _drop_database(self) -> None:
-        import psycopg
-
-        if self.db_created:
-            with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-
-    def _clean_broker(self) -> None:
-        if reachable(6379):
-            import redis
-
-            client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
-            try:
-                keys = list(client.scan_iter(f"{self.namespace}*", count=1000))
-                if keys:
-                    client.delete(*keys)
-            finally:
-                client.close()
-        if self.args.broker == "rabbitmq" and reachable(5672):
-            import pika
-
-            params = pika.URLParameters(AMQP_URL + "?socket_timeout=5&blocked_connection_timeout=5")
-            connection = pika.BlockingConnection(params)
-            try:
-                channel = connection.channel()
-                for lane in LANES:
-                    for suffix in ("", ".DQ", ".XQ", ".DQ.XQ"):
-                        channel.queue_delete(queue=f"{self.namespace}.{lane}{suffix}")
-            finally:
-                connection.close()
+        params = pika.URLParameters(AMQP_URL + "?socket_timeout=5&blocked_connection_timeout=5")
+        connection = pika.BlockingConnection(params)
+        try:
+            delete_rabbit_queues(connection.channel(), self.namespace)
+        finally:
+            connection.close()
 
     def _remove_folder(self) -> None:
         if self.args.keep_logs:
@@ -335,7 +228,7 @@ class Bench:
         deadline = time.monotonic() + timeout
         while True:
             counts = self.status_counts(workflow_id)
-            if sum(counts[s] for s in TERMINAL) >= count:
+            if sum(counts[s] for s in EXECUTION_TERMINAL) >= count:
                 return time.time()
             if time.monotonic() > deadline:
                 raise BenchError(
@@ -345,22 +238,11 @@ class Bench:
             time.sleep(0.05)
 
     def wait_one(self, execution_id: str, timeout: float, interval: float) -> str:
-        store = self.rt.store
-        deadline = time.monotonic() + timeout
-        while True:
-            status = store.execution_status(execution_id)
-            if status in TERMINAL:
-                return status
-            if time.monotonic() > deadline:
-                self.check_workers()
-                raise BenchError(f"execution {execution_id} still {status} after {timeout:g}s")
-            time.sleep(interval)
+        return wait_execution(self.rt.store, execution_id, timeout, interval, self.check_workers)
 
     def check_workers(self) -> None:
-        if self.workers is not None and self.workers.proc.poll() is not None:
-            raise BenchError(
-                f"the workers exited (code {self.workers.proc.returncode}):\n{self.workers.tail()}"
-            )
+        if self.workers is not None:
+            self.workers.check()
 
     def cpu(self) -> dict[str, float]:
         return cpu_snapshot([self.workers.pid] if self.workers else [])
@@ -449,7 +331,7 @@ class Sampler:
             raise BenchError("--py-spy needs py-spy: pip install py-spy")
         self.folder.mkdir(parents=True, exist_ok=True)
         assert self.bench.workers is not None
-        for pid in self.bench.workers.worker_children():
+        for pid in worker_children(self.bench.workers.pid):
             out = self.folder / f"{self.label}-{pid}.txt"
             proc = subprocess.Popen(
                 [
@@ -600,8 +482,8 @@ def run_chain(bench: Bench) -> dict[str, Any]:
     result: dict[str, Any] = {
         "executions": n,
         "nodes_per_execution": length,
-        "completed": counts["completed"],
-        "failed": counts["failed"] + counts["cancelled"],
+        "completed": counts[ExecutionStatus.COMPLETED],
+        "failed": counts[ExecutionStatus.FAILED] + counts[ExecutionStatus.CANCELLED],
         "enqueue_s": round(enqueue_s, 3),
         "enqueue_per_s": round(n / enqueue_s, 1),
         "elapsed_s": round(elapsed, 3),
@@ -788,7 +670,7 @@ def run_latency(bench: Bench) -> dict[str, Any]:
         p1 = time.perf_counter()
         status = bench.wait_one(execution_id, timeout=30, interval=0.001)
         p2 = time.perf_counter()
-        if status != "completed":
+        if status != ExecutionStatus.COMPLETED:
             raise BenchError(f"latency execution {execution_id} ended {status}")
         polled.append(p2 - p0)
         enqueue.append(p1 - p0)
@@ -1043,25 +925,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _raise_interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)
     if args.compare_metrics:
-        result = compare_metrics(args)
-        print(json.dumps({"compare_metrics": result}, default=str), flush=True)
-        return 0
+        found: dict[str, Any] = {}
+        code = guarded(lambda: found.update(compare_metrics(args)), lambda: None)
+        print(json.dumps({"compare_metrics": found, "exit_code": code}, default=str), flush=True)
+        return code
     bench = Bench(args)
     results: dict[str, Any] = {}
-    code = 0
-    try:
+
+    def body() -> None:
         print(
-            f"setting up: database {bench.db_name}, namespace {bench.namespace}, "
-            f"{args.processes}x{args.threads} workers on {args.broker} ...",
+            f"setting up: database, namespace, {args.processes}x{args.threads} workers "
+            f"on {args.broker} ...",
             flush=True,
         )
         bench.setup()
@@ -1080,25 +957,12 @@ def main(argv: list[str] | None = None) -> int:
                 "peers": run_peers,
             }[name]
             results[name] = runner(bench)
-    except KeyboardInterrupt:
-        print("\ninterrupted; cleaning up", file=sys.stderr)
-        code = 130
-    except BenchError as exc:
-        print(f"\nbench failed: {exc}", file=sys.stderr)
-        code = 1
-    except Exception:
-        import traceback
 
-        traceback.print_exc()
+    def worker_log() -> None:
         if bench.workers is not None:
             print(f"--- worker log (tail) ---\n{bench.workers.tail()}", file=sys.stderr)
-        code = 1
-    finally:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # let cleanup finish
-        try:
-            bench.teardown()
-        finally:
-            signal.signal(signal.SIGINT, previous)
+
+    code = guarded(body, bench.teardown, worker_log)
     if code == 0 and "peers" in results:
         results["ratios"] = print_comparison(results)
     if code == 0:

@@ -16,7 +16,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,10 +30,10 @@ import spane
 from spane import runtime as runtime_module
 from spane.runtime import Runtime
 from spane.settings import Settings
+from spane.statuses import EXECUTION_TERMINAL, ExecutionStatus, NodeStatus
+from tests.services import HOST, free_port
 
-HOST = "127.0.0.1"
 PG_BIN = Path(os.environ.get("SPANE_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
-TERMINAL = ("completed", "failed", "cancelled")
 #: Events that finish a node successfully: a node's code returned (``completed``), its
 #: timer fired (``timer_fired``, ``delay``), or its child execution ended (``woken``).
 DONE_EVENTS = ("completed", "timer_fired", "woken")
@@ -42,13 +41,6 @@ DONE_EVENTS = ("completed", "timer_fired", "woken")
 
 class FaultError(RuntimeError):
     """A private service could not be started, or a wait ran out."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(
@@ -243,6 +235,17 @@ def client_runtime(settings: Settings) -> Iterator[Runtime]:
         runtime.close()
 
 
+def slow_chain(workflow_id: str, length: int = 4, seconds: float = 0.3) -> dict[str, Any]:
+    """``length`` nodes of ``slow_add`` in a row: the output is the input plus ``length``."""
+    nodes: list[dict[str, Any]] = []
+    for i in range(length):
+        node: dict[str, Any] = {"id": f"n{i}", "type": "slow_add", "config": {"seconds": seconds}}
+        if i:
+            node["after"] = [f"n{i - 1}"]
+        nodes.append(node)
+    return {"id": workflow_id, "nodes": nodes}
+
+
 # -- duplication -------------------------------------------------------------------------
 
 
@@ -337,7 +340,7 @@ def wait_all_ended(engine: Any, count: int, timeout: float = 120) -> None:
         rows = sql(engine, "SELECT status, count(*) FROM spane_executions GROUP BY status")
         by_status = {status: n for status, n in rows}
         total = sum(by_status.values())
-        return total >= count and all(s in TERMINAL for s in by_status)
+        return total >= count and all(s in EXECUTION_TERMINAL for s in by_status)
 
     wait_until(ended, timeout, f"{count} executions to end", interval=0.2)
 
@@ -364,7 +367,11 @@ def problems(engine: Any, count: int) -> list[str]:
     top = [s for s in summaries if s.parent_id is None]
     if len(top) != count:
         found.append(f"expected {count} top-level executions, found {len(top)}")
-    found += [f"execution {s.id} is {s.status}" for s in summaries if s.status != "completed"]
+    found += [
+        f"execution {s.id} is {s.status}"
+        for s in summaries
+        if s.status != ExecutionStatus.COMPLETED
+    ]
     for row in sql(
         engine,
         "SELECT e.id, count(v.id) FROM spane_executions e LEFT JOIN spane_events v "
@@ -389,7 +396,7 @@ def problems(engine: Any, count: int) -> list[str]:
         "GROUP BY n.execution_id, n.node_id, n.status",
     ):
         execution_id, node_id, status, completions, skips = row
-        expected = (1, 0) if status == "completed" else (0, 1)
+        expected = (1, 0) if status == NodeStatus.COMPLETED else (0, 1)
         if (completions, skips) != expected:
             found.append(
                 f"node {execution_id}/{node_id} ({status}) has {completions} completion "
