@@ -14,30 +14,16 @@ import anyio
 import msgspec
 
 from ... import runtime
+from ...statuses import EXECUTION_TERMINAL
 from ...store import ExecutionSummary
 from ...store.browse import NodeRow
-from ...store.records import EXECUTION_TERMINAL
 from ..routing import Call, Operation
 from . import scope
-from .executions import ExecutionQuery, row
+from .executions import ExecutionQuery
 
 #: Seconds between two polls of the database, and between keep-alive comments.
 POLL = 0.5
 KEEPALIVE = 15.0
-
-
-class NodeEvent(msgspec.Struct):
-    """The ``node`` event: one node's state (sent once, then whenever it changes)."""
-
-    node_id: str
-    type: str
-    status: str
-    attempts: int
-    error: str | None
-    queued_at: float | None
-    started_at: float | None
-    finished_at: float | None
-    child_id: str | None
 
 
 def event(kind: str, data: Any) -> str:
@@ -60,11 +46,11 @@ async def _execution_events(execution_id: str) -> AsyncIterator[str]:
         for node in sorted(rows, key=lambda n: n.node_id):
             if nodes.get(node.node_id) != node:
                 nodes[node.node_id] = node
-                yield event("node", msgspec.convert(node, NodeEvent, from_attributes=True))
+                yield event("node", node)
                 sent = True
         if summary.status != status:
             status = summary.status
-            yield event("execution", row(summary))
+            yield event("execution", summary)
             sent = True
         if status in EXECUTION_TERMINAL:
             return
@@ -86,7 +72,7 @@ async def _list_events(filters: dict[str, Any]) -> AsyncIterator[str]:
         sent = False
         for summary in reversed(rows):  # oldest first, so a client can prepend each
             if seen.get(summary.id) != (summary.status, summary.finished_at):
-                yield event("execution", row(summary))
+                yield event("execution", summary)
                 sent = True
         # Only the rows of this page are remembered, so a long-lived stream stays small.
         seen = {s.id: (s.status, s.finished_at) for s in rows}
