@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.text import Text
 
 import spane
 
 from .. import migrations, runtime, validation
 from ..settings import from_env
+from ..statuses import ExecutionStatus
 from ..store import Execution, make_engine
 from . import render, watch
 
 DEMO_DEFINITION = "examples/demo.yaml"
 DEMO_CHILD = "demo-invoice.yaml"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,13 +36,31 @@ class Streams:
     err: Console
 
 
+def show_rows(
+    args: argparse.Namespace,
+    io: Streams,
+    rows: Sequence[T],
+    table: Callable[[Sequence[T]], RenderableType],
+    empty: str,
+) -> int:
+    """Print a listing: JSON with ``--json``, else ``table(rows)``, or ``empty`` (dim) when
+    there is nothing to list."""
+    if args.json:
+        sys.stdout.write(render.to_json(rows) + "\n")
+    elif rows:
+        io.out.print(table(rows))
+    else:
+        io.out.print(empty, style="dim")
+    return 0
+
+
 class UsageError(spane.SpaneError):
     """What the command names does not exist or cannot be used (exit code 2)."""
 
 
 def exit_code(execution: Execution) -> int:
     """0 for a completed execution, 1 for a failed or cancelled one."""
-    return 0 if execution.status == "completed" else 1
+    return 0 if execution.status == ExecutionStatus.COMPLETED else 1
 
 
 def parse_input(raw: str | None) -> Any:
@@ -234,13 +256,7 @@ def list_(args: argparse.Namespace, io: Streams) -> int:
     rows = spane.list_executions(
         status=args.status, workflow_id=args.workflow, tenant=args.tenant, limit=args.limit
     )
-    if args.json:
-        sys.stdout.write(render.to_json(rows) + "\n")
-    elif rows:
-        io.out.print(render.executions_table(rows))
-    else:
-        io.out.print("no executions", style="dim")
-    return 0
+    return show_rows(args, io, rows, render.executions_table, "no executions")
 
 
 def wait(args: argparse.Namespace, io: Streams) -> int:

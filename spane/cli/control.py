@@ -90,16 +90,7 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
 def rerun(args: argparse.Namespace, io: Streams) -> int:
     """Start a new execution with the same input, workflow version and tenant."""
     new_id = spane.rerun(args.execution_id)
-    if args.wait or args.timeout is not None:
-        if not args.json:
-            _print(io, new_id)
-        return follow(io, new_id, args.timeout, args.json)
-    if args.json:
-        sys.stdout.write(render.to_json({"execution_id": new_id}) + "\n")
-    else:
-        _print(io, new_id)  # the id alone, for $(spane rerun ID)
-    embedded_note(io, new_id)
-    return 0
+    return _then(args, io, new_id, new_id)  # the id alone, for $(spane rerun ID)
 
 
 def _kind_style(kind: str) -> str:

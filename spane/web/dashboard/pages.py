@@ -18,7 +18,7 @@ from starlette.requests import Request
 
 from ... import control, errors, runtime, starting
 from ...definitions import to_dict
-from ...store.records import EXECUTION_ACTIVE, EXECUTION_TERMINAL
+from ...statuses import ExecutionStatus
 from ...workers import workers as live_workers
 from ..api.executions import decode_cursor, encode_cursor
 from ..auth import Principal
@@ -36,7 +36,7 @@ def executions(request: Request, me: Principal) -> str:
     """The executions list, with filters; new and changed executions arrive live."""
     q = request.query_params
     status = q.get("status") or None
-    if status is not None and status not in EXECUTION_ACTIVE + EXECUTION_TERMINAL:
+    if status is not None and status not in list(ExecutionStatus):
         raise HttpError(422, f"unknown status {status!r}")
     tenant = (q.get("tenant") or None) if me.admin else me.tenant
     since = time.time() - _SINCE[q["since"]] if q.get("since") in _SINCE else None
@@ -52,7 +52,7 @@ def executions(request: Request, me: Principal) -> str:
     rows = rows[:_PAGE]
     options = "".join(
         f'<option value="{s}"{" selected" if s == status else ""}>{s or "any"}</option>'
-        for s in ("", *EXECUTION_ACTIVE, *EXECUTION_TERMINAL)
+        for s in ("", *ExecutionStatus)
     )
     spans = "".join(
         f'<option value="{k}"{" selected" if q.get("since") == k else ""}>last {k}</option>'
