@@ -47,7 +47,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -79,6 +78,7 @@ from tests.services import (  # noqa: E402
     PG_PORT,
     REDIS_PORT,
     REDIS_URL,
+    Poller,
     delete_rabbit_queues,
     free_port,
     private_database,
@@ -248,6 +248,13 @@ class Bench:
         return cpu_snapshot([self.workers.pid] if self.workers else [])
 
     # -- probe ------------------------------------------------------------------------------
+
+    def add_probe(self, result: dict[str, Any], before: dict[str, list[float]], name: str) -> None:
+        """With ``--probe``: add and print the per-node breakdown since ``before``."""
+        if self.args.probe:
+            time.sleep(1.2)  # the probe writes its counters every 0.5 s
+            result["probe"] = probe_diff(before, self.probe_snapshot())
+            print_probe(f"probe, {name}", result["probe"])
 
     def probe_snapshot(self) -> dict[str, list[float]]:
         """Cumulative probe counters summed over the worker processes."""
@@ -504,10 +511,7 @@ def run_chain(bench: Bench) -> dict[str, Any]:
             *cpu_rows(result["cpu"]),
         ],
     )
-    if bench.args.probe:
-        time.sleep(1.2)  # the probe writes its counters every 0.5 s
-        result["probe"] = probe_diff(probe_before, bench.probe_snapshot())
-        print_probe("probe, chain", result["probe"])
+    bench.add_probe(result, probe_before, "chain")
     if sampler is not None:
         result["py_spy"] = sampler.summary()
         print_sampler(result["py_spy"])
@@ -518,35 +522,22 @@ def run_chain(bench: Bench) -> dict[str, Any]:
     return result
 
 
-class Scraper:
+class Scraper(Poller):
     """Scrapes the workers' ``/metrics`` every ``interval`` seconds, as Prometheus would."""
 
     def __init__(self, port: int, interval: float = 5.0) -> None:
+        super().__init__(interval)
         self.url = f"http://{HOST}:{port}/metrics"
-        self.interval = interval
         self.scrapes = 0
         self.size = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> Scraper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                with urllib.request.urlopen(self.url, timeout=10) as response:
-                    self.size = len(response.read())
-                self.scrapes += 1
-            except OSError:
-                pass  # the endpoint starts a moment after the workers; try again
-            if self._stop.wait(self.interval):
-                return
+    def poll(self) -> None:
+        try:
+            with urllib.request.urlopen(self.url, timeout=10) as response:
+                self.size = len(response.read())
+            self.scrapes += 1
+        except OSError:
+            pass  # the endpoint starts a moment after the workers; try again
 
 
 def compare_metrics(args: argparse.Namespace) -> dict[str, Any]:
@@ -645,10 +636,7 @@ def run_fanout(bench: Bench) -> dict[str, Any]:
             *cpu_rows(result["cpu"]),
         ],
     )
-    if bench.args.probe:
-        time.sleep(1.2)
-        result["probe"] = probe_diff(probe_before, bench.probe_snapshot())
-        print_probe("probe, fanout", result["probe"])
+    bench.add_probe(result, probe_before, "fanout")
     return result
 
 
@@ -736,10 +724,7 @@ def run_latency(bench: Bench) -> dict[str, Any]:
             *cpu_rows(result["cpu"]),
         ],
     )
-    if bench.args.probe:
-        time.sleep(1.2)
-        result["probe"] = probe_diff(probe_before, bench.probe_snapshot())
-        print_probe("probe, latency", result["probe"])
+    bench.add_probe(result, probe_before, "latency")
     return result
 
 

@@ -13,7 +13,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 HOST = "127.0.0.1"
 REDIS_URL = f"redis://{HOST}:6379/0"
@@ -100,34 +100,54 @@ def delete_rabbit_queues(channel: Any, namespace: str) -> None:
             channel.queue_delete(queue=f"{namespace}.{lane}{suffix}")
 
 
-class PeakMemory:
-    """Polls Redis ``used_memory`` in a thread; ``delta`` is the peak over the baseline."""
+class Poller:
+    """Calls ``poll`` every ``interval`` seconds in a thread while in a ``with`` block."""
 
-    def __init__(self, url: str = REDIS_URL, interval: float = 0.002) -> None:
-        import redis
-
-        self.client = redis.Redis.from_url(url, socket_timeout=5)
+    def __init__(self, interval: float) -> None:
         self.interval = interval
-        self.baseline = self.peak = self._used()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def _used(self) -> int:
-        return int(self.client.info("memory")["used_memory"])
+    def poll(self) -> None:
+        raise NotImplementedError
 
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._used())
-            self._stop.wait(self.interval)
+    def close(self) -> None:
+        """After the last poll: release what the poller holds."""
 
-    def __enter__(self) -> PeakMemory:
+    def _loop(self) -> None:
+        while True:
+            self.poll()
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=30)
+        self.close()
+
+
+class PeakMemory(Poller):
+    """Polls Redis ``used_memory``; ``delta`` is the peak over the level at the start."""
+
+    def __init__(self, url: str = REDIS_URL, interval: float = 0.002) -> None:
+        import redis
+
+        super().__init__(interval)
+        self.client = redis.Redis.from_url(url, socket_timeout=5)
+        self.baseline = self.peak = self._used()
+
+    def _used(self) -> int:
+        return int(self.client.info("memory")["used_memory"])
+
+    def poll(self) -> None:
         self.peak = max(self.peak, self._used())
+
+    def close(self) -> None:
+        self.poll()
         self.client.close()
 
     @property

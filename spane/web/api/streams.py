@@ -7,7 +7,7 @@ number of web processes can serve streams with nothing shared between them but t
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -36,52 +36,63 @@ def _snapshot(execution_id: str) -> tuple[ExecutionSummary, list[NodeRow]]:
     return store.summary(execution_id), store.browse.node_rows(execution_id)
 
 
-async def _execution_events(execution_id: str) -> AsyncIterator[str]:
-    nodes: dict[str, NodeRow] = {}
-    status = ""
+async def _polled(changes: Callable[[], Awaitable[tuple[list[str], bool]]]) -> AsyncIterator[str]:
+    """Every ``POLL`` seconds, send the events ``changes`` returns until it says it is done,
+    and a keep-alive comment after ``KEEPALIVE`` quiet seconds."""
     quiet_since = time.monotonic()
     while True:
+        events, done = await changes()
+        for text in events:
+            yield text
+        if done:
+            return
+        if events:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > KEEPALIVE:
+            quiet_since = time.monotonic()
+            yield ": keep-alive\n\n"
+        await anyio.sleep(POLL)
+
+
+def _execution_events(execution_id: str) -> AsyncIterator[str]:
+    nodes: dict[str, NodeRow] = {}
+    status = ""
+
+    async def changes() -> tuple[list[str], bool]:
+        nonlocal status
         summary, rows = await anyio.to_thread.run_sync(_snapshot, execution_id)
-        sent = False
+        events = []
         for node in sorted(rows, key=lambda n: n.node_id):
             if nodes.get(node.node_id) != node:
                 nodes[node.node_id] = node
-                yield event("node", node)
-                sent = True
+                events.append(event("node", node))
         if summary.status != status:
             status = summary.status
-            yield event("execution", summary)
-            sent = True
-        if status in EXECUTION_TERMINAL:
-            return
-        if sent:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since > KEEPALIVE:
-            quiet_since = time.monotonic()
-            yield ": keep-alive\n\n"
-        await anyio.sleep(POLL)
+            events.append(event("execution", summary))
+        return events, status in EXECUTION_TERMINAL
+
+    return _polled(changes)
 
 
-async def _list_events(filters: dict[str, Any]) -> AsyncIterator[str]:
+def _list_events(filters: dict[str, Any]) -> AsyncIterator[str]:
     seen: dict[str, tuple[str, float | None]] = {}
-    quiet_since = time.monotonic()
-    while True:
+
+    async def changes() -> tuple[list[str], bool]:
+        nonlocal seen
         rows = await anyio.to_thread.run_sync(
             lambda: runtime.get().store.browse.executions_page(**filters)
         )
-        sent = False
-        for summary in reversed(rows):  # oldest first, so a client can prepend each
-            if seen.get(summary.id) != (summary.status, summary.finished_at):
-                yield event("execution", summary)
-                sent = True
+        # Oldest first, so a client can prepend each.
+        events = [
+            event("execution", summary)
+            for summary in reversed(rows)
+            if seen.get(summary.id) != (summary.status, summary.finished_at)
+        ]
         # Only the rows of this page are remembered, so a long-lived stream stays small.
         seen = {s.id: (s.status, s.finished_at) for s in rows}
-        if sent:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since > KEEPALIVE:
-            quiet_since = time.monotonic()
-            yield ": keep-alive\n\n"
-        await anyio.sleep(POLL)
+        return events, False
+
+    return _polled(changes)
 
 
 def watch_execution(call: Call) -> AsyncIterator[str]:
