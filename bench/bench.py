@@ -70,6 +70,7 @@ from bench.harness import (  # noqa: E402
     worker_children,
 )
 from spane.statuses import EXECUTION_TERMINAL, ExecutionStatus  # noqa: E402
+from tests import faults  # noqa: E402
 from tests.faults import client_runtime  # noqa: E402
 from tests.services import (  # noqa: E402
     AMQP_PORT,
@@ -210,10 +211,7 @@ class Bench:
     # -- queries ------------------------------------------------------------------------
 
     def sql(self, text: str, **params: Any) -> list[Any]:
-        from sqlalchemy import text as sql_text
-
-        with self.rt.engine.connect() as conn:
-            return list(conn.execute(sql_text(text), params))
+        return faults.sql(self.rt.engine, text, **params)
 
     def status_counts(self, workflow_id: str) -> Counter[str]:
         rows = self.sql(

@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:  # run as ``python bench/X.py``: make ``tests`` im
     sys.path.insert(0, str(ROOT))
 
 from spane.statuses import EXECUTION_TERMINAL  # noqa: E402
+from tests.faults import FaultError  # noqa: E402
 from tests.workers import WorkerError  # noqa: E402
 
 
@@ -190,7 +191,7 @@ def guarded(
     except KeyboardInterrupt:
         print("\ninterrupted; cleaning up", file=sys.stderr)
         code = 130
-    except (BenchError, WorkerError) as exc:
+    except (BenchError, WorkerError, FaultError) as exc:
         print(f"\nbench failed: {exc}", file=sys.stderr)
         code = 1
     except Exception:

@@ -56,6 +56,7 @@ if str(ROOT) not in sys.path:
 from bench.bench import chain  # noqa: E402
 from bench.harness import BenchError, guarded, wait_execution  # noqa: E402
 from spane.statuses import ExecutionStatus  # noqa: E402
+from tests import faults  # noqa: E402
 from tests.s3server import FAKE_CREDENTIALS, moto_server, s3_client  # noqa: E402
 from tests.services import (  # noqa: E402
     HOST,
@@ -196,14 +197,7 @@ class Bench:
         self.stack.close()
 
     def sql(self, query: str, **params: Any) -> list[Any]:
-        from sqlalchemy import bindparam, text
-
-        statement = text(query)
-        for name, value in params.items():
-            if isinstance(value, list):
-                statement = statement.bindparams(bindparam(name, expanding=True))
-        with self.modes[0].rt.engine.connect() as conn:
-            return list(conn.execute(statement, params))
+        return faults.sql(self.modes[0].rt.engine, query, **params)
 
     def wait(self, mode: Mode, execution_id: str, timeout: float) -> str:
         assert mode.workers is not None

@@ -314,11 +314,15 @@ def stored_messages(redis_url: str, namespace: str, queue: str) -> int:
 
 
 def sql(engine: Any, query: str, **params: Any) -> list[Any]:
-    """Run one read-only query."""
-    from sqlalchemy import text
+    """Run one read-only query; a list parameter expands (``WHERE id IN :ids``)."""
+    from sqlalchemy import bindparam, text
 
+    statement = text(query)
+    for name, value in params.items():
+        if isinstance(value, list):
+            statement = statement.bindparams(bindparam(name, expanding=True))
     with engine.connect() as conn:
-        return list(conn.execute(text(query), params).all())
+        return list(conn.execute(statement, params).all())
 
 
 def scalar(engine: Any, query: str, **params: Any) -> Any:
