@@ -35,6 +35,10 @@ class Streams:
     out: Console
     err: Console
 
+    def say(self, line: str) -> None:
+        """Print a result line as is: not wrapped, not highlighted (ids stay whole)."""
+        self.out.print(line, soft_wrap=True, highlight=False)
+
 
 def show_rows(
     args: argparse.Namespace,
@@ -230,7 +234,7 @@ def start(args: argparse.Namespace, io: Streams) -> int:
     if args.json:
         sys.stdout.write(render.to_json({"execution_id": execution_id}) + "\n")
     else:
-        io.out.print(execution_id, soft_wrap=True, highlight=False)
+        io.say(execution_id)
     if runtime.get().settings.embedded:
         io.err.print(
             "note: SPANE_BROKER_URL is unset, so this process is the only worker and it stops "
@@ -267,7 +271,7 @@ def wait(args: argparse.Namespace, io: Streams) -> int:
 def cancel(args: argparse.Namespace, io: Streams) -> int:
     """Cancel an execution and its children."""
     spane.cancel(args.execution_id)
-    io.out.print(f"cancelled {args.execution_id}", soft_wrap=True, highlight=False)
+    io.say(f"cancelled {args.execution_id}")
     return 0
 
 
@@ -282,5 +286,5 @@ def db_upgrade(args: argparse.Namespace, io: Streams) -> int:
     finally:
         engine.dispose()
     shown = make_url(url).render_as_string(hide_password=True)
-    io.out.print(f"database {shown} is up to date", soft_wrap=True, highlight=False)
+    io.say(f"database {shown} is up to date")
     return 0

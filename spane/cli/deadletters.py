@@ -147,6 +147,6 @@ def retry(args: argparse.Namespace, io: Streams) -> int:
         )
     if waiting:
         return follow(io, execution_id, args.timeout, args.json)
-    io.out.print(f"follow it with: spane wait {execution_id}", soft_wrap=True, highlight=False)
+    io.say(f"follow it with: spane wait {execution_id}")
     embedded_note(io, execution_id)
     return 0

@@ -92,14 +92,14 @@ def _table(rows: Sequence[ScheduleInfo]) -> Table:
 def pause(args: argparse.Namespace, io: Streams) -> int:
     """Pause a schedule."""
     spane.pause_schedule(args.schedule_id)
-    io.out.print(f"paused {args.schedule_id}", soft_wrap=True, highlight=False)
+    io.say(f"paused {args.schedule_id}")
     return 0
 
 
 def resume(args: argparse.Namespace, io: Streams) -> int:
     """Resume a schedule."""
     spane.resume_schedule(args.schedule_id)
-    io.out.print(f"resumed {args.schedule_id}", soft_wrap=True, highlight=False)
+    io.say(f"resumed {args.schedule_id}")
     return 0
 
 
@@ -109,7 +109,7 @@ def trigger_now(args: argparse.Namespace, io: Streams) -> int:
     if execution_id is None:
         io.err.print("skipped: the previous execution still runs (overlap: skip)", style="yellow")
         return 1
-    io.out.print(execution_id, soft_wrap=True, highlight=False)
+    io.say(execution_id)
     return 0
 
 
@@ -118,7 +118,7 @@ def signal(args: argparse.Namespace, io: Streams) -> int:
     payload = parse_input(args.payload)
     sent = spane.signal(args.execution_id, args.name, payload, signal_id=args.signal_id)
     note = "sent" if sent else "already sent (same --signal-id); nothing changed"
-    io.out.print(f"{note}: {args.name} -> {args.execution_id}", soft_wrap=True, highlight=False)
+    io.say(f"{note}: {args.name} -> {args.execution_id}")
     return 0
 
 

@@ -3,6 +3,7 @@ the tenant its executions run for; a tenant token sees and changes only its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -87,16 +88,15 @@ def delete(call: Call) -> None:
     starting.unschedule(scope.schedule(call, call.path["schedule_id"]).id)
 
 
-def pause(call: Call) -> ScheduleInfo:
-    info = scope.schedule(call, call.path["schedule_id"])
-    starting.pause_schedule(info.id)
-    return scope.schedule(call, info.id)
+def _control(action: Callable[[str], None]) -> Callable[[Call], ScheduleInfo]:
+    """A handler that runs ``action`` on the caller's schedule and returns it afterwards."""
 
+    def handle(call: Call) -> ScheduleInfo:
+        info = scope.schedule(call, call.path["schedule_id"])
+        action(info.id)
+        return scope.schedule(call, info.id)
 
-def resume(call: Call) -> ScheduleInfo:
-    info = scope.schedule(call, call.path["schedule_id"])
-    starting.resume_schedule(info.id)
-    return scope.schedule(call, info.id)
+    return handle
 
 
 def trigger(call: Call) -> Triggered:
@@ -136,7 +136,7 @@ OPERATIONS = [
         _ID + "/pause",
         "pauseSchedule",
         "Stop firing until resumed",
-        pause,
+        _control(starting.pause_schedule),
         TAG,
         response=ScheduleInfo,
     ),
@@ -145,7 +145,7 @@ OPERATIONS = [
         _ID + "/resume",
         "resumeSchedule",
         "Fire again from the next tick",
-        resume,
+        _control(starting.resume_schedule),
         TAG,
         response=ScheduleInfo,
     ),
