@@ -140,6 +140,23 @@ def worker_children(leader: int) -> list[int]:
     return sorted(found)
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = (len(ordered) - 1) * q / 100.0
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 2)
+
+
 # -- running a benchmark --------------------------------------------------------------------
 
 

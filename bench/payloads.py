@@ -53,8 +53,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.bench import chain  # noqa: E402
 from bench.harness import BenchError, guarded, wait_execution  # noqa: E402
+from bench.scenarios import chain  # noqa: E402
 from spane.statuses import ExecutionStatus  # noqa: E402
 from tests import faults  # noqa: E402
 from tests.s3server import FAKE_CREDENTIALS, moto_server, s3_client  # noqa: E402
