@@ -31,7 +31,7 @@ from spane import runtime as runtime_module
 from spane.runtime import Runtime
 from spane.settings import Settings
 from spane.statuses import EXECUTION_TERMINAL, ExecutionStatus, NodeStatus
-from tests.services import HOST, free_port
+from tests.services import HOST, delete_keys, free_port
 
 PG_BIN = Path(os.environ.get("SPANE_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 #: Events that finish a node successfully: a node's code returned (``completed``), its
@@ -289,14 +289,7 @@ def push_raw(
 
 def drop_queues(redis_url: str, namespace: str) -> int:
     """Delete every Redis key of one queue namespace (the broker "loses" its messages)."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(f"{namespace}:*", count=1000))
-        return int(client.delete(*keys)) if keys else 0
-    finally:
-        client.close()
+    return delete_keys(redis_url, f"{namespace}:*")
 
 
 def stored_messages(redis_url: str, namespace: str, queue: str) -> int:
