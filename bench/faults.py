@@ -47,13 +47,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import signal
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,14 +63,13 @@ if str(ROOT) not in sys.path:
 
 import spane  # noqa: E402
 import tests.nodes  # noqa: E402, F401  (registers slow_add in this client)
+from bench.harness import guarded, print_table  # noqa: E402
 from spane.runtime import Runtime  # noqa: E402
 from spane.settings import Settings  # noqa: E402
+from spane.statuses import ExecutionStatus, NodeStatus  # noqa: E402
 from tests import faults  # noqa: E402
+from tests.services import REDIS_URL, pg_admin_dsn, private_database, private_namespace  # noqa: E402
 from tests.workers import WorkerPool, WorkerProcess  # noqa: E402
-
-HOST = "127.0.0.1"
-PG_USER = os.environ.get("SPANE_BENCH_PG_USER", "postgres")
-REDIS_URL = f"redis://{HOST}:6379/0"
 
 
 @dataclass
@@ -120,48 +117,23 @@ class Result:
 
 
 @contextlib.contextmanager
-def database() -> Iterator[str]:
-    """A fresh database on the shared PostgreSQL, dropped afterwards."""
-    import psycopg
-
-    name = f"spane_bench_faults_{uuid.uuid4().hex[:10]}"
-    admin = f"host={HOST} port=5432 user={PG_USER} dbname=postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://{PG_USER}@{HOST}:5432/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextlib.contextmanager
-def namespace(redis_url: str) -> Iterator[str]:
-    """A queue namespace of our own; its Redis keys are removed afterwards."""
-    name = f"spanebenchf{uuid.uuid4().hex[:8]}"
-    try:
-        yield name
-    finally:
-        with contextlib.suppress(Exception):
-            faults.drop_queues(redis_url, name)
-
-
-@contextlib.contextmanager
-def stopping(pool: WorkerPool) -> Iterator[WorkerPool]:
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
-
-
-def chain(length: int, seconds: float) -> dict[str, Any]:
-    nodes: list[dict[str, Any]] = []
-    for i in range(length):
-        node: dict[str, Any] = {"id": f"n{i}", "type": "slow_add", "config": {"seconds": seconds}}
-        if i:
-            node["after"] = [f"n{i - 1}"]
-        nodes.append(node)
-    return {"id": "bench-kill", "nodes": nodes}
+def scenario(
+    options: Options, folder: Path, name: str, redis_url: str = REDIS_URL
+) -> Iterator[tuple[Runtime, WorkerPool, str]]:
+    """A database, namespace and client runtime of the scenario's own, and a worker pool
+    (empty); yields ``(runtime, pool, database URL)`` and undoes all of it afterwards."""
+    with (
+        private_database("spane_bench_faults") as db,
+        private_namespace("spanebenchf", redis_url) as ns,
+    ):
+        settings = options.settings(
+            broker_url=redis_url,
+            database_url=db,
+            blob_url=str(folder / f"blobs-{name}"),
+            namespace=ns,
+        )
+        with faults.client_runtime(settings) as rt, WorkerPool(folder) as pool:
+            yield rt, pool, db
 
 
 def with_timer(seconds: float) -> dict[str, Any]:
@@ -213,7 +185,9 @@ def measure(
         f"({done}) GROUP BY execution_id, node_id HAVING count(*) > 1) AS t",
     )
     completed = faults.scalar(
-        rt.engine, "SELECT count(*) FROM spane_executions WHERE status = 'completed'"
+        rt.engine,
+        "SELECT count(*) FROM spane_executions WHERE status = :s",
+        s=ExecutionStatus.COMPLETED,
     )
     return Result(
         scenario=scenario if fault is not None else f"{scenario} (baseline, no fault)",
@@ -229,51 +203,40 @@ def measure(
 
 
 def run_kill(options: Options, folder: Path, inject: bool) -> Result:
-    with database() as db, namespace(REDIS_URL) as ns:
-        settings = options.settings(
-            broker_url=REDIS_URL,
-            database_url=db,
-            blob_url=str(folder / "blobs-kill"),
-            namespace=ns,
-        )
-        with faults.client_runtime(settings) as rt, stopping(WorkerPool(folder)) as pool:
-            total = options.executions * options.length
+    with scenario(options, folder, "kill") as (rt, pool, _db):
+        total = options.executions * options.length
 
-            def ready() -> bool:
-                return (
-                    faults.event_count(rt.engine, "completed") >= total // 2
-                    and faults.node_count(rt.engine, "running") > options.threads
-                )
+        def ready() -> bool:
+            return (
+                faults.event_count(rt.engine, "completed") >= total // 2
+                and faults.node_count(rt.engine, NodeStatus.RUNNING) > options.threads
+            )
 
-            def kill(worker: WorkerProcess) -> None:
-                pool.signal(worker, signal.SIGKILL)
-                worker.proc.wait(timeout=10)
+        def kill(worker: WorkerProcess) -> None:
+            pool.signal(worker, signal.SIGKILL)
+            worker.proc.wait(timeout=10)
 
-            workflow = chain(options.length, options.seconds)
-            return measure("kill", rt, pool, options, workflow, ready, kill if inject else None)
+        workflow = faults.slow_chain("bench-kill", options.length, options.seconds)
+        return measure("kill", rt, pool, options, workflow, ready, kill if inject else None)
 
 
 def run_flush(options: Options, folder: Path, inject: bool) -> Result:
-    with database() as db, faults.private_redis(folder) as redis_url, namespace(redis_url) as ns:
-        settings = options.settings(
-            broker_url=redis_url,
-            database_url=db,
-            blob_url=str(folder / "blobs-flush"),
-            namespace=ns,
-        )
-        with faults.client_runtime(settings) as rt, stopping(WorkerPool(folder)) as pool:
+    with (
+        faults.private_redis(folder) as redis_url,
+        scenario(options, folder, "flush", redis_url) as (rt, pool, _db),
+    ):
 
-            def ready() -> bool:
-                return (
-                    faults.node_count(rt.engine, "waiting") >= 5
-                    and faults.node_count(rt.engine, "queued") >= 5
-                )
+        def ready() -> bool:
+            return (
+                faults.node_count(rt.engine, NodeStatus.WAITING) >= 5
+                and faults.node_count(rt.engine, NodeStatus.QUEUED) >= 5
+            )
 
-            def flush(_: WorkerProcess) -> None:
-                faults.flushall(redis_url)
+        def flush(_: WorkerProcess) -> None:
+            faults.flushall(redis_url)
 
-            workflow = with_timer(options.seconds)
-            return measure("flush", rt, pool, options, workflow, ready, flush if inject else None)
+        workflow = with_timer(options.seconds)
+        return measure("flush", rt, pool, options, workflow, ready, flush if inject else None)
 
 
 def terminate_backends(url: str) -> int:
@@ -281,8 +244,7 @@ def terminate_backends(url: str) -> int:
     import psycopg
 
     name = url.rsplit("/", 1)[1]
-    admin = f"host={HOST} port=5432 user={PG_USER} dbname=postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with psycopg.connect(pg_admin_dsn(), autocommit=True) as conn:
         rows = conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = %s AND pid <> pg_backend_pid()",
@@ -292,72 +254,56 @@ def terminate_backends(url: str) -> int:
 
 
 def run_pgkill(options: Options, folder: Path, inject: bool) -> Result:
-    with database() as db, namespace(REDIS_URL) as ns:
-        settings = options.settings(
-            broker_url=REDIS_URL,
-            database_url=db,
-            blob_url=str(folder / "blobs-pgkill"),
-            namespace=ns,
-        )
-        with faults.client_runtime(settings) as rt, stopping(WorkerPool(folder)) as pool:
-            total = options.executions * options.length
+    with scenario(options, folder, "pgkill") as (rt, pool, db):
+        total = options.executions * options.length
 
-            def ready() -> bool:
-                return faults.event_count(rt.engine, "completed") >= total // 2
+        def ready() -> bool:
+            return faults.event_count(rt.engine, "completed") >= total // 2
 
-            def kill(_: WorkerProcess) -> None:
-                killed = 0
-                for _round in range(5):
-                    killed += terminate_backends(db)
-                    time.sleep(0.2)
-                print(f"  terminated {killed} PostgreSQL connections")
+        def kill(_: WorkerProcess) -> None:
+            killed = 0
+            for _round in range(5):
+                killed += terminate_backends(db)
+                time.sleep(0.2)
+            print(f"  terminated {killed} PostgreSQL connections")
 
-            workflow = chain(options.length, options.seconds)
-            return measure("pgkill", rt, pool, options, workflow, ready, kill if inject else None)
+        workflow = faults.slow_chain("bench-kill", options.length, options.seconds)
+        return measure("pgkill", rt, pool, options, workflow, ready, kill if inject else None)
 
 
 def run_backlog(options: Options, folder: Path, count: int) -> dict[str, Any]:
     """Queue ``count`` single-node executions at once; count the second messages."""
-    with database() as db, namespace(REDIS_URL) as ns:
-        settings = options.settings(
-            broker_url=REDIS_URL,
-            database_url=db,
-            blob_url=str(folder / "blobs-backlog"),
-            namespace=ns,
-        )
-        with faults.client_runtime(settings) as rt, stopping(WorkerPool(folder)) as pool:
-            node = {"id": "n", "type": "slow_add", "config": {"seconds": options.seconds}}
-            spane.register_workflow({"id": "bench-backlog", "nodes": [node]})
-            workers = [pool.start(rt.settings, threads=options.threads) for _ in range(2)]
-            started = time.time()
-            for i in range(count):
-                spane.enqueue_workflow("bench-backlog", i)
-            faults.wait_all_ended(rt.engine, count, timeout=1200)
-            run_s = time.time() - started
-            resent = 0
-            for worker in workers:
-                for line in worker.output().splitlines():
-                    with contextlib.suppress(ValueError):
-                        entry = json.loads(line)
-                        if entry.get("event") == "lost node messages sent again":
-                            resent += int(entry["count"])
-            return {
-                "nodes": count,
-                "lease_s": rt.settings.lease_seconds,
-                "longest_wait_s": round(
-                    float(
-                        faults.scalar(
-                            rt.engine, "SELECT max(started_at - queued_at) FROM spane_nodes"
-                        )
-                    ),
-                    1,
+    with scenario(options, folder, "backlog") as (rt, pool, _db):
+        node = {"id": "n", "type": "slow_add", "config": {"seconds": options.seconds}}
+        spane.register_workflow({"id": "bench-backlog", "nodes": [node]})
+        workers = [pool.start(rt.settings, threads=options.threads) for _ in range(2)]
+        started = time.time()
+        for i in range(count):
+            spane.enqueue_workflow("bench-backlog", i)
+        faults.wait_all_ended(rt.engine, count, timeout=1200)
+        run_s = time.time() - started
+        resent = 0
+        for worker in workers:
+            for line in worker.output().splitlines():
+                with contextlib.suppress(ValueError):
+                    entry = json.loads(line)
+                    if entry.get("event") == "lost node messages sent again":
+                        resent += int(entry["count"])
+        return {
+            "nodes": count,
+            "lease_s": rt.settings.lease_seconds,
+            "longest_wait_s": round(
+                float(
+                    faults.scalar(rt.engine, "SELECT max(started_at - queued_at) FROM spane_nodes")
                 ),
-                "run_s": round(run_s, 1),
-                "second_messages": resent,
-                "second_message_ratio": resent / count,
-                "attempts_run_twice": faults.repeated_attempts(rt.engine),
-                "problems": len(faults.problems(rt.engine, count)),
-            }
+                1,
+            ),
+            "run_s": round(run_s, 1),
+            "second_messages": resent,
+            "second_message_ratio": resent / count,
+            "attempts_run_twice": faults.repeated_attempts(rt.engine),
+            "problems": len(faults.problems(rt.engine, count)),
+        }
 
 
 SCENARIOS: dict[str, Callable[[Options, Path, bool], Result]] = {
@@ -368,12 +314,7 @@ SCENARIOS: dict[str, Callable[[Options, Path, bool], Result]] = {
 
 
 def print_result(result: Result) -> None:
-    rows = result.rows()
-    width = max(len(label) for label, _ in rows)
-    print()
-    print(f"== {result.scenario} " + "=" * (66 - len(result.scenario)))
-    for label, value in rows:
-        print(f"  {label.ljust(width)}  {value}")
+    print_table(result.scenario, result.rows())
     for line in result.problems[:10]:
         print(f"    ! {line}")
     sys.stdout.flush()
@@ -400,10 +341,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _raise_interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     options = Options(
@@ -414,14 +351,17 @@ def main(argv: list[str] | None = None) -> int:
         lease=args.lease,
         sweep=args.sweep,
     )
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    folder = Path(tempfile.mkdtemp(prefix="spane-bench-faults-"))
     if args.scenario == "backlog":
-        with tempfile.TemporaryDirectory(prefix="spane-bench-backlog-") as folder:
-            found = run_backlog(options, Path(folder), args.backlog)
-        for key, value in found.items():
-            print(f"  {key.ljust(22)}  {value}")
-        print(json.dumps(found))
-        return 1 if found["problems"] or found["second_messages"] else 0
+        found: dict[str, Any] = {}
+
+        def backlog() -> None:
+            found.update(run_backlog(options, folder, args.backlog))
+            print_table("backlog", list(found.items()))
+
+        code = guarded(backlog, lambda: shutil.rmtree(folder, ignore_errors=True))
+        print(json.dumps({**found, "exit_code": code}))
+        return code or (1 if found["problems"] or found["second_messages"] else 0)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     shown = options.settings()
     print(
@@ -430,9 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         f"sweep every {shown.sweep_interval:g} s"
         + ("" if options.lease is None and options.sweep is None else " (not the defaults)")
     )
-    folder = Path(tempfile.mkdtemp(prefix="spane-bench-faults-"))
     results: list[Result] = []
-    try:
+
+    def body() -> None:
         for name in names:
             for inject in (False, True) if args.baseline else (True,):
                 where = folder / f"{name}-{'fault' if inject else 'baseline'}"
@@ -440,8 +380,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = SCENARIOS[name](options, where, inject)
                 print_result(result)
                 results.append(result)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+
+    code = guarded(body, lambda: shutil.rmtree(folder, ignore_errors=True))
     print(
         json.dumps(
             {
@@ -459,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     )
-    return 1 if any(r.problems for r in results) else 0
+    return code or (1 if any(r.problems for r in results) else 0)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""What the benchmarks share: CPU accounting per party and worker process groups.
+"""What the benchmarks share beyond the test harness (``tests.workers``, ``tests.services``,
+``tests.faults``): CPU accounting per party, worker process groups, a guarded run.
 
 CPU seconds are read from ``/proc`` so each party (workers, PostgreSQL, Redis, RabbitMQ,
 the client, the rest of the machine) is counted the same way for Spane and its peers.
@@ -6,16 +7,22 @@ the client, the rest of the machine) is counted the same way for Spane and its p
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import signal
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as ``python bench/X.py``: make ``tests`` importable
+    sys.path.insert(0, str(ROOT))
+
+from spane.statuses import EXECUTION_TERMINAL  # noqa: E402
+from tests.faults import FaultError  # noqa: E402
+from tests.workers import WorkerError  # noqa: E402
 
 
 class BenchError(Exception):
@@ -109,86 +116,111 @@ def cpu_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
-# -- worker processes ------------------------------------------------------------------------
+# -- worker process groups (started with ``tests.workers``) ----------------------------------
 
 
-def child_setup() -> None:
-    """In the worker: die with the bench (Linux), so a killed bench leaves no orphans."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def group_members(group: int) -> list[int]:
+    """Pids of the processes in process group ``group``."""
+    members = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            stat = read_stat(pid)
+            if stat is not None and stat[2] == group:
+                members.append(int(pid))
+    return members
 
 
-@dataclass
-class Workers:
-    """One worker master process this bench started (and its children), in its own group."""
+def worker_children(leader: int) -> list[int]:
+    """Pids of the worker processes: the children of the master ``leader`` in its group."""
+    found = []
+    for pid in group_members(leader):
+        stat = read_stat(str(pid))
+        if pid != leader and stat is not None and stat[1] == leader:
+            found.append(pid)
+    return sorted(found)
 
-    proc: subprocess.Popen[bytes]
-    log: Path
-    processes: int
-    #: What each ready worker process prints once.
-    ready_marker: str = "is ready for action"
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = (len(ordered) - 1) * q / 100.0
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
-    def output(self) -> str:
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 2)
+
+
+# -- running a benchmark --------------------------------------------------------------------
+
+
+def print_table(title: str, rows: list[tuple[str, Any]]) -> None:
+    width = max((len(label) for label, _ in rows), default=10)
+    print()
+    print(f"== {title} " + "=" * max(0, 70 - len(title)))
+    for label, value in rows:
+        if isinstance(value, float):
+            value = f"{value:,.2f}"
+        print(f"  {label.ljust(width)}  {value}")
+    sys.stdout.flush()
+
+
+def wait_execution(
+    store: Any, execution_id: str, timeout: float, interval: float, check: Callable[[], None]
+) -> str:
+    """Poll an execution's status until it ended; ``check`` raises if the workers died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = store.execution_status(execution_id)
+        if status in EXECUTION_TERMINAL:
+            return str(status)
+        if time.monotonic() > deadline:
+            check()
+            raise BenchError(f"execution {execution_id} still {status} after {timeout:g}s")
+        time.sleep(interval)
+
+
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def guarded(
+    body: Callable[[], None],
+    teardown: Callable[[], None],
+    on_crash: Callable[[], None] = lambda: None,
+) -> int:
+    """Run ``body``, then always ``teardown`` (Ctrl-C cannot cut it short).
+
+    Returns the exit code: 0, 1 when the bench failed, 130 when it was interrupted
+    (Ctrl-C, SIGTERM or SIGHUP).
+    """
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
+    code = 0
+    try:
+        body()
+    except KeyboardInterrupt:
+        print("\ninterrupted; cleaning up", file=sys.stderr)
+        code = 130
+    except (BenchError, WorkerError, FaultError) as exc:
+        print(f"\nbench failed: {exc}", file=sys.stderr)
+        code = 1
+    except Exception:
+        traceback.print_exc()
+        on_crash()
+        code = 1
+    finally:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # let cleanup finish
         try:
-            return self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.output().splitlines()[-lines:])
-
-    def group_members(self) -> list[int]:
-        """Pids of the processes in our worker's process group (it leads its own session)."""
-        members = []
-        for pid in os.listdir("/proc"):
-            if pid.isdigit():
-                stat = read_stat(pid)
-                if stat is not None and stat[2] == self.pid:
-                    members.append(int(pid))
-        return members
-
-    def worker_children(self) -> list[int]:
-        """Pids of the worker processes (the dramatiq master's children)."""
-        found = []
-        for pid in self.group_members():
-            stat = read_stat(str(pid))
-            if pid != self.pid and stat is not None and stat[1] == self.pid:
-                found.append(pid)
-        return sorted(found)
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.output().count(self.ready_marker) >= self.processes:
-                return
-            if self.proc.poll() is not None:
-                code = self.proc.returncode
-                raise BenchError(f"workers exited early (code {code}):\n{self.tail()}")
-            time.sleep(0.1)
-        raise BenchError(f"workers not ready after {timeout:g}s:\n{self.tail()}")
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM our process group; SIGKILL it after ``timeout``; reap every member."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                print(f"workers did not stop within {timeout:g}s; sending SIGKILL", file=sys.stderr)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(timeout=10)
-        # Anything left in our group (a worker whose master died first) is ours: kill it.
-        deadline = time.monotonic() + 10
-        while (left := self.group_members()) and time.monotonic() < deadline:
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
+            teardown()
+        except Exception as exc:  # report; the exit code already says how the run went
+            print(f"cleanup failed: {exc!r}", file=sys.stderr)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    return code

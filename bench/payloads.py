@@ -41,16 +41,11 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,31 +53,26 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-HOST = "127.0.0.1"
-PG_USER = os.environ.get("SPANE_BENCH_PG_USER", "postgres")
-REDIS_URL = f"redis://{HOST}:6379/0"
-TERMINAL = ("completed", "failed", "cancelled")
+from bench.harness import BenchError, guarded, wait_execution  # noqa: E402
+from bench.scenarios import chain  # noqa: E402
+from spane.statuses import ExecutionStatus  # noqa: E402
+from tests import faults  # noqa: E402
+from tests.s3server import FAKE_CREDENTIALS, moto_server, s3_client  # noqa: E402
+from tests.services import (  # noqa: E402
+    HOST,
+    PG_PORT,
+    REDIS_PORT,
+    REDIS_URL,
+    PeakMemory,
+    private_database,
+    private_namespace,
+    reachable,
+)
+from tests.workers import WorkerPool, WorkerProcess  # noqa: E402
+
 ON, OFF = 51200, 2**31 - 1
 SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}
 DEFAULT_RUNS = {"10k": 30, "100k": 30, "1m": 10, "10m": 5}
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-class BenchError(Exception):
-    """The benchmark could not run or did not finish in time."""
-
-
-def reachable(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def make_value(size: int, seed: int) -> list[str]:
@@ -101,82 +91,6 @@ def human(n: float) -> str:
     return str(n)
 
 
-class PeakMemory:
-    """Polls Redis ``used_memory`` in a thread; ``delta`` is the peak over the baseline."""
-
-    def __init__(self) -> None:
-        import redis
-
-        self.client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
-        self.baseline = self.peak = self._used()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _used(self) -> int:
-        return int(self.client.info("memory")["used_memory"])
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._used())
-            self._stop.wait(0.005)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.client.close()
-
-    @property
-    def delta(self) -> int:
-        return self.peak - self.baseline
-
-
-@dataclass
-class Workers:
-    """The ``dramatiq spane.actors`` master this bench started, leading its own group."""
-
-    proc: subprocess.Popen[bytes]
-    log: Path
-    processes: int
-
-    def output(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.output().count("is ready for action") >= self.processes:
-                return
-            if self.proc.poll() is not None:
-                raise BenchError(f"workers exited early:\n{self.output()[-3000:]}")
-            time.sleep(0.1)
-        raise BenchError(f"workers not ready after {timeout:g}s:\n{self.output()[-3000:]}")
-
-    def check(self) -> None:
-        if self.proc.poll() is not None:
-            raise BenchError(f"workers exited ({self.proc.returncode}):\n{self.output()[-3000:]}")
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM our own process group (by its leader's pid); SIGKILL it after ``timeout``."""
-        if self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=10)
-
-
 class Mode:
     """One setting of the claim check: its client runtime and its own workers."""
 
@@ -184,7 +98,7 @@ class Mode:
         self.name, self.threshold = name, threshold
         self.settings: Any = None
         self.rt: Any = None
-        self.workers: Workers | None = None
+        self.workers: WorkerProcess | None = None
 
     @property
     def workflow_id(self) -> str:
@@ -202,55 +116,36 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.folder = Path(tempfile.mkdtemp(prefix="spane-payloads-"))
-        self.db_name = f"spane_payloads_{uuid.uuid4().hex[:10]}"
-        self.namespace = f"spanepayloads{uuid.uuid4().hex[:8]}"
-        self.db_created = False
-        self.s3_server: Any = None
+        self.stack = contextlib.ExitStack()
+        self.database_url = self.namespace = ""
         self.bucket = f"spane-payloads-{uuid.uuid4().hex[:10]}"
         self.env: dict[str, str] = {}
         self.modes = [Mode("on", ON), Mode("off", OFF)]
-        self.old_runtime: Any = None
-
-    @property
-    def admin_dsn(self) -> str:
-        return f"host={HOST} port=5432 user={PG_USER} dbname=postgres connect_timeout=5"
 
     def setup(self) -> None:
-        import psycopg
-
         from spane import runtime as runtime_module
 
-        if not reachable(5432):
-            raise BenchError(f"PostgreSQL is not listening on {HOST}:5432")
-        if not reachable(6379):
-            raise BenchError(f"Redis is not listening on {HOST}:6379")
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.db_name}"')
-        self.db_created = True
+        if not reachable(PG_PORT):
+            raise BenchError(f"PostgreSQL is not listening on {HOST}:{PG_PORT}")
+        if not reachable(REDIS_PORT):
+            raise BenchError(f"Redis is not listening on {HOST}:{REDIS_PORT}")
+        self.stack.callback(shutil.rmtree, self.folder, ignore_errors=True)
+        self.database_url = self.stack.enter_context(private_database("spane_payloads"))
+        self.namespace = self.stack.enter_context(private_namespace("spanepayloads"))
         if self.args.blobs == "s3":
-            from moto.server import ThreadedMotoServer
-
-            self.s3_server = ThreadedMotoServer(ip_address=HOST, port=0, verbose=False)
-            self.s3_server.start()
-            host, port = self.s3_server.get_host_and_port()
-            self.env = {**FAKE_AWS, "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+            endpoint = self.stack.enter_context(moto_server())
+            self.env = {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
             os.environ.update(self.env)  # the client runtimes' S3 clients read them
-            self.s3().create_bucket(Bucket=self.bucket)
-        self.old_runtime = runtime_module.current()
+            s3_client(endpoint).create_bucket(Bucket=self.bucket)
+        self.stack.callback(runtime_module.install, runtime_module.current())
+        pool = self.stack.enter_context(WorkerPool(self.folder))
         for mode in self.modes:
-            self.start(mode)
-
-    def s3(self) -> Any:
-        import boto3
-
-        return boto3.session.Session(
-            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
-        ).client("s3", endpoint_url=self.env["AWS_ENDPOINT_URL"])
+            self.start(mode, pool)
 
     def blob_bytes(self, mode: Mode) -> int:
         if self.args.blobs == "s3":
             prefix = f"{mode.name}/"
-            pages = self.s3().get_paginator("list_objects_v2")
+            pages = s3_client(self.env["AWS_ENDPOINT_URL"]).get_paginator("list_objects_v2")
             return sum(
                 item["Size"]
                 for page in pages.paginate(Bucket=self.bucket, Prefix=prefix)
@@ -259,7 +154,7 @@ class Bench:
         root = Path(mode.settings.blob_url)
         return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
-    def start(self, mode: Mode) -> None:
+    def start(self, mode: Mode, pool: WorkerPool) -> None:
         """Build the mode's client runtime and start its workers."""
         from spane.runtime import Runtime
         from spane.settings import Settings
@@ -269,9 +164,9 @@ class Bench:
             if self.args.blobs == "s3"
             else str(self.folder / f"blobs-{mode.name}")
         )
-        settings = mode.settings = Settings(
+        mode.settings = Settings(
             broker_url=REDIS_URL,
-            database_url=f"postgresql+psycopg://{PG_USER}@{HOST}:5432/{self.db_name}",
+            database_url=self.database_url,
             blob_url=blob_url,
             namespace=f"{self.namespace}{mode.name}",
             claim_check_bytes=mode.threshold,
@@ -279,44 +174,16 @@ class Bench:
             log_format="json",
             log_level="warning",
         )
-        mode.rt = Runtime(settings)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SPANE_")}
-        env.update(
-            SPANE_BROKER_URL=settings.broker_url,
-            SPANE_DATABASE_URL=settings.database_url,
-            SPANE_BLOB_URL=settings.blob_url,
-            SPANE_NAMESPACE=settings.namespace,
-            SPANE_CLAIM_CHECK_BYTES=str(settings.claim_check_bytes),
-            SPANE_MAX_PAYLOAD_BYTES=str(settings.max_payload_bytes),
+        mode.rt = Runtime(mode.settings)
+        self.stack.callback(mode.rt.close)
+        mode.workers = pool.start(
+            mode.settings,
+            modules=(),
+            processes=self.args.processes,
+            threads=self.args.threads,
             SPANE_DRAIN_SECONDS="5",
-            SPANE_LOG_FORMAT="json",
-            SPANE_LOG_LEVEL="warning",
-            PYTHONPATH=str(ROOT),
-            PYTHONUNBUFFERED="1",
             **self.env,
         )
-        command = [
-            sys.executable,
-            "-m",
-            "dramatiq",
-            "spane.actors",
-            "--processes",
-            str(self.args.processes),
-            "--threads",
-            str(self.args.threads),
-        ]
-        log = self.folder / f"workers-{mode.name}.log"
-        with log.open("wb") as sink:
-            proc = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        mode.workers = Workers(proc, log, self.args.processes)
-        mode.workers.wait_ready()
 
     def use(self, mode: Mode) -> Any:
         """Make ``mode``'s runtime the process runtime (what ``spane.*`` calls use)."""
@@ -326,73 +193,15 @@ class Bench:
         return mode.rt
 
     def teardown(self) -> None:
-        """Undo everything setup did, each step on its own (a failure does not stop the rest)."""
-        from spane import runtime as runtime_module
-
-        steps: list[Any] = [m.workers.stop for m in self.modes if m.workers is not None]
-        steps.append(lambda: runtime_module.install(self.old_runtime))
-        steps += [m.rt.close for m in self.modes if m.rt is not None]
-        steps += [self._drop_database, self._clean_redis, self._stop_s3]
-        for step in steps:
-            try:
-                step()
-            except Exception as exc:  # report and go on cleaning
-                print(f"cleanup step failed: {exc!r}", file=sys.stderr)
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-    def _drop_database(self) -> None:
-        import psycopg
-
-        if self.db_created:
-            with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-
-    def _clean_redis(self) -> None:
-        if not reachable(6379):
-            return
-        import redis
-
-        client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
-        try:
-            keys = list(client.scan_iter(f"{self.namespace}*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
-
-    def _stop_s3(self) -> None:
-        if self.s3_server is not None:
-            self.s3_server.stop()
+        """Undo everything setup did, last first."""
+        self.stack.close()
 
     def sql(self, query: str, **params: Any) -> list[Any]:
-        from sqlalchemy import bindparam, text
-
-        statement = text(query)
-        for name, value in params.items():
-            if isinstance(value, list):
-                statement = statement.bindparams(bindparam(name, expanding=True))
-        with self.modes[0].rt.engine.connect() as conn:
-            return list(conn.execute(statement, params))
+        return faults.sql(self.modes[0].rt.engine, query, **params)
 
     def wait(self, mode: Mode, execution_id: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            status = mode.rt.store.execution_status(execution_id)
-            if status in TERMINAL:
-                return str(status)
-            if time.monotonic() > deadline:
-                assert mode.workers is not None
-                mode.workers.check()
-                raise BenchError(f"execution {execution_id} still {status} after {timeout:g}s")
-            time.sleep(0.002)
-
-
-def chain(workflow_id: str, length: int) -> dict[str, Any]:
-    nodes = [
-        {"id": f"n{i}", "type": "noop", **({"after": [f"n{i - 1}"]} if i else {})}
-        for i in range(length)
-    ]
-    return {"id": workflow_id, "nodes": nodes}
+        assert mode.workers is not None
+        return wait_execution(mode.rt.store, execution_id, timeout, 0.002, mode.workers.check)
 
 
 def warm_up(bench: Bench) -> None:
@@ -419,12 +228,12 @@ def run_size(bench: Bench, label: str, size: int, runs: int, seed: int) -> list[
         order = bench.modes if i % 2 == 0 else bench.modes[::-1]
         for mode in order:
             bench.use(mode)
-            with PeakMemory() as redis_memory:
+            with PeakMemory(interval=0.005) as redis_memory:
                 start = time.perf_counter()
                 execution_id = spane.enqueue_workflow(mode.workflow_id, value)
                 enqueue_ms[mode.name].append((time.perf_counter() - start) * 1000)
                 status = bench.wait(mode, execution_id, timeout=120)
-            if status != "completed":
+            if status != ExecutionStatus.COMPLETED:
                 raise BenchError(f"{mode.name} {label}: execution {execution_id} ended {status}")
             ids[mode.name].append(execution_id)
             redis_peaks[mode.name].append(redis_memory.delta)
@@ -511,21 +320,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _raise_interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     bench = Bench(args)
     rows: list[dict[str, Any]] = []
-    code = 0
-    try:
+
+    def body() -> None:
         print(
-            f"setting up: database {bench.db_name}, namespace {bench.namespace}, "
-            f"{args.blobs} blobs, {args.processes}x{args.threads} workers, "
-            f"{args.chain}-node noop chain",
+            f"setting up: database, namespaces, {args.blobs} blobs, "
+            f"{args.processes}x{args.threads} workers, {args.chain}-node noop chain",
             flush=True,
         )
         bench.setup()
@@ -533,26 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         for i, label in enumerate(args.size_list):
             runs = args.runs or DEFAULT_RUNS[label]
             print(f"  {label} x {runs} per mode ...", flush=True)
-            rows += run_size(bench, label, SIZES[label], runs, seed=1000 * (i + 1))
+            rows.extend(run_size(bench, label, SIZES[label], runs, seed=1000 * (i + 1)))
         rows.sort(key=lambda r: (r["claim_check"] != "on", args.size_list.index(r["size"])))
         print_results(rows)
-    except KeyboardInterrupt:
-        print("\ninterrupted; cleaning up", file=sys.stderr)
-        code = 130
-    except BenchError as exc:
-        print(f"\nbench failed: {exc}", file=sys.stderr)
-        code = 1
-    except Exception:
-        import traceback
 
-        traceback.print_exc()
-        code = 1
-    finally:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # let cleanup finish
-        try:
-            bench.teardown()
-        finally:
-            signal.signal(signal.SIGINT, previous)
+    code = guarded(body, bench.teardown)
     print(json.dumps({"results": rows, "exit_code": code}), flush=True)
     return code
 

@@ -2,7 +2,7 @@
 
 ``bench.py compare`` runs the same chain and fan-out shapes on each peer, on the same
 Redis, in the same invocation, and prints Spane's ratio to each. A peer's workers are
-started here in their own process group (``harness.Workers``) and stopped by process id;
+started here in their own process group (``tests.workers.launch``) and stopped by process id;
 its messages and results live in one Redis database of the bench's own
 (``SPANE_BENCH_PEER_DB``, default 11), emptied before and after each peer runs.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -20,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.harness import BenchError, Workers, child_setup, cpu_report, cpu_snapshot
+from bench.harness import BenchError, cpu_report, cpu_snapshot
+from tests.workers import ROOT, WorkerProcess, launch
 
-ROOT = Path(__file__).resolve().parent.parent
 PEER_DB = int(os.environ.get("SPANE_BENCH_PEER_DB", "11"))
 PEER_URL = f"redis://127.0.0.1:6379/{PEER_DB}"
 
@@ -88,7 +87,9 @@ def _empty_peer_db() -> None:
         client.close()
 
 
-def _wait_count(client: Any, key: str, target: int, timeout: float, workers: Workers) -> float:
+def _wait_count(
+    client: Any, key: str, target: int, timeout: float, workers: WorkerProcess
+) -> float:
     """Poll ``key`` every 2 ms until it reaches ``target``; return when (epoch seconds)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -97,8 +98,7 @@ def _wait_count(client: Any, key: str, target: int, timeout: float, workers: Wor
             return time.time()
         if time.monotonic() > deadline:
             raise BenchError(f"{key}: {value!r} of {target} after {timeout:g}s")
-        if workers.proc.poll() is not None:
-            raise BenchError(f"peer workers exited:\n{workers.tail()}")
+        workers.check()
         time.sleep(0.002)
 
 
@@ -125,18 +125,13 @@ def run_peer(
     module = importlib.import_module(peer.module)
     module = importlib.reload(module)  # pick up this run's queue name
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    log = folder / f"{name}.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            peer.command(queue, processes, threads),
-            cwd=ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=child_setup,
-        )
-    workers = Workers(proc, log, 1 if name == "celery" else processes, peer.ready_marker)
+    workers = launch(
+        peer.command(queue, processes, threads),
+        folder / f"{name}.log",
+        env,
+        processes=1 if name == "celery" else processes,
+        ready_marker=peer.ready_marker,
+    )
     client = redis.Redis.from_url(PEER_URL)
     try:
         workers.wait_ready()

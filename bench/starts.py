@@ -28,11 +28,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import spane  # noqa: E402
-from bench.faults import REDIS_URL, database, namespace, stopping  # noqa: E402
 from spane.runtime import Runtime  # noqa: E402
 from spane.settings import Settings  # noqa: E402
 from spane.store.schema import schedule_ticks  # noqa: E402
 from tests import faults  # noqa: E402
+from tests.services import REDIS_URL, private_database, private_namespace  # noqa: E402
 from tests.workers import WorkerPool  # noqa: E402
 
 WORKFLOW = {
@@ -91,8 +91,8 @@ def main() -> None:
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="spane-bench-starts-") as folder,
-        database() as url,
-        namespace(REDIS_URL) as ns,
+        private_database("spane_bench_starts") as url,
+        private_namespace("spanebenchs") as ns,
     ):
         settings = Settings(
             broker_url=REDIS_URL,
@@ -101,7 +101,7 @@ def main() -> None:
             namespace=ns,
             log_level="warning",
         )
-        with faults.client_runtime(settings) as rt, stopping(WorkerPool(Path(folder))) as pool:
+        with faults.client_runtime(settings) as rt, WorkerPool(Path(folder)) as pool:
             spane.register_workflow(WORKFLOW)
             enqueue(args.executions)
             ticks(rt, pool, args.ticks)

@@ -7,39 +7,35 @@ Each test gets its own PostgreSQL database and its own Redis namespace.
 from __future__ import annotations
 
 import os
-import socket
-import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 
 import spane
 from spane import logs
-from spane import runtime as runtime_module
-from spane.broker import queue_name
 from spane.runtime import Runtime
 from spane.settings import Settings
 from tests.faults import client_runtime
 from tests.history import BACKENDS
 from tests.s3server import s3_bucket, s3_endpoint
+from tests.services import (
+    AMQP_URL,
+    REDIS_URL,
+    delete_rabbit_queues,
+    private_database,
+    private_namespace,
+    reachable,
+)
 from tests.workers import WorkerPool
 
 CI = os.environ.get("CI", "").lower() == "true"
-PG_HOST = "127.0.0.1"
-
-
-def _reachable(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def require_service(name: str, port: int) -> None:
     """Skip (or fail under CI) when a service is not listening on 127.0.0.1."""
-    if not _reachable(port):
+    if not reachable(port):
         message = f"{name} is not running on 127.0.0.1:{port}"
         if CI:
             pytest.fail(message + " (CI=true: services are required)")
@@ -76,110 +72,76 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
     """An embedded runtime (SQLite, StubBroker, in-process worker), installed globally."""
     import tests.nodes  # noqa: F401  (registers the test node types)
 
-    runtime = Runtime(embedded_settings(tmp_path))
-    old = runtime_module.install(runtime)
-    try:
+    with client_runtime(embedded_settings(tmp_path)) as runtime:
         yield runtime
-    finally:
-        runtime_module.install(old)
-        runtime.close()
-
-
-def _pg_user() -> str:
-    return os.environ.get("SPANE_TEST_PG_USER", "postgres")
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database, dropped afterwards."""
     require_service("PostgreSQL", 5432)
-    import psycopg
-
-    name = f"spane_test_{uuid.uuid4().hex[:10]}"
-    admin = f"host={PG_HOST} port=5432 user={_pg_user()} dbname=postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://{_pg_user()}@{PG_HOST}:5432/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with private_database() as url:
+        yield url
 
 
 @pytest.fixture
 def redis_url() -> str:
     """The local Redis server."""
     require_service("Redis", 6379)
-    return "redis://127.0.0.1:6379/0"
+    return REDIS_URL
 
 
 @pytest.fixture
 def amqp_url() -> str:
     """The local RabbitMQ server."""
     require_service("RabbitMQ", 5672)
-    return "amqp://guest:guest@127.0.0.1:5672/%2F"
+    return AMQP_URL
 
 
 @pytest.fixture
 def namespace() -> Iterator[str]:
     """A queue namespace of this test's own (Redis keys are removed afterwards)."""
-    name = f"spanetest{uuid.uuid4().hex[:8]}"
-    yield name
-    if _reachable(6379):
-        import redis
+    with private_namespace() as name:
+        yield name
 
-        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-        keys = list(client.scan_iter(f"{name}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+
+def _client(
+    tmp_path: Path, broker_url: str, pg_url: str, namespace: str
+) -> AbstractContextManager[Runtime]:
+    """A client runtime on ``broker_url`` + PostgreSQL, with the test node types."""
+    import tests.nodes  # noqa: F401
+
+    settings = Settings(
+        broker_url=broker_url,
+        database_url=pg_url,
+        blob_url=str(tmp_path / "blobs"),
+        namespace=namespace,
+    )
+    return client_runtime(settings)
 
 
 @pytest.fixture
 def prod(tmp_path: Path, pg_url: str, redis_url: str, namespace: str) -> Iterator[Runtime]:
     """A client runtime on Redis + PostgreSQL (workers are started with ``workers``)."""
-    import tests.nodes  # noqa: F401
-
-    settings = Settings(
-        broker_url=redis_url,
-        database_url=pg_url,
-        blob_url=str(tmp_path / "blobs"),
-        namespace=namespace,
-    )
-    with client_runtime(settings) as runtime:
+    with _client(tmp_path, redis_url, pg_url, namespace) as runtime:
         yield runtime
 
 
 @pytest.fixture
 def rabbit(tmp_path: Path, pg_url: str, amqp_url: str, namespace: str) -> Iterator[Runtime]:
     """A client runtime on RabbitMQ + PostgreSQL; its queues are deleted afterwards."""
-    import tests.nodes  # noqa: F401
-
-    settings = Settings(
-        broker_url=amqp_url,
-        database_url=pg_url,
-        blob_url=str(tmp_path / "blobs"),
-        namespace=namespace,
-    )
-    with client_runtime(settings) as runtime:
+    with _client(tmp_path, amqp_url, pg_url, namespace) as runtime:
         try:
             yield runtime
         finally:
-            channel = runtime.broker.channel  # type: ignore[attr-defined]
-            for lane in ("high", "default", "low"):
-                name = queue_name(settings, lane)
-                for queue in (name, f"{name}.DQ", f"{name}.XQ"):
-                    channel.queue_delete(queue)
+            delete_rabbit_queues(runtime.broker.channel, namespace)  # type: ignore[attr-defined]
 
 
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[WorkerPool]:
     """Starts real ``dramatiq spane.actors`` subprocesses; stops them (by pid) afterwards."""
-    pool = WorkerPool(tmp_path)
-    try:
+    with WorkerPool(tmp_path) as pool:
         yield pool
-    finally:
-        pool.stop_all()
 
 
 __all__ = ["embedded_settings", "require_service", "s3_bucket", "s3_endpoint", "spane"]

@@ -16,7 +16,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,10 +30,10 @@ import spane
 from spane import runtime as runtime_module
 from spane.runtime import Runtime
 from spane.settings import Settings
+from spane.statuses import EXECUTION_TERMINAL, ExecutionStatus, NodeStatus
+from tests.services import HOST, delete_keys, free_port
 
-HOST = "127.0.0.1"
 PG_BIN = Path(os.environ.get("SPANE_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
-TERMINAL = ("completed", "failed", "cancelled")
 #: Events that finish a node successfully: a node's code returned (``completed``), its
 #: timer fired (``timer_fired``, ``delay``), or its child execution ended (``woken``).
 DONE_EVENTS = ("completed", "timer_fired", "woken")
@@ -42,13 +41,6 @@ DONE_EVENTS = ("completed", "timer_fired", "woken")
 
 class FaultError(RuntimeError):
     """A private service could not be started, or a wait ran out."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(
@@ -243,6 +235,17 @@ def client_runtime(settings: Settings) -> Iterator[Runtime]:
         runtime.close()
 
 
+def slow_chain(workflow_id: str, length: int = 4, seconds: float = 0.3) -> dict[str, Any]:
+    """``length`` nodes of ``slow_add`` in a row: the output is the input plus ``length``."""
+    nodes: list[dict[str, Any]] = []
+    for i in range(length):
+        node: dict[str, Any] = {"id": f"n{i}", "type": "slow_add", "config": {"seconds": seconds}}
+        if i:
+            node["after"] = [f"n{i - 1}"]
+        nodes.append(node)
+    return {"id": workflow_id, "nodes": nodes}
+
+
 # -- duplication -------------------------------------------------------------------------
 
 
@@ -286,14 +289,7 @@ def push_raw(
 
 def drop_queues(redis_url: str, namespace: str) -> int:
     """Delete every Redis key of one queue namespace (the broker "loses" its messages)."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(f"{namespace}:*", count=1000))
-        return int(client.delete(*keys)) if keys else 0
-    finally:
-        client.close()
+    return delete_keys(redis_url, f"{namespace}:*")
 
 
 def stored_messages(redis_url: str, namespace: str, queue: str) -> int:
@@ -311,11 +307,15 @@ def stored_messages(redis_url: str, namespace: str, queue: str) -> int:
 
 
 def sql(engine: Any, query: str, **params: Any) -> list[Any]:
-    """Run one read-only query."""
-    from sqlalchemy import text
+    """Run one read-only query; a list parameter expands (``WHERE id IN :ids``)."""
+    from sqlalchemy import bindparam, text
 
+    statement = text(query)
+    for name, value in params.items():
+        if isinstance(value, list):
+            statement = statement.bindparams(bindparam(name, expanding=True))
     with engine.connect() as conn:
-        return list(conn.execute(text(query), params).all())
+        return list(conn.execute(statement, params).all())
 
 
 def scalar(engine: Any, query: str, **params: Any) -> Any:
@@ -337,7 +337,7 @@ def wait_all_ended(engine: Any, count: int, timeout: float = 120) -> None:
         rows = sql(engine, "SELECT status, count(*) FROM spane_executions GROUP BY status")
         by_status = {status: n for status, n in rows}
         total = sum(by_status.values())
-        return total >= count and all(s in TERMINAL for s in by_status)
+        return total >= count and all(s in EXECUTION_TERMINAL for s in by_status)
 
     wait_until(ended, timeout, f"{count} executions to end", interval=0.2)
 
@@ -364,7 +364,11 @@ def problems(engine: Any, count: int) -> list[str]:
     top = [s for s in summaries if s.parent_id is None]
     if len(top) != count:
         found.append(f"expected {count} top-level executions, found {len(top)}")
-    found += [f"execution {s.id} is {s.status}" for s in summaries if s.status != "completed"]
+    found += [
+        f"execution {s.id} is {s.status}"
+        for s in summaries
+        if s.status != ExecutionStatus.COMPLETED
+    ]
     for row in sql(
         engine,
         "SELECT e.id, count(v.id) FROM spane_executions e LEFT JOIN spane_events v "
@@ -389,7 +393,7 @@ def problems(engine: Any, count: int) -> list[str]:
         "GROUP BY n.execution_id, n.node_id, n.status",
     ):
         execution_id, node_id, status, completions, skips = row
-        expected = (1, 0) if status == "completed" else (0, 1)
+        expected = (1, 0) if status == NodeStatus.COMPLETED else (0, 1)
         if (completions, skips) != expected:
             found.append(
                 f"node {execution_id}/{node_id} ({status}) has {completions} completion "

@@ -9,6 +9,7 @@ from typing import TypeVar
 import pytest
 
 import spane
+from spane.statuses import NODE_TERMINAL
 from spane.store.history import Event
 
 T = TypeVar("T")
@@ -17,7 +18,7 @@ BACKENDS = [
     pytest.param("embedded", id="embedded"),
     pytest.param("workers", id="workers", marks=pytest.mark.integration),
 ]
-ENDED = ("completed", "failed", "skipped", "cancelled")
+ENDED = NODE_TERMINAL
 
 
 def wait_for(probe: Callable[[], T | None], what: str, timeout: float = 30) -> T:

@@ -7,6 +7,7 @@ Import the fixtures where they are needed::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-_FAKE_CREDENTIALS = {
+FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
@@ -22,15 +23,11 @@ _FAKE_CREDENTIALS = {
 }
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """Run moto's S3 server for the session and yield its endpoint URL."""
-    try:
-        from moto.server import ThreadedMotoServer
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip("moto[server] is not installed")
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """Run moto's S3 server on a free local port; yield its endpoint URL; stop it."""
+    from moto.server import ThreadedMotoServer
+
     # Port 0 lets the OS pick a free port, with no window for another process to take it.
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -39,6 +36,19 @@ def s3_endpoint() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """Run moto's S3 server for the session and yield its endpoint URL."""
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip("moto[server] is not installed")
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 def s3_client(endpoint: str) -> Any:
@@ -56,7 +66,7 @@ def s3_client(endpoint: str) -> Any:
 def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Create a bucket of a unique name and yield it; AWS_* point at moto for the test."""
     # Fake credentials, and no profile or config file of the developer's, for this test only.
-    for name, value in {**_FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": s3_endpoint}.items():
+    for name, value in {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": s3_endpoint}.items():
         monkeypatch.setenv(name, value)
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(name, raising=False)

@@ -7,7 +7,6 @@ test runs real workers on Redis + PostgreSQL with blobs in S3 (moto's server mod
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from spane.settings import Settings
 from tests.conftest import embedded_settings
 from tests.nodes import cc_value
 from tests.s3server import s3_bucket, s3_client, s3_endpoint  # noqa: F401
+from tests.services import PeakMemory
 from tests.workers import WorkerPool
 
 THRESHOLD = Settings().claim_check_bytes  # 51200, the default the `rt` twin uses
@@ -496,40 +496,6 @@ def test_message_argument_over_the_limit_is_refused(own_runtime: Callable[..., R
 
 
 # -- the proof: real workers, Redis, PostgreSQL, S3 -----------------------------------------
-
-
-class PeakMemory:
-    """Polls Redis ``used_memory`` in a thread; ``delta`` is the peak over the baseline."""
-
-    def __init__(self, url: str) -> None:
-        import redis
-
-        self.client = redis.Redis.from_url(url)
-        self.baseline = self.peak = self._used()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _used(self) -> int:
-        return int(self.client.info("memory")["used_memory"])
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._used())
-            self._stop.wait(0.002)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.peak = max(self.peak, self._used())
-        self.client.close()
-
-    @property
-    def delta(self) -> int:
-        return self.peak - self.baseline
 
 
 @pytest.mark.integration

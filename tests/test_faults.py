@@ -29,6 +29,7 @@ from spane.settings import Settings
 from spane.store.history import DeadLetter
 from tests import faults
 from tests.conftest import CI
+from tests.faults import slow_chain as chain
 from tests.workers import WorkerPool, WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -36,17 +37,6 @@ pytestmark = pytest.mark.integration
 #: Default leases and sweeps (recovery takes seconds at defaults); a short drain grace.
 SHORT_DRAIN: dict[str, Any] = {"drain_seconds": 3.0}
 RUNS = 50
-
-
-def chain(workflow_id: str, length: int = 4, seconds: float = 0.3) -> dict[str, Any]:
-    """``length`` nodes of ``slow_add`` in a row: the output is the input plus ``length``."""
-    nodes: list[dict[str, Any]] = []
-    for i in range(length):
-        node: dict[str, Any] = {"id": f"n{i}", "type": "slow_add", "config": {"seconds": seconds}}
-        if i:
-            node["after"] = [f"n{i - 1}"]
-        nodes.append(node)
-    return {"id": workflow_id, "nodes": nodes}
 
 
 def outputs(ids: list[str]) -> list[Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -18,16 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 import spane
 from spane import cli
 from spane.runtime import Runtime
+from tests.services import free_port
 from tests.workers import WorkerPool
 
 TIMEOUT = 60
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def metrics_env(port: int, folder: Path, **extra: str) -> dict[str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,23 +17,17 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from tests.services import free_port
 from tests.workers import ROOT
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_procfile_serves_the_api_and_runs_a_workflow(
     tmp_path: Path, pg_url: str, redis_url: str, namespace: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPANE_")}
     env.update(
         PATH=f"{BIN}:{env.get('PATH', '')}",

@@ -39,13 +39,8 @@ FAILING = {
 
 @pytest.fixture
 def web(rt: Runtime) -> Iterator[Web]:
-    for definition in (CHAIN, PARKED, FAILING):
-        spane.register_workflow(definition)
-    client = Web()
-    try:
+    with Web(CHAIN, PARKED, FAILING) as client:
         yield client
-    finally:
-        client.close()
 
 
 def start(web: Web, workflow_id: str, tenant: str | None = None, **body: Any) -> str:

@@ -8,7 +8,6 @@ Needs Debian's ``chromium`` (``.ci/run`` installs it); skips without it, fails u
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from spane import tokens
 from spane.runtime import Runtime
 from spane.web import create_app
 from tests.conftest import CI
+from tests.services import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -30,17 +30,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 WAIT_MS = 30_000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def server(rt: Runtime) -> Iterator[str]:
     """``spane web`` on a free loopback port, in a thread of this process."""
-    config = uvicorn.Config(create_app(), host="127.0.0.1", port=_free_port(), log_level="error")
+    config = uvicorn.Config(create_app(), host="127.0.0.1", port=free_port(), log_level="error")
     app_server = uvicorn.Server(config)
     thread = threading.Thread(target=app_server.run, daemon=True)
     thread.start()

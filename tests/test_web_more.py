@@ -41,13 +41,8 @@ def web_guarded(ctx: spane.NodeContext) -> Any:
 
 @pytest.fixture
 def web(rt: Runtime) -> Iterator[Web]:
-    for definition in (CHAIN, ORDER, APPROVAL):
-        spane.register_workflow(definition)
-    client = Web()
-    try:
+    with Web(CHAIN, ORDER, APPROVAL) as client:
         yield client
-    finally:
-        client.close()
 
 
 def error(response: Any, status: int, text: str) -> None:

@@ -8,14 +8,18 @@ from typing import Any
 import httpx2 as httpx
 from starlette.testclient import TestClient
 
+import spane
 from spane import tokens
 from spane.web import create_app
 
 
 class Web:
-    """The app behind a test client, an admin token, and one token per tenant asked for."""
+    """The app behind a test client, an admin token, and one token per tenant asked for;
+    the workflow ``definitions`` are registered first."""
 
-    def __init__(self) -> None:
+    def __init__(self, *definitions: dict[str, Any]) -> None:
+        for definition in definitions:
+            spane.register_workflow(definition)
         self.client = TestClient(create_app())
         self.admin = tokens.create_token(None, label="tests")[1]
         self._tenants: dict[str, str] = {}
@@ -46,3 +50,9 @@ class Web:
 
     def close(self) -> None:
         self.client.close()
+
+    def __enter__(self) -> Web:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 
@@ -14,7 +13,7 @@ import spane
 
 from .. import runtime
 from . import render
-from .commands import Streams, UsageError
+from .commands import Streams, UsageError, show_rows
 
 _STATE_STYLES = {"closed": "green", "open": "red", "half-open": "yellow"}
 
@@ -42,16 +41,9 @@ def table(breakers: Sequence[spane.BreakerStatus]) -> Table:
 
 def list_(args: argparse.Namespace, io: Streams) -> int:
     """List every circuit breaker with its state, failures and when it may close."""
-    breakers = spane.breakers()
-    if args.json:
-        sys.stdout.write(render.to_json(breakers) + "\n")
-    elif breakers:
-        io.out.print(table(breakers))
-    else:
-        where = runtime.get().shared.where
-        note = " (embedded: breakers live in the process running the workflows)"
-        io.out.print("no circuit breakers yet" + (note if where == "memory" else ""), style="dim")
-    return 0
+    note = " (embedded: breakers live in the process running the workflows)"
+    empty = "no circuit breakers yet" + (note if runtime.get().shared.where == "memory" else "")
+    return show_rows(args, io, spane.breakers(), table, empty)
 
 
 def reset(args: argparse.Namespace, io: Streams) -> int:

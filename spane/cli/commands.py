@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.text import Text
 
 import spane
 
 from .. import migrations, runtime, validation
 from ..settings import from_env
+from ..statuses import ExecutionStatus
 from ..store import Execution, make_engine
 from . import render, watch
 
 DEMO_DEFINITION = "examples/demo.yaml"
 DEMO_CHILD = "demo-invoice.yaml"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,28 @@ class Streams:
     out: Console
     err: Console
 
+    def say(self, line: str) -> None:
+        """Print a result line as is: not wrapped, not highlighted (ids stay whole)."""
+        self.out.print(line, soft_wrap=True, highlight=False)
+
+
+def show_rows(
+    args: argparse.Namespace,
+    io: Streams,
+    rows: Sequence[T],
+    table: Callable[[Sequence[T]], RenderableType],
+    empty: str,
+) -> int:
+    """Print a listing: JSON with ``--json``, else ``table(rows)``, or ``empty`` (dim) when
+    there is nothing to list."""
+    if args.json:
+        sys.stdout.write(render.to_json(rows) + "\n")
+    elif rows:
+        io.out.print(table(rows))
+    else:
+        io.out.print(empty, style="dim")
+    return 0
+
 
 class UsageError(spane.SpaneError):
     """What the command names does not exist or cannot be used (exit code 2)."""
@@ -38,7 +64,7 @@ class UsageError(spane.SpaneError):
 
 def exit_code(execution: Execution) -> int:
     """0 for a completed execution, 1 for a failed or cancelled one."""
-    return 0 if execution.status == "completed" else 1
+    return 0 if execution.status == ExecutionStatus.COMPLETED else 1
 
 
 def parse_input(raw: str | None) -> Any:
@@ -208,7 +234,7 @@ def start(args: argparse.Namespace, io: Streams) -> int:
     if args.json:
         sys.stdout.write(render.to_json({"execution_id": execution_id}) + "\n")
     else:
-        io.out.print(execution_id, soft_wrap=True, highlight=False)
+        io.say(execution_id)
     if runtime.get().settings.embedded:
         io.err.print(
             "note: SPANE_BROKER_URL is unset, so this process is the only worker and it stops "
@@ -234,13 +260,7 @@ def list_(args: argparse.Namespace, io: Streams) -> int:
     rows = spane.list_executions(
         status=args.status, workflow_id=args.workflow, tenant=args.tenant, limit=args.limit
     )
-    if args.json:
-        sys.stdout.write(render.to_json(rows) + "\n")
-    elif rows:
-        io.out.print(render.executions_table(rows))
-    else:
-        io.out.print("no executions", style="dim")
-    return 0
+    return show_rows(args, io, rows, render.executions_table, "no executions")
 
 
 def wait(args: argparse.Namespace, io: Streams) -> int:
@@ -251,7 +271,7 @@ def wait(args: argparse.Namespace, io: Streams) -> int:
 def cancel(args: argparse.Namespace, io: Streams) -> int:
     """Cancel an execution and its children."""
     spane.cancel(args.execution_id)
-    io.out.print(f"cancelled {args.execution_id}", soft_wrap=True, highlight=False)
+    io.say(f"cancelled {args.execution_id}")
     return 0
 
 
@@ -266,5 +286,5 @@ def db_upgrade(args: argparse.Namespace, io: Streams) -> int:
     finally:
         engine.dispose()
     shown = make_url(url).render_as_string(hide_password=True)
-    io.out.print(f"database {shown} is up to date", soft_wrap=True, highlight=False)
+    io.say(f"database {shown} is up to date")
     return 0

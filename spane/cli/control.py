@@ -35,20 +35,16 @@ _KIND_STYLES = (
 )
 
 
-def _print(io: Streams, line: str) -> None:
-    io.out.print(line, soft_wrap=True, highlight=False)
-
-
 def _then(args: argparse.Namespace, io: Streams, execution_id: str, done: str) -> int:
     """After a control: follow the execution with ``--wait``, else say what was done."""
     if args.wait or args.timeout is not None:
         if not args.json:
-            _print(io, done)
+            io.say(done)
         return follow(io, execution_id, args.timeout, args.json)
     if args.json:
         sys.stdout.write(render.to_json({"execution_id": execution_id}) + "\n")
     else:
-        _print(io, done)
+        io.say(done)
     embedded_note(io, execution_id)
     return 0
 
@@ -56,7 +52,7 @@ def _then(args: argparse.Namespace, io: Streams, execution_id: str, done: str) -
 def pause(args: argparse.Namespace, io: Streams) -> int:
     """Pause a running execution: no new node starts; running nodes finish."""
     spane.pause(args.execution_id)
-    _print(io, f"paused {args.execution_id}")
+    io.say(f"paused {args.execution_id}")
     io.err.print(
         f"running nodes finish, no new node starts; `spane resume {args.execution_id}` "
         "continues where it stopped",
@@ -90,16 +86,7 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
 def rerun(args: argparse.Namespace, io: Streams) -> int:
     """Start a new execution with the same input, workflow version and tenant."""
     new_id = spane.rerun(args.execution_id)
-    if args.wait or args.timeout is not None:
-        if not args.json:
-            _print(io, new_id)
-        return follow(io, new_id, args.timeout, args.json)
-    if args.json:
-        sys.stdout.write(render.to_json({"execution_id": new_id}) + "\n")
-    else:
-        _print(io, new_id)  # the id alone, for $(spane rerun ID)
-    embedded_note(io, new_id)
-    return 0
+    return _then(args, io, new_id, new_id)  # the id alone, for $(spane rerun ID)
 
 
 def _kind_style(kind: str) -> str:

@@ -17,7 +17,7 @@ import spane
 from .. import runtime
 from ..store.history import DeadLetter
 from . import render
-from .commands import Streams, UsageError, embedded_note, follow
+from .commands import Streams, UsageError, embedded_note, follow, show_rows
 
 _STATUS_STYLES = {"open": "yellow", "retried": "green"}
 
@@ -61,13 +61,8 @@ def table(letters: Sequence[DeadLetter]) -> Table:
 def list_(args: argparse.Namespace, io: Streams) -> int:
     """List dead letters, newest first (open ones unless ``--all``)."""
     letters = spane.dead_letters(status=None if args.all else "open", limit=args.limit)
-    if args.json:
-        sys.stdout.write(render.to_json(letters) + "\n")
-    elif letters:
-        io.out.print(table(letters))
-    else:
-        io.out.print("no dead letters" if args.all else "no open dead letters", style="dim")
-    return 0
+    empty = "no dead letters" if args.all else "no open dead letters"
+    return show_rows(args, io, letters, table, empty)
 
 
 def _message(raw: str) -> Text:
@@ -152,6 +147,6 @@ def retry(args: argparse.Namespace, io: Streams) -> int:
         )
     if waiting:
         return follow(io, execution_id, args.timeout, args.json)
-    io.out.print(f"follow it with: spane wait {execution_id}", soft_wrap=True, highlight=False)
+    io.say(f"follow it with: spane wait {execution_id}")
     embedded_note(io, execution_id)
     return 0

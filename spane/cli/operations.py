@@ -14,8 +14,7 @@ from .. import runtime
 from ..monitoring.state import exposition
 from ..store import WorkerInfo
 from ..workers import workers as live_workers
-from . import render
-from .commands import Streams
+from .commands import Streams, show_rows
 
 
 def table(rows: Sequence[WorkerInfo], now: float | None = None) -> Table:
@@ -44,14 +43,7 @@ def table(rows: Sequence[WorkerInfo], now: float | None = None) -> Table:
 
 def workers(args: argparse.Namespace, io: Streams) -> int:
     """List live workers."""
-    rows = live_workers()
-    if args.json:
-        sys.stdout.write(render.to_json(rows) + "\n")
-    elif rows:
-        io.out.print(table(rows))
-    else:
-        io.out.print("no live workers", style="dim")
-    return 0
+    return show_rows(args, io, live_workers(), table, "no live workers")
 
 
 def metrics(args: argparse.Namespace, io: Streams) -> int:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from .. import __version__
 from ..durations import parse_duration
 from ..registry import LANES
-from ..store.records import EXECUTION_ACTIVE, EXECUTION_TERMINAL
+from ..statuses import ExecutionStatus
 from . import breakers, commands, control, deadletters, operations, starting, web
+from .commands import Streams
 
 _INPUT_HELP = "execution input as JSON, or @FILE to read it from a JSON file"
 
@@ -62,20 +64,30 @@ def _wait(parser: argparse.ArgumentParser) -> None:
     _json(parser)
 
 
+def _on_execution(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_: str,
+    handler: Callable[[argparse.Namespace, Streams], int],
+) -> argparse.ArgumentParser:
+    """Add the command ``NAME ID`` on one execution, run by ``handler``."""
+    parser = sub.add_parser(name, help=help_)
+    parser.add_argument("execution_id", metavar="ID")
+    parser.set_defaults(handler=handler)
+    return parser
+
+
 def _controls(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    pause = sub.add_parser("pause", help="pause an execution: no new node starts")
-    pause.add_argument("execution_id", metavar="ID")
-    pause.set_defaults(handler=control.pause)
+    _on_execution(sub, "pause", "pause an execution: no new node starts", control.pause)
 
-    resume = sub.add_parser("resume", help="resume a paused execution where it stopped")
-    resume.add_argument("execution_id", metavar="ID")
-    _wait(resume)
-    resume.set_defaults(handler=control.resume)
-
-    replay = sub.add_parser(
-        "replay", help="re-run failed nodes (or --from NODE) and all after them"
+    resume = _on_execution(
+        sub, "resume", "resume a paused execution where it stopped", control.resume
     )
-    replay.add_argument("execution_id", metavar="ID")
+    _wait(resume)
+
+    replay = _on_execution(
+        sub, "replay", "re-run failed nodes (or --from NODE) and all after them", control.replay
+    )
     replay.add_argument(
         "--from",
         dest="from_node",
@@ -83,18 +95,17 @@ def _controls(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="re-run this node and all after it (upstream outputs are kept)",
     )
     _wait(replay)
-    replay.set_defaults(handler=control.replay)
 
-    rerun = sub.add_parser("rerun", help="start a copy of an execution (same input); print its id")
-    rerun.add_argument("execution_id", metavar="ID")
+    rerun = _on_execution(
+        sub, "rerun", "start a copy of an execution (same input); print its id", control.rerun
+    )
     _wait(rerun)
-    rerun.set_defaults(handler=control.rerun)
 
-    history = sub.add_parser("history", help="list the recorded events of an execution")
-    history.add_argument("execution_id", metavar="ID")
+    history = _on_execution(
+        sub, "history", "list the recorded events of an execution", control.history
+    )
     history.add_argument("--full", action="store_true", help="show whole details (errors)")
     _json(history)
-    history.set_defaults(handler=control.history)
 
     dlq = sub.add_parser("dlq", help="dead letters: failed nodes and rejected messages")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", metavar="COMMAND", required=True)
@@ -186,28 +197,22 @@ def build() -> argparse.ArgumentParser:
     _json(start)
     start.set_defaults(handler=commands.start)
 
-    status = sub.add_parser("status", help="show an execution and its nodes")
-    status.add_argument("execution_id", metavar="ID")
+    status = _on_execution(sub, "status", "show an execution and its nodes", commands.status)
     _json(status)
-    status.set_defaults(handler=commands.status)
 
     listing = sub.add_parser("list", help="list executions, newest first")
-    listing.add_argument("--status", choices=EXECUTION_ACTIVE + EXECUTION_TERMINAL)
+    listing.add_argument("--status", choices=list(ExecutionStatus))
     listing.add_argument("--workflow", metavar="WORKFLOW_ID")
     listing.add_argument("--tenant")
     listing.add_argument("--limit", type=_positive, default=20, metavar="N")
     _json(listing)
     listing.set_defaults(handler=commands.list_)
 
-    wait = sub.add_parser("wait", help="wait for an execution to end")
-    wait.add_argument("execution_id", metavar="ID")
+    wait = _on_execution(sub, "wait", "wait for an execution to end", commands.wait)
     _timeout(wait)
     _json(wait)
-    wait.set_defaults(handler=commands.wait)
 
-    cancel = sub.add_parser("cancel", help="cancel an execution and its children")
-    cancel.add_argument("execution_id", metavar="ID")
-    cancel.set_defaults(handler=commands.cancel)
+    _on_execution(sub, "cancel", "cancel an execution and its children", commands.cancel)
 
     _controls(sub)
     starting.add_commands(sub)

@@ -14,23 +14,26 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from ..statuses import ExecutionStatus, NodeStatus
 from ..store import Execution, ExecutionSummary, NodeState
 
 # status -> (symbol, style); nodes and executions share the vocabulary.
 STATUS: dict[str, tuple[str, str]] = {
-    "pending": ("·", "dim"),
-    "queued": ("○", "blue"),
-    "running": ("●", "yellow"),
-    "waiting": ("◷", "cyan"),
-    "paused": ("‖", "yellow"),
-    "completed": ("✔", "green"),
-    "failed": ("✘", "red"),
-    "skipped": ("↷", "dim"),
-    "cancelled": ("⊘", "magenta"),
+    NodeStatus.PENDING: ("·", "dim"),
+    NodeStatus.QUEUED: ("○", "blue"),
+    NodeStatus.RUNNING: ("●", "yellow"),
+    NodeStatus.WAITING: ("◷", "cyan"),
+    ExecutionStatus.PAUSED: ("‖", "yellow"),
+    NodeStatus.COMPLETED: ("✔", "green"),
+    NodeStatus.FAILED: ("✘", "red"),
+    NodeStatus.SKIPPED: ("↷", "dim"),
+    NodeStatus.CANCELLED: ("⊘", "magenta"),
 }
 OUTPUT_MAX_LINES = 40
 OUTPUT_MAX_CHARS = 4000
-_ACTIVE_NODE = ("running", "waiting")
+_ACTIVE_NODE = (NodeStatus.RUNNING, NodeStatus.WAITING)
+#: Node states that have no running time to show.
+_NOT_STARTED = (NodeStatus.PENDING, NodeStatus.QUEUED, NodeStatus.SKIPPED)
 
 
 def to_json(value: Any) -> str:
@@ -74,7 +77,7 @@ def elapsed(execution: Execution, now: float | None = None) -> float:
 
 
 def _node_time(node: NodeState, now: float) -> str:
-    if node.started_at is None or node.status in ("pending", "queued", "skipped"):
+    if node.started_at is None or node.status in _NOT_STARTED:
         return ""
     end = node.finished_at if node.finished_at is not None else now
     return duration(end - node.started_at)
@@ -93,10 +96,10 @@ def size(count: int) -> str:
 
 
 def _node_status(node: NodeState) -> Text:
-    if node.status == "queued" and node.attempts > 1:
+    if node.status == NodeStatus.QUEUED and node.attempts > 1:
         return Text(f"retry {node.attempts - 1}", style="yellow")
     style = STATUS.get(node.status, ("", ""))[1]
-    if node.status == "waiting":
+    if node.status == NodeStatus.WAITING:
         # Parked: on a sub-workflow's child execution, or else on a durable timer.
         what = f"child {node.child_id}" if node.child_id else "timer"
         return Text(f"waiting for {what}", style=style)
@@ -192,17 +195,19 @@ def summary(execution: Execution, *, now: float | None = None) -> Group:
     if execution.children:
         parts.append(Text(f"children: {', '.join(execution.children)}", style="dim"))
     for node_id, node in execution.nodes.items():
-        if node.status == "failed" and node.error and "\n" in node.error.strip():
+        if node.status == NodeStatus.FAILED and node.error and "\n" in node.error.strip():
             # A traceback: the table shows its last line, here it is whole.
             parts += [Text(), Text(f"node {node_id} failed", style="bold red"), Text(node.error)]
     parts.append(Text())
-    if execution.status == "completed":
+    if execution.status == ExecutionStatus.COMPLETED:
         parts += [Text("output", style="bold"), value(execution.output)]
     elif execution.error:
         parts.append(Text.assemble(("error ", "bold red"), (execution.error, "red")))
     if execution.done:
         symbol, style = STATUS.get(execution.status, ("?", ""))
-        ended = "was cancelled" if execution.status == "cancelled" else execution.status
+        ended = (
+            "was cancelled" if execution.status == ExecutionStatus.CANCELLED else execution.status
+        )
         took = duration(elapsed(execution))
         parts.append(Text(f"{symbol} {ended} in {took}", style=f"bold {style}"))
     return Group(*parts)

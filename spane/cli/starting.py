@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import signal as os_signal
-import sys
 import threading
+from collections.abc import Sequence
 from datetime import datetime
 from types import FrameType
 
@@ -14,8 +14,9 @@ from rich.table import Table
 import spane
 
 from .. import clock, runtime
+from ..schedules import ScheduleInfo
 from . import render
-from .commands import Streams, parse_input
+from .commands import Streams, parse_input, show_rows
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,13 +68,10 @@ def start_at(text: str) -> datetime:
 
 def list_schedules(args: argparse.Namespace, io: Streams) -> int:
     """List schedules with their next tick and last execution."""
-    rows = spane.list_schedules(args.workflow)
-    if args.json:
-        sys.stdout.write(render.to_json(rows) + "\n")
-        return 0
-    if not rows:
-        io.out.print("no schedules", style="dim")
-        return 0
+    return show_rows(args, io, spane.list_schedules(args.workflow), _table, "no schedules")
+
+
+def _table(rows: Sequence[ScheduleInfo]) -> Table:
     table = Table(box=None, header_style="bold")
     for column in ("schedule", "workflow", "when", "tenant", "next", "last execution", "state"):
         table.add_column(column)
@@ -88,21 +86,20 @@ def list_schedules(args: argparse.Namespace, io: Streams) -> int:
             row.last_execution_id or "-",
             "paused" if row.paused else "active",
         )
-    io.out.print(table)
-    return 0
+    return table
 
 
 def pause(args: argparse.Namespace, io: Streams) -> int:
     """Pause a schedule."""
     spane.pause_schedule(args.schedule_id)
-    io.out.print(f"paused {args.schedule_id}", soft_wrap=True, highlight=False)
+    io.say(f"paused {args.schedule_id}")
     return 0
 
 
 def resume(args: argparse.Namespace, io: Streams) -> int:
     """Resume a schedule."""
     spane.resume_schedule(args.schedule_id)
-    io.out.print(f"resumed {args.schedule_id}", soft_wrap=True, highlight=False)
+    io.say(f"resumed {args.schedule_id}")
     return 0
 
 
@@ -112,7 +109,7 @@ def trigger_now(args: argparse.Namespace, io: Streams) -> int:
     if execution_id is None:
         io.err.print("skipped: the previous execution still runs (overlap: skip)", style="yellow")
         return 1
-    io.out.print(execution_id, soft_wrap=True, highlight=False)
+    io.say(execution_id)
     return 0
 
 
@@ -121,7 +118,7 @@ def signal(args: argparse.Namespace, io: Streams) -> int:
     payload = parse_input(args.payload)
     sent = spane.signal(args.execution_id, args.name, payload, signal_id=args.signal_id)
     note = "sent" if sent else "already sent (same --signal-id); nothing changed"
-    io.out.print(f"{note}: {args.name} -> {args.execution_id}", soft_wrap=True, highlight=False)
+    io.say(f"{note}: {args.name} -> {args.execution_id}")
     return 0
 
 

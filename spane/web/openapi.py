@@ -104,9 +104,24 @@ def _query_parameters(op: Operation, components: dict[str, Any]) -> list[dict[st
     struct = components[op.query.__name__]
     required = set(struct.get("required", ()))
     return [
-        {"name": name, "in": "query", "required": name in required, "schema": _no_null(schema)}
+        {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "schema": _inline(_no_null(schema), components),
+        }
         for name, schema in struct["properties"].items()
     ]
+
+
+def _inline(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's schema in full: a reference (an enum such as a status) is inlined, so
+    that the parameter lists its values where clients look for them."""
+    ref = schema.get("$ref")
+    if ref is None:
+        return schema
+    rest = {k: v for k, v in schema.items() if k != "$ref"}
+    return {**components[ref.rsplit("/", 1)[1]], **rest}
 
 
 def _no_null(schema: dict[str, Any]) -> dict[str, Any]:

@@ -10,37 +10,20 @@ from ...middleware.circuit_breaker import BreakerStatus
 from ..routing import Call, Operation
 
 
-class BreakerOut(msgspec.Struct):
-    """A breaker: ``closed``, ``open`` or ``half-open``; while open, ``closes_at`` is when
-    a trial call may close it (Unix seconds)."""
-
-    name: str
-    state: str
-    failures: int
-    fail_max: int
-    reset_timeout: float
-    opened_at: float | None
-    closes_at: float | None
-
-
 class BreakerList(msgspec.Struct):
     """Breakers, by name."""
 
-    items: list[BreakerOut]
-
-
-def _out(status: BreakerStatus) -> BreakerOut:
-    return msgspec.convert(status, BreakerOut, from_attributes=True)
+    items: list[BreakerStatus]
 
 
 def list_(call: Call) -> BreakerList:
-    return BreakerList([_out(b) for b in control.breakers()])
+    return BreakerList(list(control.breakers()))
 
 
-def reset(call: Call) -> BreakerOut:
+def reset(call: Call) -> BreakerStatus:
     name = call.path["name"]
     control.reset_breaker(name)
-    return next(_out(b) for b in control.breakers() if b.name == name)
+    return next(b for b in control.breakers() if b.name == name)
 
 
 OPERATIONS = [
@@ -60,7 +43,7 @@ OPERATIONS = [
         "Close a breaker now, for every worker",
         reset,
         "breakers",
-        response=BreakerOut,
+        response=BreakerStatus,
         admin=True,
     ),
 ]

@@ -7,9 +7,10 @@ from collections.abc import Callable
 import msgspec
 
 from ... import api, control, runtime
+from ...store import ExecutionSummary
 from ..routing import Call, Operation
 from . import scope
-from .executions import ExecutionRow, Started, row
+from .executions import Started
 
 
 class ReplayQuery(msgspec.Struct):
@@ -18,19 +19,19 @@ class ReplayQuery(msgspec.Struct):
     from_node: str | None = None
 
 
-def _control(action: Callable[[str], None]) -> Callable[[Call], ExecutionRow]:
-    def handle(call: Call) -> ExecutionRow:
+def _control(action: Callable[[str], None]) -> Callable[[Call], ExecutionSummary]:
+    def handle(call: Call) -> ExecutionSummary:
         summary = scope.execution(call, call.path["execution_id"])
         action(summary.id)
-        return row(runtime.get().store.summary(summary.id))
+        return runtime.get().store.summary(summary.id)
 
     return handle
 
 
-def replay(call: Call) -> ExecutionRow:
+def replay(call: Call) -> ExecutionSummary:
     summary = scope.execution(call, call.path["execution_id"])
     control.replay(summary.id, from_node=call.query.from_node)
-    return row(runtime.get().store.summary(summary.id))
+    return runtime.get().store.summary(summary.id)
 
 
 def rerun(call: Call) -> Started:
@@ -49,7 +50,7 @@ OPERATIONS = [
         "Cancel an execution and children",
         _control(api.cancel),
         TAG,
-        response=ExecutionRow,
+        response=ExecutionSummary,
     ),
     Operation(
         "POST",
@@ -58,7 +59,7 @@ OPERATIONS = [
         "Pause: no new node starts",
         _control(control.pause),
         TAG,
-        response=ExecutionRow,
+        response=ExecutionSummary,
     ),
     Operation(
         "POST",
@@ -67,7 +68,7 @@ OPERATIONS = [
         "Resume where it stopped",
         _control(control.resume),
         TAG,
-        response=ExecutionRow,
+        response=ExecutionSummary,
     ),
     Operation(
         "POST",
@@ -77,7 +78,7 @@ OPERATIONS = [
         replay,
         TAG,
         query=ReplayQuery,
-        response=ExecutionRow,
+        response=ExecutionSummary,
     ),
     Operation(
         "POST",

@@ -14,26 +14,10 @@ from ..routing import Call, Operation
 from . import scope
 
 
-class DeadLetterOut(msgspec.Struct):
-    """A node that exhausted its retries, or a message that could not be handled."""
-
-    id: int
-    kind: str
-    status: str
-    execution_id: str | None
-    node_id: str | None
-    queue: str | None
-    actor: str | None
-    reason: str
-    message: str | None
-    created_at: float
-    retried_at: float | None
-
-
 class DeadLetterList(msgspec.Struct):
     """Dead letters, newest first."""
 
-    items: list[DeadLetterOut]
+    items: list[DeadLetter]
 
 
 class DeadLetterQuery(msgspec.Struct):
@@ -41,10 +25,6 @@ class DeadLetterQuery(msgspec.Struct):
 
     status: Literal["open", "retried", "all"] = "open"
     limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
-
-
-def _out(letter: DeadLetter) -> DeadLetterOut:
-    return msgspec.convert(letter, DeadLetterOut, from_attributes=True)
 
 
 def _visible(call: Call, dead_letter_id: int) -> DeadLetter:
@@ -69,17 +49,17 @@ def list_(call: Call) -> DeadLetterList:
         tenant=call.principal.tenant,
         limit=q.limit,
     )
-    return DeadLetterList([_out(letter) for letter in letters])
+    return DeadLetterList(list(letters))
 
 
-def show(call: Call) -> DeadLetterOut:
-    return _out(_visible(call, int(call.path["dead_letter_id"])))
+def show(call: Call) -> DeadLetter:
+    return _visible(call, int(call.path["dead_letter_id"]))
 
 
-def retry(call: Call) -> DeadLetterOut:
+def retry(call: Call) -> DeadLetter:
     letter = _visible(call, int(call.path["dead_letter_id"]))
     control.retry_dead_letter(letter.id)
-    return _out(runtime.get().store.dead_letter(letter.id))
+    return runtime.get().store.dead_letter(letter.id)
 
 
 _ID = "/dead-letters/{dead_letter_id:int}"
@@ -103,7 +83,7 @@ OPERATIONS = [
         "A dead letter with its original message",
         show,
         TAG,
-        response=DeadLetterOut,
+        response=DeadLetter,
     ),
     Operation(
         "POST",
@@ -112,6 +92,6 @@ OPERATIONS = [
         "Retry: revive a node's execution, or send a message again",
         retry,
         TAG,
-        response=DeadLetterOut,
+        response=DeadLetter,
     ),
 ]

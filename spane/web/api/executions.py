@@ -11,41 +11,28 @@ import msgspec
 
 from ... import api, control, runtime
 from ...definitions import Callback
-from ...store import ExecutionSummary
+from ...statuses import ExecutionStatus
+from ...store import Execution, ExecutionSummary
 from ..errors import HttpError
 from ..routing import Call, Operation
 from . import scope
 
-Status = Literal["running", "paused", "completed", "failed", "cancelled"]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=500)]
 #: An ISO 8601 time with its offset (the schema says so; msgspec's alone says ``string``).
 Instant = Annotated[datetime, msgspec.Meta(extra_json_schema={"format": "date-time"})]
 
 
-class ExecutionRow(msgspec.Struct):
-    """One execution in a list (no payloads)."""
-
-    id: str
-    workflow_id: str
-    version: int
-    tenant: str
-    status: str
-    created_at: float
-    finished_at: float | None
-    parent_id: str | None
-
-
 class ExecutionPage(msgspec.Struct):
     """A page of executions, newest first; pass ``next_cursor`` as ``cursor`` for more."""
 
-    items: list[ExecutionRow]
+    items: list[ExecutionSummary]
     next_cursor: str | None
 
 
 class ExecutionQuery(msgspec.Struct, forbid_unknown_fields=False):
     """Filters of the execution list (all optional; ``since``/``until`` are Unix times)."""
 
-    status: Status | None = None
+    status: ExecutionStatus | None = None
     workflow_id: str | None = None
     tenant: str | None = None
     parent_id: str | None = None
@@ -75,40 +62,6 @@ class Started(msgspec.Struct):
     """The id of a started (or, by idempotency key, earlier) execution."""
 
     execution_id: str
-
-
-class NodeOut(msgspec.Struct):
-    """One node of an execution."""
-
-    status: str
-    type: str
-    attempts: int
-    output: Any
-    error: str | None
-    queued_at: float | None
-    started_at: float | None
-    finished_at: float | None
-    child_id: str | None
-
-
-class ExecutionOut(msgspec.Struct):
-    """An execution with its nodes and values (blob references resolved)."""
-
-    id: str
-    workflow_id: str
-    version: int
-    tenant: str
-    status: str
-    input: Any
-    output: Any
-    error: str | None
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    parent_id: str | None
-    parent_node_id: str | None
-    children: list[str]
-    nodes: dict[str, NodeOut]
 
 
 class EventOut(msgspec.Struct):
@@ -143,11 +96,6 @@ class ValueOut(msgspec.Struct):
     text: str
 
 
-def row(summary: ExecutionSummary) -> ExecutionRow:
-    """Return the API form of an execution summary."""
-    return msgspec.convert(summary, ExecutionRow, from_attributes=True)
-
-
 def encode_cursor(summary: ExecutionSummary) -> str:
     """Return the cursor of the page after ``summary``."""
     raw = msgspec.json.encode([summary.created_at, summary.id])
@@ -178,9 +126,7 @@ def list_executions(call: Call) -> ExecutionPage:
     )
     more = len(rows) > q.limit
     rows = rows[: q.limit]
-    return ExecutionPage(
-        items=[row(r) for r in rows], next_cursor=encode_cursor(rows[-1]) if more else None
-    )
+    return ExecutionPage(items=rows, next_cursor=encode_cursor(rows[-1]) if more else None)
 
 
 def start(call: Call) -> Started:
@@ -200,10 +146,9 @@ def start(call: Call) -> Started:
     return Started(execution_id)
 
 
-def get(call: Call) -> ExecutionOut:
+def get(call: Call) -> Execution:
     scope.execution(call, call.path["execution_id"])
-    ex = api.get_execution(call.path["execution_id"])
-    return msgspec.convert(ex, ExecutionOut, from_attributes=True)
+    return api.get_execution(call.path["execution_id"])
 
 
 def history(call: Call) -> History:
@@ -215,7 +160,7 @@ def history(call: Call) -> History:
 def children(call: Call) -> ExecutionPage:
     parent = scope.execution(call, call.path["execution_id"])
     rows = runtime.get().store.browse.executions_page(parent_id=parent.id, limit=500)
-    return ExecutionPage(items=[row(r) for r in rows], next_cursor=None)
+    return ExecutionPage(items=rows, next_cursor=None)
 
 
 def value(call: Call) -> ValueOut:
@@ -265,7 +210,7 @@ OPERATIONS = [
         "An execution with its nodes and values",
         get,
         TAG,
-        response=ExecutionOut,
+        response=Execution,
     ),
     Operation(
         "GET",

@@ -3,6 +3,7 @@ the tenant its executions run for; a tenant token sees and changes only its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -14,29 +15,10 @@ from ..routing import Call, Operation
 from . import scope
 
 
-class ScheduleOut(msgspec.Struct):
-    """A schedule with its next tick and last execution (times in Unix seconds)."""
-
-    id: str
-    workflow_id: str
-    origin: str
-    cron: str | None
-    every: float | None
-    timezone: str
-    input: Any
-    tenant: str
-    overlap: str
-    catch_up: str
-    paused: bool
-    next_at: float | None
-    last_execution_id: str | None
-    last_fired_at: float | None
-
-
 class ScheduleList(msgspec.Struct):
     """Schedules, by id."""
 
-    items: list[ScheduleOut]
+    items: list[ScheduleInfo]
 
 
 class ScheduleQuery(msgspec.Struct):
@@ -70,22 +52,18 @@ class Triggered(msgspec.Struct):
     execution_id: str | None
 
 
-def _out(info: ScheduleInfo) -> ScheduleOut:
-    return msgspec.convert(info, ScheduleOut, from_attributes=True)
-
-
 def list_(call: Call) -> ScheduleList:
     q: ScheduleQuery = call.query
     tenant = scope.tenant(call, q.tenant)
     found = starting.list_schedules(q.workflow_id)
-    return ScheduleList([_out(s) for s in found if tenant is None or s.tenant == tenant])
+    return ScheduleList([s for s in found if tenant is None or s.tenant == tenant])
 
 
-def get(call: Call) -> ScheduleOut:
-    return _out(scope.schedule(call, call.path["schedule_id"]))
+def get(call: Call) -> ScheduleInfo:
+    return scope.schedule(call, call.path["schedule_id"])
 
 
-def create(call: Call) -> ScheduleOut:
+def create(call: Call) -> ScheduleInfo:
     body: ScheduleRequest = call.body
     tenant = scope.tenant(call, body.tenant) or "default"
     schedule_id = body.schedule_id or f"{body.workflow_id}:api"  # spane.schedule's default
@@ -103,23 +81,22 @@ def create(call: Call) -> ScheduleOut:
         catch_up=body.catch_up,
         schedule_id=schedule_id,
     )
-    return _out(scope.schedule(call, schedule_id))
+    return scope.schedule(call, schedule_id)
 
 
 def delete(call: Call) -> None:
     starting.unschedule(scope.schedule(call, call.path["schedule_id"]).id)
 
 
-def pause(call: Call) -> ScheduleOut:
-    info = scope.schedule(call, call.path["schedule_id"])
-    starting.pause_schedule(info.id)
-    return _out(scope.schedule(call, info.id))
+def _control(action: Callable[[str], None]) -> Callable[[Call], ScheduleInfo]:
+    """A handler that runs ``action`` on the caller's schedule and returns it afterwards."""
 
+    def handle(call: Call) -> ScheduleInfo:
+        info = scope.schedule(call, call.path["schedule_id"])
+        action(info.id)
+        return scope.schedule(call, info.id)
 
-def resume(call: Call) -> ScheduleOut:
-    info = scope.schedule(call, call.path["schedule_id"])
-    starting.resume_schedule(info.id)
-    return _out(scope.schedule(call, info.id))
+    return handle
 
 
 def trigger(call: Call) -> Triggered:
@@ -149,28 +126,28 @@ OPERATIONS = [
         create,
         TAG,
         body=ScheduleRequest,
-        response=ScheduleOut,
+        response=ScheduleInfo,
         status=201,
     ),
-    Operation("GET", _ID, "getSchedule", "A schedule", get, TAG, response=ScheduleOut),
+    Operation("GET", _ID, "getSchedule", "A schedule", get, TAG, response=ScheduleInfo),
     Operation("DELETE", _ID, "deleteSchedule", "Delete a schedule", delete, TAG),
     Operation(
         "POST",
         _ID + "/pause",
         "pauseSchedule",
         "Stop firing until resumed",
-        pause,
+        _control(starting.pause_schedule),
         TAG,
-        response=ScheduleOut,
+        response=ScheduleInfo,
     ),
     Operation(
         "POST",
         _ID + "/resume",
         "resumeSchedule",
         "Fire again from the next tick",
-        resume,
+        _control(starting.resume_schedule),
         TAG,
-        response=ScheduleOut,
+        response=ScheduleInfo,
     ),
     Operation(
         "POST",

@@ -7,37 +7,23 @@ number of web processes can serve streams with nothing shared between them but t
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
 import msgspec
 
 from ... import runtime
+from ...statuses import EXECUTION_TERMINAL
 from ...store import ExecutionSummary
 from ...store.browse import NodeRow
-from ...store.records import EXECUTION_TERMINAL
 from ..routing import Call, Operation
 from . import scope
-from .executions import ExecutionQuery, row
+from .executions import ExecutionQuery
 
 #: Seconds between two polls of the database, and between keep-alive comments.
 POLL = 0.5
 KEEPALIVE = 15.0
-
-
-class NodeEvent(msgspec.Struct):
-    """The ``node`` event: one node's state (sent once, then whenever it changes)."""
-
-    node_id: str
-    type: str
-    status: str
-    attempts: int
-    error: str | None
-    queued_at: float | None
-    started_at: float | None
-    finished_at: float | None
-    child_id: str | None
 
 
 def event(kind: str, data: Any) -> str:
@@ -50,52 +36,63 @@ def _snapshot(execution_id: str) -> tuple[ExecutionSummary, list[NodeRow]]:
     return store.summary(execution_id), store.browse.node_rows(execution_id)
 
 
-async def _execution_events(execution_id: str) -> AsyncIterator[str]:
-    nodes: dict[str, NodeRow] = {}
-    status = ""
+async def _polled(changes: Callable[[], Awaitable[tuple[list[str], bool]]]) -> AsyncIterator[str]:
+    """Every ``POLL`` seconds, send the events ``changes`` returns until it says it is done,
+    and a keep-alive comment after ``KEEPALIVE`` quiet seconds."""
     quiet_since = time.monotonic()
     while True:
+        events, done = await changes()
+        for text in events:
+            yield text
+        if done:
+            return
+        if events:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > KEEPALIVE:
+            quiet_since = time.monotonic()
+            yield ": keep-alive\n\n"
+        await anyio.sleep(POLL)
+
+
+def _execution_events(execution_id: str) -> AsyncIterator[str]:
+    nodes: dict[str, NodeRow] = {}
+    status = ""
+
+    async def changes() -> tuple[list[str], bool]:
+        nonlocal status
         summary, rows = await anyio.to_thread.run_sync(_snapshot, execution_id)
-        sent = False
+        events = []
         for node in sorted(rows, key=lambda n: n.node_id):
             if nodes.get(node.node_id) != node:
                 nodes[node.node_id] = node
-                yield event("node", msgspec.convert(node, NodeEvent, from_attributes=True))
-                sent = True
+                events.append(event("node", node))
         if summary.status != status:
             status = summary.status
-            yield event("execution", row(summary))
-            sent = True
-        if status in EXECUTION_TERMINAL:
-            return
-        if sent:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since > KEEPALIVE:
-            quiet_since = time.monotonic()
-            yield ": keep-alive\n\n"
-        await anyio.sleep(POLL)
+            events.append(event("execution", summary))
+        return events, status in EXECUTION_TERMINAL
+
+    return _polled(changes)
 
 
-async def _list_events(filters: dict[str, Any]) -> AsyncIterator[str]:
+def _list_events(filters: dict[str, Any]) -> AsyncIterator[str]:
     seen: dict[str, tuple[str, float | None]] = {}
-    quiet_since = time.monotonic()
-    while True:
+
+    async def changes() -> tuple[list[str], bool]:
+        nonlocal seen
         rows = await anyio.to_thread.run_sync(
             lambda: runtime.get().store.browse.executions_page(**filters)
         )
-        sent = False
-        for summary in reversed(rows):  # oldest first, so a client can prepend each
-            if seen.get(summary.id) != (summary.status, summary.finished_at):
-                yield event("execution", row(summary))
-                sent = True
+        # Oldest first, so a client can prepend each.
+        events = [
+            event("execution", summary)
+            for summary in reversed(rows)
+            if seen.get(summary.id) != (summary.status, summary.finished_at)
+        ]
         # Only the rows of this page are remembered, so a long-lived stream stays small.
         seen = {s.id: (s.status, s.finished_at) for s in rows}
-        if sent:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since > KEEPALIVE:
-            quiet_since = time.monotonic()
-            yield ": keep-alive\n\n"
-        await anyio.sleep(POLL)
+        return events, False
+
+    return _polled(changes)
 
 
 def watch_execution(call: Call) -> AsyncIterator[str]:

@@ -13,19 +13,10 @@ from ...store.browse import WorkflowVersion
 from ..routing import Call, Operation
 
 
-class VersionOut(msgspec.Struct):
-    """One stored version of a workflow."""
-
-    workflow_id: str
-    version: int
-    hash: str
-    created_at: float
-
-
 class VersionList(msgspec.Struct):
     """Versions, newest first (or the latest of each workflow)."""
 
-    items: list[VersionOut]
+    items: list[WorkflowVersion]
 
 
 class WorkflowOut(msgspec.Struct):
@@ -56,19 +47,15 @@ class Validation(msgspec.Struct):
     problems: list[Problem]
 
 
-def _out(version: WorkflowVersion) -> VersionOut:
-    return msgspec.convert(version, VersionOut, from_attributes=True)
-
-
 def list_(call: Call) -> VersionList:
-    return VersionList([_out(v) for v in runtime.get().store.browse.workflows()])
+    return VersionList(list(runtime.get().store.browse.workflows()))
 
 
 def versions(call: Call) -> VersionList:
     found = runtime.get().store.browse.workflow_versions(call.path["workflow_id"])
     if not found:
         raise errors.UnknownWorkflow(f"no workflow {call.path['workflow_id']!r} is registered")
-    return VersionList([_out(v) for v in found])
+    return VersionList(list(found))
 
 
 def get(call: Call) -> WorkflowOut:

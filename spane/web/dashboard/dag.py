@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from html import escape
 
 from ...definitions import Graph
+from ...statuses import NodeStatus
 
 WIDTH, HEIGHT = 156, 52
 GAP_X, GAP_Y = 36, 18
@@ -77,7 +78,7 @@ def svg(graph: Graph, statuses: Mapping[str, str] | None = None) -> str:
         if statuses is None:  # a definition, not an execution: no states to show
             state, meta = "", escape(_cut(node.type, 22))
         else:
-            status = escape(statuses.get(node_id, "pending"))
+            status = escape(statuses.get(node_id, NodeStatus.PENDING))
             state = f' status-{status}" data-status="{status}'
             meta = f'{escape(_cut(node.type, 10))} · <tspan class="node-status">{status}</tspan>'
         parts.append(

@@ -75,3 +75,13 @@ def page(title: str, body: str, principal: Principal | None, *, active: str = ""
         f"<div class='account'>{who}</div></header>"
         f"<main>{body}</main></body></html>"
     )
+
+
+def listing(headers: tuple[str, ...], rows: str, empty: str = "", table_id: str = "") -> str:
+    """A list table with a header cell per name; with no rows, the ``empty`` note after it."""
+    ident = f" id='{table_id}'" if table_id else ""
+    head = "".join(f"<th>{name}</th>" for name in headers)
+    table = (
+        f"<table class='list'{ident}><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    )
+    return table + (f'<p class="empty">{empty}</p>' if empty and not rows else "")

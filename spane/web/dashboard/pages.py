@@ -18,13 +18,13 @@ from starlette.requests import Request
 
 from ... import control, errors, runtime, starting
 from ...definitions import to_dict
-from ...store.records import EXECUTION_ACTIVE, EXECUTION_TERMINAL
+from ...statuses import ExecutionStatus
 from ...workers import workers as live_workers
 from ..api.executions import decode_cursor, encode_cursor
 from ..auth import Principal
 from ..errors import HttpError
 from . import dag
-from .html import badge, data, e, page, took, when
+from .html import badge, data, e, listing, page, took, when
 
 Render = Callable[[Request, Principal], str]
 _SINCE = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
@@ -32,11 +32,15 @@ _PAGE = 50
 _HISTORY = 1000  # events shown on an execution's page (the latest)
 
 
+#: Where a control's result (or its error) is announced.
+_NOTE = '<p><span id="control-message" role="status"></span></p>'
+
+
 def executions(request: Request, me: Principal) -> str:
     """The executions list, with filters; new and changed executions arrive live."""
     q = request.query_params
     status = q.get("status") or None
-    if status is not None and status not in EXECUTION_ACTIVE + EXECUTION_TERMINAL:
+    if status is not None and status not in list(ExecutionStatus):
         raise HttpError(422, f"unknown status {status!r}")
     tenant = (q.get("tenant") or None) if me.admin else me.tenant
     since = time.time() - _SINCE[q["since"]] if q.get("since") in _SINCE else None
@@ -52,7 +56,7 @@ def executions(request: Request, me: Principal) -> str:
     rows = rows[:_PAGE]
     options = "".join(
         f'<option value="{s}"{" selected" if s == status else ""}>{s or "any"}</option>'
-        for s in ("", *EXECUTION_ACTIVE, *EXECUTION_TERMINAL)
+        for s in ("", *ExecutionStatus)
     )
     spans = "".join(
         f'<option value="{k}"{" selected" if q.get("since") == k else ""}>last {k}</option>'
@@ -79,15 +83,15 @@ def executions(request: Request, me: Principal) -> str:
         keep = {k: v for k, v in q.items() if k != "cursor"}
         older = urlencode({**keep, "cursor": encode_cursor(rows[-1])})
         nxt = f'<a class="more" href="/?{e(older)}">Older →</a>'
-    table = (
-        '<table class="list" id="executions"><thead><tr><th>Execution</th><th>Workflow</th>'
-        "<th>Tenant</th><th>Status</th><th>Started (UTC)</th><th>Took</th></tr></thead>"
-        f"<tbody>{body}</tbody></table>"
+    table = listing(
+        ("Execution", "Workflow", "Tenant", "Status", "Started (UTC)", "Took"),
+        body,
+        "No executions match.",
+        "executions",
     )
-    empty = "" if rows else '<p class="empty">No executions match.</p>'
     return page(
         "Executions",
-        f"<h1>Executions</h1>{form}{table}{empty}{nxt}{follow}",
+        f"<h1>Executions</h1>{form}{table}{nxt}{follow}",
         me,
         active="executions",
     )
@@ -208,10 +212,7 @@ def workflows(request: Request, me: Principal) -> str:
         f'<td><a href="/?{e(urlencode({"workflow_id": w.workflow_id}))}">executions</a></td></tr>'
         for w in runtime.get().store.browse.workflows()
     )
-    table = (
-        "<table class='list'><thead><tr><th>Workflow</th><th>Latest</th><th>Registered (UTC)"
-        f"</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
-    )
+    table = listing(("Workflow", "Latest", "Registered (UTC)", ""), rows)
     return page("Workflows", f"<h1>Workflows</h1>{table}", me, active="workflows")
 
 
@@ -270,15 +271,15 @@ def dead_letters(request: Request, me: Principal) -> str:
         f'<a class="{"active" if s == status else ""}" href="/ui/dead-letters?status={s}">{s}</a>'
         for s in ("open", "retried", "all")
     )
-    table = (
-        "<table class='list' id='dead-letters'><thead><tr><th>Id</th><th>Kind</th><th>Where</th>"
-        "<th>Reason</th><th>Recorded (UTC)</th><th>Status</th><th></th></tr></thead>"
-        f"<tbody>{rows}</tbody></table>"
+    table = listing(
+        ("Id", "Kind", "Where", "Reason", "Recorded (UTC)", "Status", ""),
+        rows,
+        "No dead letters.",
+        "dead-letters",
     )
-    empty = "" if letters else '<p class="empty">No dead letters.</p>'
     return page(
         "Dead letters",
-        f"<h1>Dead letters</h1><p class='tabs'>{tabs}</p>{table}{empty}",
+        f"<h1>Dead letters</h1><p class='tabs'>{tabs}</p>{table}",
         me,
         active="dead-letters",
     )
@@ -306,14 +307,9 @@ def schedules(request: Request, me: Principal) -> str:
         for s in starting.list_schedules()
         if me.sees(s.tenant)
     )
-    table = (
-        "<table class='list' id='schedules'><thead><tr><th>Schedule</th><th>Workflow</th>"
-        "<th>Tenant</th><th>When</th><th>Next (UTC)</th><th>Last execution</th><th>Status</th>"
-        f"<th></th></tr></thead><tbody>{rows}</tbody></table>"
-    )
-    empty = "" if rows else '<p class="empty">No schedules.</p>'
-    note = '<p><span id="control-message" role="status"></span></p>'
-    return page("Schedules", f"<h1>Schedules</h1>{note}{table}{empty}", me, active="schedules")
+    headers = ("Schedule", "Workflow", "Tenant", "When", "Next (UTC)", "Last execution")
+    table = listing((*headers, "Status", ""), rows, "No schedules.", "schedules")
+    return page("Schedules", f"<h1>Schedules</h1>{_NOTE}{table}", me, active="schedules")
 
 
 def breakers(request: Request, me: Principal) -> str:
@@ -327,15 +323,10 @@ def breakers(request: Request, me: Principal) -> str:
         + "</td></tr>"
         for b in control.breakers()
     )
-    table = (
-        "<table class='list' id='breakers'><thead><tr><th>Breaker</th><th>State</th>"
-        "<th>Failures</th><th>Open for</th><th>Opened (UTC)</th><th>May close (UTC)</th>"
-        f"<th></th></tr></thead><tbody>{rows}</tbody></table>"
-    )
-    empty = "" if rows else '<p class="empty">No breakers declared.</p>'
-    note = '<p><span id="control-message" role="status"></span></p>'
+    headers = ("Breaker", "State", "Failures", "Open for", "Opened (UTC)", "May close (UTC)", "")
+    table = listing(headers, rows, "No breakers declared.", "breakers")
     return page(
-        "Circuit breakers", f"<h1>Circuit breakers</h1>{note}{table}{empty}", me, active="breakers"
+        "Circuit breakers", f"<h1>Circuit breakers</h1>{_NOTE}{table}", me, active="breakers"
     )
 
 
@@ -350,14 +341,11 @@ def workers(request: Request, me: Principal) -> str:
         f"<td>{when(w.started_at)}</td><td>{when(w.heartbeat_at)}</td></tr>"
         for w in live_workers()
     )
-    table = (
-        "<table class='list' id='workers'><thead><tr><th>Worker</th><th>Version</th>"
-        "<th>Lanes</th><th>Node types</th><th>Threads</th><th>In flight</th><th>Status</th>"
-        "<th>Started (UTC)</th><th>Last heartbeat (UTC)</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table>"
+    headers = ("Worker", "Version", "Lanes", "Node types", "Threads", "In flight", "Status")
+    table = listing(
+        (*headers, "Started (UTC)", "Last heartbeat (UTC)"), rows, "No live workers.", "workers"
     )
-    empty = "" if rows else '<p class="empty">No live workers.</p>'
-    return page("Workers", f"<h1>Workers</h1>{table}{empty}", me, active="workers")
+    return page("Workers", f"<h1>Workers</h1>{table}", me, active="workers")
 
 
 def login(target: str = "/", error: str = "") -> str:

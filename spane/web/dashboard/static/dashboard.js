@@ -248,67 +248,59 @@ function setupExecution(execution) {
 
 // -- dead letters ------------------------------------------------------------------------
 
-function setupDeadLetters() {
-  $$('#dead-letters button[data-action="retry-dead-letter"]').forEach((button) => {
+// Run `act(button, row)` when a button matching `selector` is clicked; say why it failed.
+function onClick(selector, act) {
+  $$(selector).forEach((button) => {
     button.addEventListener("click", async () => {
       try {
-        const letter = await api("POST", `/dead-letters/${button.dataset.letter}/retry`);
-        const row = button.closest("tr");
-        $(".status", row).replaceChildren(badge(letter.status));
-        button.remove();
+        await act(button, button.closest("tr"));
       } catch (error) {
         say(error.message, true);
       }
     });
+  });
+}
+
+function setupDeadLetters() {
+  onClick('#dead-letters button[data-action="retry-dead-letter"]', async (button, row) => {
+    const letter = await api("POST", `/dead-letters/${button.dataset.letter}/retry`);
+    $(".status", row).replaceChildren(badge(letter.status));
+    button.remove();
   });
 }
 
 // -- schedules and breakers --------------------------------------------------------------
 
 function setupSchedules() {
-  $$("#schedules button[data-action]").forEach((button) => {
-    button.addEventListener("click", async () => {
-      const row = button.closest("tr");
-      const path = `/schedules/${encodeURIComponent(row.dataset.schedule)}`;
-      const action = button.dataset.action;
-      try {
-        const result = await api("POST", `${path}/${action}`);
-        if (action === "trigger") {
-          if (result.execution_id == null) { say("skipped: the previous execution is still running"); return; }
-          const link = document.createElement("a");
-          link.className = "mono";
-          link.href = `/ui/executions/${result.execution_id}`;
-          link.textContent = result.execution_id.slice(0, 8);
-          $(".last", row).replaceChildren(link);
-          say(`started ${result.execution_id}`);
-          return;
-        }
-        $(".status", row).replaceChildren(badge(result.paused ? "paused" : "active"));
-        $(".next", row).textContent = result.paused ? "" : when(result.next_at);
-        button.dataset.action = result.paused ? "resume" : "pause";
-        button.textContent = result.paused ? "Resume" : "Pause";
-        say(`${action}: done`);
-      } catch (error) {
-        say(error.message, true);
-      }
-    });
+  onClick("#schedules button[data-action]", async (button, row) => {
+    const path = `/schedules/${encodeURIComponent(row.dataset.schedule)}`;
+    const action = button.dataset.action;
+    const result = await api("POST", `${path}/${action}`);
+    if (action === "trigger") {
+      if (result.execution_id == null) { say("skipped: the previous execution is still running"); return; }
+      const link = document.createElement("a");
+      link.className = "mono";
+      link.href = `/ui/executions/${result.execution_id}`;
+      link.textContent = result.execution_id.slice(0, 8);
+      $(".last", row).replaceChildren(link);
+      say(`started ${result.execution_id}`);
+      return;
+    }
+    $(".status", row).replaceChildren(badge(result.paused ? "paused" : "active"));
+    $(".next", row).textContent = result.paused ? "" : when(result.next_at);
+    button.dataset.action = result.paused ? "resume" : "pause";
+    button.textContent = result.paused ? "Resume" : "Pause";
+    say(`${action}: done`);
   });
 }
 
 function setupBreakers() {
-  $$('#breakers button[data-action="reset"]').forEach((button) => {
-    button.addEventListener("click", async () => {
-      const row = button.closest("tr");
-      try {
-        const breaker = await api("POST", `/breakers/${encodeURIComponent(row.dataset.breaker)}/reset`);
-        $(".status", row).replaceChildren(badge(breaker.state));
-        $(".failures", row).textContent = `${breaker.failures}/${breaker.fail_max}`;
-        $(".closes", row).textContent = when(breaker.closes_at);
-        say(`${breaker.name} is ${breaker.state}`);
-      } catch (error) {
-        say(error.message, true);
-      }
-    });
+  onClick('#breakers button[data-action="reset"]', async (button, row) => {
+    const breaker = await api("POST", `/breakers/${encodeURIComponent(row.dataset.breaker)}/reset`);
+    $(".status", row).replaceChildren(badge(breaker.state));
+    $(".failures", row).textContent = `${breaker.failures}/${breaker.fail_max}`;
+    $(".closes", row).textContent = when(breaker.closes_at);
+    say(`${breaker.name} is ${breaker.state}`);
   });
 }
 
