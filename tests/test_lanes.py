@@ -14,6 +14,7 @@ from spane import runtime as runtime_module
 from spane.broker import queue_name
 from spane.runtime import Runtime
 from tests.conftest import embedded_settings
+from tests.workers import WorkerPool
 
 WORK = {"id": "work", "nodes": [{"id": "step", "type": "sleep", "config": {"seconds": 0.1}}]}
 
@@ -63,3 +64,51 @@ def test_each_lane_is_its_own_queue(rt: Runtime) -> None:
     assert queues == [queue_name(rt.settings, lane) for lane in ("high", "default", "low")]
     actors = [m.actor_name for m in messages if m.actor_name.startswith("spane.node.")]
     assert actors == ["spane.node.sleep.high", "spane.node.sleep.default", "spane.node.sleep.low"]
+
+
+CHAIN = {
+    "id": "chain",
+    "nodes": [
+        {
+            "id": f"s{i}",
+            "type": "sleep",
+            "config": {"seconds": 0.1},
+            **({"after": [f"s{i - 1}"]} if i else {}),
+        }
+        for i in range(8)
+    ],
+}
+
+
+def test_a_high_lane_node_waits_for_one_node_of_a_low_lane_chain_not_the_chain(
+    one_thread: Runtime,
+) -> None:
+    # The thread runs a low-lane chain's successors inline; a high-lane message that
+    # arrives meanwhile makes it send the next successor through the broker instead.
+    spane.register_workflow(CHAIN)
+    spane.register_workflow(WORK)
+    low = spane.enqueue_workflow("chain", 1, priority="low")
+    time.sleep(0.25)  # the chain is under way, inline in the one thread
+    high = spane.enqueue_workflow("work", 99, priority="high")
+    for execution_id in (low, high):
+        assert spane.wait(execution_id, timeout=30).status == "completed"
+    chain_starts = sorted(e.at for e in spane.history(low) if e.kind == "started")
+    before = [at for at in chain_starts if at < started_at(high)]
+    # Three 0.1 s nodes fit in 0.25 s plus the one in flight when the high node came.
+    assert len(before) <= 4, f"{len(before)} chain nodes started before the high-lane node"
+
+
+def test_a_worker_given_spane_lanes_takes_only_those_lanes(
+    prod: Runtime, workers: WorkerPool
+) -> None:
+    spane.register_workflow(WORK)
+    workers.start(prod.settings, threads=2, SPANE_LANES="high")
+    low = spane.enqueue_workflow("work", 1, priority="low")
+    high = spane.enqueue_workflow("work", 2, priority="high")
+    assert spane.wait(high, timeout=30).status == "completed"
+    time.sleep(1.0)  # ample for the same worker to have taken the low-lane node too
+    assert spane.get_execution(low).nodes["step"].status == "queued"
+    (info,) = spane.workers()
+    assert info.lanes == ("high",)
+    workers.start(prod.settings, threads=2, SPANE_LANES="default,low")
+    assert spane.wait(low, timeout=30).status == "completed"
