@@ -1,5 +1,6 @@
-"""The Procfile as a deployment runs it: ``release`` migrates, then honcho starts ``web``
-and ``worker`` on Redis and PostgreSQL, and one workflow goes through the HTTP API.
+"""The Procfile as a deployment runs it: ``release`` migrates, then honcho starts ``web``,
+``worker`` and ``worker-high`` on Redis and PostgreSQL, and workflows go through the HTTP
+API, one of them on the high lane.
 
 Only the processes started here are stopped, by process group id.
 """
@@ -29,6 +30,19 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def wait(client: httpx.Client, execution_id: str, log: Path) -> dict[str, object]:
+    """Poll an execution until it ends; return its body."""
+    deadline = time.monotonic() + 60
+    while (body := client.get(f"/api/v1/executions/{execution_id}").json())["status"] in (
+        "running",
+        "paused",
+    ):
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    result: dict[str, object] = body
+    return result
 
 
 def test_procfile_serves_the_api_and_runs_a_workflow(
@@ -62,7 +76,7 @@ def test_procfile_serves_the_api_and_runs_a_workflow(
     log = tmp_path / "honcho.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [*honcho, "start", "web", "worker"],
+            [*honcho, "start", "web", "worker", "worker-high"],
             cwd=tmp_path,
             env=env,
             stdout=sink,
@@ -95,15 +109,17 @@ def test_procfile_serves_the_api_and_runs_a_workflow(
         assert client.post("/api/v1/workflows", json=definition).status_code == 201
         started = client.post("/api/v1/executions", json={"workflow_id": "procfile", "input": 1})
         assert started.status_code == 201, started.text
-        execution_id = started.json()["execution_id"]
-        deadline = time.monotonic() + 60
-        while (body := client.get(f"/api/v1/executions/{execution_id}").json())["status"] in (
-            "running",
-            "paused",
-        ):
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        body = wait(client, started.json()["execution_id"], log)
         assert body["status"] == "completed" and body["output"] == 3, body
+        served = sorted(w["lanes"] for w in client.get("/api/v1/workers").json()["items"])
+        assert served == [["high"], ["high", "default", "low"], ["high", "default", "low"]]
+        high = client.post(
+            "/api/v1/executions",
+            json={"workflow_id": "procfile", "input": 10, "priority": "high"},
+        )
+        assert high.status_code == 201, high.text
+        body = wait(client, high.json()["execution_id"], log)
+        assert body["status"] == "completed" and body["output"] == 12, body
     finally:
         client.close()
         if proc.poll() is None:
