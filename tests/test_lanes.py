@@ -12,6 +12,7 @@ import pytest
 import spane
 from spane import runtime as runtime_module
 from spane.broker import queue_name
+from spane.lanes import lanes
 from spane.runtime import Runtime
 from tests.conftest import embedded_settings
 from tests.workers import WorkerPool
@@ -112,3 +113,42 @@ def test_a_worker_given_spane_lanes_takes_only_those_lanes(
     assert info.lanes == ("high",)
     workers.start(prod.settings, threads=2, SPANE_LANES="default,low")
     assert spane.wait(low, timeout=30).status == "completed"
+
+
+NAP = {"id": "nap", "nodes": [{"id": "step", "type": "sleep", "config": {"seconds": 3}}]}
+
+
+def test_lane_load_counts_work_in_flight_and_waiting_per_tenant(
+    prod: Runtime, workers: WorkerPool
+) -> None:
+    spane.register_workflow(NAP)
+    workers.start(prod.settings, threads=1, SPANE_LANES="high")
+    running = spane.enqueue_workflow("nap", 1, tenant="acme", priority="high")
+    for _ in range(2):
+        spane.enqueue_workflow("nap", 1, tenant="beta", priority="low")  # no worker serves low
+    deadline = time.monotonic() + 30
+    while spane.get_execution(running).nodes["step"].status != "running":
+        assert time.monotonic() < deadline, "the high-lane node never started"
+        time.sleep(0.05)
+    acme, beta = prod.store.lane_load()
+    assert (acme.lane, acme.tenant, acme.ready, acme.in_flight) == ("high", "acme", 0, 1)
+    assert acme.oldest_wait is None
+    assert (beta.lane, beta.tenant, beta.ready, beta.in_flight) == ("low", "beta", 2, 0)
+    assert beta.oldest_wait is not None and 0 <= beta.oldest_wait < 30
+    assert [x.tenant for x in prod.store.lane_load("beta")] == ["beta"]
+    served = {lane.lane: (lane.workers, lane.threads) for lane in lanes()}
+    assert served == {"high": (1, 1), "default": (0, 0), "low": (0, 0)}
+
+
+def test_lane_load_on_the_embedded_twin(one_thread: Runtime) -> None:
+    spane.register_workflow(NAP)
+    first = spane.enqueue_workflow("nap", 1, priority="low")
+    for _ in range(2):
+        spane.enqueue_workflow("nap", 1, priority="low")
+    deadline = time.monotonic() + 30
+    while spane.get_execution(first).nodes["step"].status != "running":
+        assert time.monotonic() < deadline, "the first node never started"
+        time.sleep(0.05)
+    (load,) = one_thread.store.lane_load()
+    assert (load.lane, load.tenant, load.ready, load.in_flight) == ("low", "default", 2, 1)
+    assert load.oldest_wait is not None and load.oldest_wait >= 0

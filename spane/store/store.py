@@ -18,6 +18,7 @@ from ..payloads import Payloads
 from .base import retry_conflicts
 from .browse import Browse
 from .callbacks import Callbacks
+from .lanes import LaneLoad, lane_load
 from .operations import Operations
 from .protection import Protection
 from .records import (
@@ -85,6 +86,10 @@ class Store(Protection, Operations):
         self.browse = Browse(engine)
         self.tokens = Tokens(engine)
         self.callbacks = Callbacks(engine)
+
+    def lane_load(self, tenant: str | None = None) -> list[LaneLoad]:
+        """Per lane and tenant: nodes ready, in flight, and the oldest wait, now."""
+        return lane_load(self.engine, time.time(), tenant)
 
     # -- workflows -------------------------------------------------------------------
 
