@@ -8,11 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dramatiq import Worker
 
 import spane
 from spane import runtime as runtime_module
 from spane.broker import queue_name
 from spane.lanes import lanes
+from spane.middleware.lanes import HIGH_POLL_MS
 from spane.runtime import Runtime
 from tests.conftest import embedded_settings
 from tests.workers import WorkerPool
@@ -152,3 +154,25 @@ def test_lane_load_on_the_embedded_twin(one_thread: Runtime) -> None:
     (load,) = one_thread.store.lane_load()
     assert (load.lane, load.tenant, load.ready, load.in_flight) == ("low", "default", 2, 1)
     assert load.oldest_wait is not None and load.oldest_wait >= 0
+
+
+def test_the_high_lane_is_polled_promptly_on_redis(prod: Runtime) -> None:
+    # Dramatiq's Redis consumer backs off to the worker timeout between polls of an empty
+    # queue: a high-lane message would wait up to that long in an idle lane.
+    worker = Worker(prod.broker, worker_threads=1, worker_timeout=1000)
+    worker.start()
+    try:
+        consumers = {queue_name(prod.settings, lane): lane for lane in ("high", "low")}
+        expected = {"high": HIGH_POLL_MS, "low": 1000}
+        deadline = time.monotonic() + 10
+        timeouts: dict[str, int] = {}
+        while timeouts != expected and time.monotonic() < deadline:
+            time.sleep(0.05)  # each consumer thread is set up as it starts
+            timeouts = {
+                lane: worker.consumers[q].worker_timeout
+                for q, lane in consumers.items()
+                if q in worker.consumers
+            }
+        assert timeouts == expected
+    finally:
+        worker.stop()
