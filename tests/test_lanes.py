@@ -13,7 +13,6 @@ from dramatiq import Worker
 import spane
 from spane import runtime as runtime_module
 from spane.broker import queue_name
-from spane.lanes import lanes
 from spane.middleware.lanes import HIGH_POLL_MS
 from spane.runtime import Runtime
 from tests.conftest import embedded_settings
@@ -138,7 +137,7 @@ def test_lane_load_counts_work_in_flight_and_waiting_per_tenant(
     assert (beta.lane, beta.tenant, beta.ready, beta.in_flight) == ("low", "beta", 2, 0)
     assert beta.oldest_wait is not None and 0 <= beta.oldest_wait < 30
     assert [x.tenant for x in prod.store.lane_load("beta")] == ["beta"]
-    served = {lane.lane: (lane.workers, lane.threads) for lane in lanes()}
+    served = {lane.lane: (lane.workers, lane.threads) for lane in spane.lanes()}
     assert served == {"high": (1, 1), "default": (0, 0), "low": (0, 0)}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ... import lanes
+from ...lanes import Lane, lanes
 from ..routing import Call, Operation
 from . import scope
 
@@ -41,13 +41,13 @@ class LaneQuery(msgspec.Struct):
     tenant: str | None = None
 
 
-def _out(lane: lanes.Lane) -> LaneOut:
+def _out(lane: Lane) -> LaneOut:
     return msgspec.convert(lane, LaneOut, from_attributes=True)
 
 
 def list_(call: Call) -> LaneList:
     q: LaneQuery = call.query
-    return LaneList([_out(lane) for lane in lanes.lanes(scope.tenant(call, q.tenant))])
+    return LaneList([_out(lane) for lane in lanes(scope.tenant(call, q.tenant))])
 
 
 OPERATIONS = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from ... import lanes as lane_view
+from ...lanes import lanes as lane_view
 from ..auth import Principal
 from .html import e, page, took
 
@@ -12,7 +12,7 @@ from .html import e, page, took
 def lanes(request: Request, me: Principal) -> str:
     """Per lane and tenant: ready, in flight, oldest wait; a tenant token sees its own."""
     rows = []
-    for lane in lane_view.lanes(None if me.admin else me.tenant):
+    for lane in lane_view(None if me.admin else me.tenant):
         served = (
             f"{lane.workers} ({lane.threads} threads)"
             if lane.workers
