@@ -43,6 +43,7 @@ from .errors import (
     UnknownWorkflow,
     WaitTimeout,
 )
+from .lanes import Lane, lanes
 from .middleware.circuit_breaker import BreakerStatus
 from .producer import send_start
 from .protection import Breaker, RateLimit
@@ -60,7 +61,7 @@ from .starting import (
     trigger_schedule,
     unschedule,
 )
-from .store import Execution, ExecutionSummary, NodeState, WorkerInfo
+from .store import Execution, ExecutionSummary, LaneLoad, NodeState, WorkerInfo
 from .workers import workers
 
 __version__ = "0.1.0"
@@ -119,6 +120,9 @@ __all__ = [
     # Operations
     "WorkerInfo",
     "workers",
+    "Lane",
+    "LaneLoad",
+    "lanes",
     # Errors
     "BlobError",
     "ConfigurationError",

@@ -25,6 +25,7 @@ from .middleware.attempts import (
     emit_after,
     emit_before,
 )
+from .middleware.lanes import more_urgent_waiting
 from .outcomes import RECORD_PATIENCE, backoff, bounded_traceback, retry_database
 from .registry import RetryPolicy
 
@@ -45,9 +46,10 @@ MAX_INLINE_HOPS = 16
 class Continuation(threading.local):
     """The one ready successor this thread will run next instead of sending it.
 
-    Only a successor on the same lane, due now, of a type this worker knows is kept, so
-    lane priority and fairness are unchanged; if the thread dies first, the node is still
-    ``queued`` in the database and recovery sends it after its lease.
+    Only a successor on the same lane, due now, of a type this worker knows is kept, and
+    none while a more urgent message waits for a thread, so lane priority and fairness
+    are unchanged; if the thread dies first, the node is still ``queued`` in the database
+    and recovery sends it after its lease.
     """
 
     lane: str | None = None
@@ -65,6 +67,7 @@ class Continuation(threading.local):
             or dispatch.delay > 0
             or dispatch.lane != self.lane
             or registry.get(dispatch.type) is None
+            or more_urgent_waiting()
         ):
             return False
         self.next = dispatch

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from .errors import ConfigurationError
+from .registry import LANES
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -65,6 +66,8 @@ class Settings:
         metrics_tenants: Tenants that get their own metric label (``*``: all); others
             are counted as ``other``, and with none given every tenant is ``all``.
         worker_lease_seconds: A worker unheard of this long drops off ``spane workers``.
+        lanes: The lanes a worker consumes (``SPANE_LANES=high,default``); empty serves
+            every lane. The embedded worker always serves every lane.
     """
 
     broker_url: str = ""
@@ -98,6 +101,7 @@ class Settings:
     )
     metrics_tenants: tuple[str, ...] = ()
     worker_lease_seconds: float = 30.0
+    lanes: tuple[str, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -191,6 +195,18 @@ def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in env.get(name, "").split(",") if m.strip())
 
 
+def _lanes(env: Mapping[str, str]) -> tuple[str, ...]:
+    lanes = tuple(n.lower() for n in _names(env, "SPANE_LANES"))
+    unknown = [lane for lane in lanes if lane not in LANES]
+    if unknown:
+        raise ConfigurationError(
+            f"SPANE_LANES must list lanes among {', '.join(LANES)}, got {unknown[0]!r}"
+        )
+    if not lanes and env.get("SPANE_LANES", "").strip():
+        raise ConfigurationError(f"SPANE_LANES names no lane; list some of {', '.join(LANES)}")
+    return tuple(dict.fromkeys(lanes))
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from ``env`` (default: ``os.environ``).
 
@@ -273,6 +289,7 @@ def _read(env: Mapping[str, str]) -> Settings:
         worker_lease_seconds=_float(
             env, "SPANE_WORKER_LEASE_SECONDS", defaults.worker_lease_seconds
         ),
+        lanes=_lanes(env),
     )
 
 

@@ -345,3 +345,26 @@ def test_huge_output_is_cut_short() -> None:
     assert len(text.splitlines()) == render.OUTPUT_MAX_LINES + 1
     assert text.endswith("more characters (see --json for all)")
     assert render.value({"a": 1}).plain == '{\n  "a": 1\n}'
+
+
+def test_lanes_shows_each_lanes_ready_work_per_tenant(
+    prod: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A client runtime and no worker: what is enqueued stays ready.
+    spane.register_workflow(ANSWER)
+    for _ in range(2):
+        spane.enqueue_workflow("answer", 1, tenant="acme", priority="low")
+    spane.enqueue_workflow("answer", 1, tenant="beta", priority="high")
+    code, out, _ = cli(capsys, "lanes", "--json")
+    assert code == 0
+    lanes = {lane["lane"]: lane for lane in json.loads(out)}
+    assert list(lanes) == ["high", "default", "low"]
+    assert lanes["default"]["tenants"] == [] and lanes["low"]["workers"] == 0
+    (beta,) = lanes["high"]["tenants"]
+    (acme,) = lanes["low"]["tenants"]
+    assert (beta["tenant"], beta["ready"], beta["in_flight"]) == ("beta", 1, 0)
+    assert (acme["tenant"], acme["ready"], acme["in_flight"]) == ("acme", 2, 0)
+    assert 0 <= acme["oldest_wait"] < 60
+    code, out, _ = cli(capsys, "lanes", "--tenant", "acme")
+    assert code == 0
+    assert "acme" in out and "beta" not in out and "none" in out

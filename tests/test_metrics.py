@@ -141,6 +141,7 @@ def test_metrics_move_as_the_run_says(
     assert value(s, "dramatiq_messages_total", **actor) == runs
     # Cluster state from the broker and the database.
     assert value(s, "spane_queue_depth", lane="low") == 1
+    assert 0 < value(s, "spane_lane_oldest_wait_seconds", lane="low", tenant="zeta") < 600
     assert value(s, "spane_executions_active", status="running") == 1
     assert value(s, "spane_state_source_up", source="database") == 1
     beats = [v for (name, _), v in s.items() if name == "spane_worker_heartbeat_timestamp_seconds"]
@@ -164,6 +165,7 @@ def test_readiness_flips_on_sigterm_before_inflight_work_finishes(
     execution_id = spane.enqueue_workflow("slow", 1)
     eventually(lambda: spane.get_execution(execution_id).nodes["s"].status == "running")
     eventually(lambda: value(scrape(port), "spane_attempts_inflight", tenant="default") == 1)
+    assert value(scrape(port), "spane_lane_in_flight", lane="default", tenant="default") == 1
     workers.signal(worker, signal.SIGTERM)
     body = eventually(lambda: (r := get(port, "/readyz"))[0] == 503 and r[1], timeout=10)
     assert json.loads(body)["checks"]["draining"] != "ok"

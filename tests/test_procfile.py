@@ -1,5 +1,6 @@
-"""The Procfile as a deployment runs it: ``release`` migrates, then honcho starts ``web``
-and ``worker`` on Redis and PostgreSQL, and one workflow goes through the HTTP API.
+"""The Procfile as a deployment runs it: ``release`` migrates, then honcho starts ``web``,
+``worker`` and ``worker-high`` on Redis and PostgreSQL, and workflows go through the HTTP
+API, one of them on the high lane.
 
 Only the processes started here are stopped, by process group id.
 """
@@ -22,6 +23,19 @@ from tests.workers import ROOT
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
+
+
+def wait(client: httpx.Client, execution_id: str, log: Path) -> dict[str, object]:
+    """Poll an execution until it ends; return its body."""
+    deadline = time.monotonic() + 60
+    while (body := client.get(f"/api/v1/executions/{execution_id}").json())["status"] in (
+        "running",
+        "paused",
+    ):
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    result: dict[str, object] = body
+    return result
 
 
 def test_procfile_serves_the_api_and_runs_a_workflow(
@@ -55,7 +69,7 @@ def test_procfile_serves_the_api_and_runs_a_workflow(
     log = tmp_path / "honcho.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [*honcho, "start", "web", "worker"],
+            [*honcho, "start", "web", "worker", "worker-high"],
             cwd=tmp_path,
             env=env,
             stdout=sink,
@@ -88,15 +102,23 @@ def test_procfile_serves_the_api_and_runs_a_workflow(
         assert client.post("/api/v1/workflows", json=definition).status_code == 201
         started = client.post("/api/v1/executions", json={"workflow_id": "procfile", "input": 1})
         assert started.status_code == 201, started.text
-        execution_id = started.json()["execution_id"]
-        deadline = time.monotonic() + 60
-        while (body := client.get(f"/api/v1/executions/{execution_id}").json())["status"] in (
-            "running",
-            "paused",
-        ):
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        body = wait(client, started.json()["execution_id"], log)
         assert body["status"] == "completed" and body["output"] == 3, body
+        # worker's two processes serve every lane, worker-high's one the high lane only.
+        expected = [["high"], ["high", "default", "low"], ["high", "default", "low"]]
+        deadline = time.monotonic() + 60
+        while (
+            served := sorted(w["lanes"] for w in client.get("/api/v1/workers").json()["items"])
+        ) != expected:
+            assert time.monotonic() < deadline, f"{served}\n{log.read_text()}"
+            time.sleep(0.2)
+        high = client.post(
+            "/api/v1/executions",
+            json={"workflow_id": "procfile", "input": 10, "priority": "high"},
+        )
+        assert high.status_code == 201, high.text
+        body = wait(client, high.json()["execution_id"], log)
+        assert body["status"] == "completed" and body["output"] == 12, body
     finally:
         client.close()
         if proc.poll() is None:

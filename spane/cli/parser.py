@@ -9,7 +9,7 @@ from .. import __version__
 from ..durations import parse_duration
 from ..registry import LANES
 from ..statuses import ExecutionStatus
-from . import breakers, commands, control, deadletters, operations, starting, web
+from . import breakers, commands, control, deadletters, lanes, operations, starting, web
 from .commands import Streams
 
 _INPUT_HELP = "execution input as JSON, or @FILE to read it from a JSON file"
@@ -231,6 +231,13 @@ def _operations(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     workers = sub.add_parser("workers", help="list live workers and what they serve")
     _json(workers)
     workers.set_defaults(handler=operations.workers)
+
+    lane = sub.add_parser(
+        "lanes", help="per lane and tenant: nodes ready, in flight, oldest wait; workers serving"
+    )
+    lane.add_argument("--tenant", help="only this tenant's work")
+    _json(lane)
+    lane.set_defaults(handler=lanes.list_)
 
     metrics = sub.add_parser(
         "metrics", help="print queue depth, ready nodes and dead letters once (Prometheus text)"

@@ -14,7 +14,8 @@ breaker defers a node without spending its share of the rate limit.
 
 ``Metrics`` (only with ``SPANE_METRICS_PORT``) comes first so that it sees every
 message, including those ``Drain`` turns away, and times the whole stack. ``Heartbeat``
-registers the worker once everything else is set up.
+registers the worker once everything else is set up. ``Lanes`` narrows a worker to
+``SPANE_LANES`` before its consumers start, so ``Heartbeat`` reports the lanes served.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .dead_letters import DeadLetters
 from .drain import Drain
 from .health import Health
 from .heartbeat import Heartbeat
+from .lanes import Lanes
 from .log_context import LogContext
 from .metrics import Metrics
 from .rate_limit import RateLimits
@@ -55,6 +57,7 @@ __all__ = [
     "Drain",
     "Health",
     "Heartbeat",
+    "Lanes",
     "LogContext",
     "Metrics",
     "RateLimits",
@@ -88,6 +91,7 @@ def default_middleware(
     return [
         *metrics,
         Drain(grace=settings.drain_seconds),
+        Lanes(settings),
         Health(max_stuck=settings.max_stuck_threads),
         LogContext(),
         tracing,

@@ -29,8 +29,9 @@ BREAKER_STATES = ("closed", "half-open", "open")
 
 
 class StateCollector(Collector):
-    """Queue depth per lane, ready nodes per lane and tenant, active executions, open
-    dead letters, circuit breakers, and whether the database and broker answered.
+    """Queue depth per lane; ready nodes, running nodes and the oldest wait per lane and
+    tenant; active executions, open dead letters, circuit breakers, and whether the
+    database and broker answered.
 
     Args:
         runtime: Where the database and broker are.
@@ -47,6 +48,7 @@ class StateCollector(Collector):
             labels=["source"],
         )
         yield from self._database(up)
+        yield from self._lanes()
         yield from self._broker(up)
         yield from self._breakers()
         yield up
@@ -106,6 +108,37 @@ class StateCollector(Collector):
         yield GaugeMetricFamily(
             "spane_dead_letters_open", "Dead letters not yet retried.", value=state.dead_letters
         )
+
+    def _lanes(self) -> Iterator[GaugeMetricFamily]:
+        # Ready nodes per lane and tenant are ``spane_nodes_ready`` (``_database``).
+        try:
+            loads = self.runtime.store.lane_load()
+        except Exception as exc:
+            log.warning("metrics: lane state unavailable", error=str(exc))
+            return
+        in_flight = GaugeMetricFamily(
+            "spane_lane_in_flight",
+            "Nodes running now, by lane and tenant.",
+            labels=["lane", "tenant"],
+        )
+        oldest = GaugeMetricFamily(
+            "spane_lane_oldest_wait_seconds",
+            "How long the longest-waiting ready node has been due, by lane and tenant.",
+            labels=["lane", "tenant"],
+        )
+        running: Counter[tuple[str, str]] = Counter()
+        waits: dict[tuple[str, str], float] = {}
+        for load in loads:
+            labels = (load.lane, self.tenant(load.tenant))
+            running[labels] += load.in_flight
+            if load.oldest_wait is not None:
+                waits[labels] = max(load.oldest_wait, waits.get(labels, 0.0))
+        for labels, n in sorted(running.items()):
+            in_flight.add_metric(list(labels), n)
+        for labels, wait in sorted(waits.items()):
+            oldest.add_metric(list(labels), wait)
+        yield in_flight
+        yield oldest
 
     def _broker(self, up: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
         depths: dict[str, tuple[int, int]] = {}

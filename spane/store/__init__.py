@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .engine import make_engine
+from .lanes import LaneLoad
 from .operations import WorkerInfo, WorkState
 from .records import Claim, Dispatch, Execution, ExecutionSummary, NodeState, Outcome
 from .store import Store
@@ -12,6 +13,7 @@ __all__ = [
     "Dispatch",
     "Execution",
     "ExecutionSummary",
+    "LaneLoad",
     "NodeState",
     "Outcome",
     "Store",

@@ -21,6 +21,7 @@ parts first); ``Store`` exposes their operations under one name each. The parts:
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -37,6 +38,7 @@ from .delayed import DelayedStarts
 from .execution_row import ExecutionRow
 from .executions import Executions
 from .history import History
+from .lanes import LaneLoad, lane_load
 from .operations import Operations
 from .parking import Parking
 from .protection import Protection
@@ -195,3 +197,7 @@ class Store:
         self.unregister_worker = operations.unregister_worker
         self.live_workers = operations.live_workers
         self.work_state = operations.work_state
+
+    def lane_load(self, tenant: str | None = None) -> list[LaneLoad]:
+        """Per lane and tenant: nodes ready, in flight, and the oldest wait, now."""
+        return lane_load(self.engine, time.time(), tenant)

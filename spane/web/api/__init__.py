@@ -1,7 +1,4 @@
-"""The JSON API under ``/api/v1``: one module per resource, each listing its operations.
-
-A new resource (lanes) is one more module here.
-"""
+"""The JSON API under ``/api/v1``: one module per resource, each listing its operations."""
 
 from __future__ import annotations
 
@@ -12,6 +9,7 @@ from . import (
     controls,
     deadletters,
     executions,
+    lanes,
     me,
     schedules,
     signals,
@@ -31,6 +29,7 @@ RESOURCES = (
     schedules,
     breakers,
     workers,
+    lanes,
     streams,
 )
 

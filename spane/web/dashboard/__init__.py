@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 from ... import tokens
 from .. import auth
 from ..errors import from_exception
-from . import pages
+from . import lanes, pages
 from .html import e, page
 
 _STATIC = Path(__file__).parent / "static"
@@ -86,6 +86,7 @@ def routes() -> list[BaseRoute]:
         Route("/ui/schedules", _guarded(pages.schedules), methods=["GET"]),
         Route("/ui/breakers", _guarded(pages.breakers), methods=["GET"]),
         Route("/ui/workers", _guarded(pages.workers), methods=["GET"]),
+        Route("/ui/lanes", _guarded(lanes.lanes), methods=["GET"]),
         Route("/ui/login", _login_form, methods=["GET"]),
         Route("/ui/login", _login, methods=["POST"]),
         Route("/ui/logout", _logout, methods=["POST"]),

@@ -53,6 +53,7 @@ def page(title: str, body: str, principal: Principal | None, *, active: str = ""
         ("schedules", "/ui/schedules", "Schedules"),
         ("breakers", "/ui/breakers", "Breakers"),
         ("workers", "/ui/workers", "Workers"),
+        ("lanes", "/ui/lanes", "Lanes"),
     ]
     nav = "".join(
         f'<a href="{href}" class="{"active" if key == active else ""}">{label}</a>'
