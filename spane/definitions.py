@@ -12,7 +12,7 @@ import heapq
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Annotated, Any, Literal, cast
 
 import jmespath
 import msgspec
@@ -140,8 +140,38 @@ class Callback(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_def
             raise ValueError(f"secret_env {self.secret_env!r} is not an environment variable name")
 
 
+#: A count of at least one (concurrency limits).
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class Concurrency(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    """At most ``max`` attempts of this node at once per value of ``key`` (per tenant).
+
+    Attributes:
+        key: A JMESPath expression over ``{input, config}`` of the node, e.g.
+            ``input.customer_id``; attempts with equal values share the limit.
+        max: How many may be in flight at once for one value.
+        strategy: Over the limit, ``queue`` (wait in order), ``cancel_newest`` (cancel the
+            arriving execution) or ``cancel_oldest`` (cancel the oldest ones in the way).
+    """
+
+    key: str
+    max: Positive = 1
+    strategy: Literal["queue", "cancel_newest", "cancel_oldest"] = "queue"
+
+    def __post_init__(self) -> None:
+        try:
+            jmespath.compile(self.key)
+        except JMESPathError as exc:
+            raise ValueError(f"key is not a valid JMESPath expression: {exc}") from None
+
+
 class Node(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
-    """One step: a registered node type run after the nodes listed in ``after``."""
+    """One step: a registered node type run after the nodes listed in ``after``.
+
+    ``max_concurrency`` caps this node's attempts in flight across all executions and
+    workers; ``concurrency`` caps them per key (see ``Concurrency``).
+    """
 
     id: str
     type: str
@@ -153,10 +183,15 @@ class Node(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_default
     description: str = ""
     breaker: Breaker | None = None
     rate_limit: RateLimit | None = None
+    max_concurrency: Positive | None = None
+    concurrency: Concurrency | None = None
 
 
 class Workflow(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
-    """A named DAG of nodes, with the lane it runs on and an optional input schema."""
+    """A named DAG of nodes, with the lane it runs on and an optional input schema.
+
+    ``max_parallel`` caps the nodes of one execution in flight at once (wide fan-outs).
+    """
 
     id: str
     nodes: list[Node]
@@ -165,6 +200,7 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_def
     triggers: list[Trigger] = []
     on_finish: Callback | None = None
     description: str = ""
+    max_parallel: Positive | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +216,8 @@ class Graph:
     entries: tuple[str, ...]
     sinks: tuple[str, ...]
     order: tuple[str, ...]
+    workflow_id: str = ""
+    max_parallel: int | None = None
 
 
 def topological_order(parents: Mapping[str, Sequence[str]]) -> list[str]:
@@ -270,6 +308,8 @@ def build_graph(workflow: Workflow) -> Graph:
         entries=tuple(name for name, ps in parents.items() if not ps),
         sinks=tuple(name for name, kids in children.items() if not kids),
         order=tuple(order),
+        workflow_id=workflow.id,
+        max_parallel=workflow.max_parallel,
     )
 
 

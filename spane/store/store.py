@@ -14,10 +14,13 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import errors
 from ..definitions import Graph, Workflow
+from ..limits import Rules
 from ..payloads import Payloads
+from .admission import Limits
 from .base import retry_conflicts
 from .browse import Browse
 from .callbacks import Callbacks
+from .fair import Fair
 from .operations import Operations
 from .protection import Protection
 from .records import (
@@ -65,6 +68,7 @@ class Store(Protection, Operations):
         trace_execution: Opens an execution's root span around its creation and yields
             its W3C traceparent, stored with the execution (see ``Tracing.execution``).
             Every creation path inserts through ``_insert_executions``, so each gets one.
+        rules: Concurrency limits from the settings (``spane.limits``).
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class Store(Protection, Operations):
         *,
         lease_seconds: float = 15.0,
         trace_execution: Callable[..., AbstractContextManager[str | None]] | None = None,
+        rules: Rules | None = None,
     ):
         self.engine = engine
         self.payloads = payloads
@@ -85,6 +90,8 @@ class Store(Protection, Operations):
         self.browse = Browse(engine)
         self.tokens = Tokens(engine)
         self.callbacks = Callbacks(engine)
+        self.admission = Limits(self, rules or Rules())
+        self.fair = Fair(self)
 
     # -- workflows -------------------------------------------------------------------
 

@@ -354,11 +354,15 @@ class Transitions(History):
                     self.record_events(conn, [(execution_id, node_id, "stale_result", attempt)])
                 return Outcome(applied=False)
             self.record_events(conn, [(execution_id, node_id, event, attempt)])
+            # Admission seam: the node's concurrency slot goes to the next waiter.
+            admitted = self.admission.ended(conn, execution_id, node_id)  # type: ignore[attr-defined]
             if status not in EXECUTION_ACTIVE:
-                return Outcome()
+                return Outcome(dispatches=admitted)
             meta = self.execution_meta(conn, execution_id)
             graph = self.graph(meta.workflow_id, meta.version, conn)
-            return self._settle(conn, execution_id, graph, now, [(node_id, chosen)], 1)
+            outcome = self._settle(conn, execution_id, graph, now, [(node_id, chosen)], 1)
+            outcome.dispatches += admitted
+            return outcome
 
     def _settle(
         self,

@@ -1,0 +1,177 @@
+"""Tenant turns in a busy lane: ready nodes wait here and go to the broker in turn.
+
+A held node stays ``queued`` without a lease, like one held for a concurrency slot.
+Releases of one lane are taken by one worker at a time (its lock row, skipped when
+locked), which also keeps the lane's virtual time; each tenant's next turn is a row of
+``spane_admission_tenants``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Column, Float, String, Table, delete, insert, select, tuple_, update
+
+from .. import fairness
+from .admission import A, Admitted, L, ensure_locks
+from .base import chunks, retry_conflicts
+from .records import Dispatch
+from .schema import metadata
+from .schema import nodes as N
+
+if TYPE_CHECKING:
+    from .store import Store
+
+admission_tenants = Table(
+    "spane_admission_tenants",
+    metadata,
+    Column("lane", String(16), primary_key=True),
+    Column("tenant", String(64), primary_key=True),
+    Column("turn", Float, nullable=False),
+)
+T = admission_tenants
+
+
+class Fair:
+    """The SQL of tenant turns (see the module docstring).
+
+    Args:
+        store: The store (its engine and lease).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @retry_conflicts
+    def hold(self, items: list[tuple[Dispatch, str]]) -> list[Dispatch]:
+        """Keep ready nodes (with their tenant) in the database; return those to send
+        anyway (already admitted: a message sent again)."""
+        now = time.time()
+        send: list[Dispatch] = []
+        rows = []
+        with self.store.engine.begin() as conn:
+            for d, tenant in items:
+                current = conn.execute(
+                    select(A.c.attempt, A.c.state).where(
+                        A.c.execution_id == d.execution_id, A.c.node_id == d.node_id
+                    )
+                ).first()
+                if current is not None and current.attempt == d.attempt:
+                    if current.state == "admitted":
+                        send.append(d)
+                    continue
+                held = conn.execute(
+                    update(N)
+                    .where(
+                        N.c.execution_id == d.execution_id,
+                        N.c.node_id == d.node_id,
+                        N.c.status == "queued",
+                        N.c.attempt == d.attempt,
+                    )
+                    .values(lease_until=None)
+                )
+                if not held.rowcount:
+                    continue  # a stale message
+                if current is not None:
+                    conn.execute(
+                        delete(A).where(
+                            A.c.execution_id == d.execution_id, A.c.node_id == d.node_id
+                        )
+                    )
+                rows.append(
+                    {
+                        "execution_id": d.execution_id,
+                        "node_id": d.node_id,
+                        "attempt": d.attempt,
+                        "tenant": tenant,
+                        "lane": d.lane,
+                        "kind": "fair",
+                        "state": "held",
+                        "limits": "[]",
+                        "held_since": now,
+                    }
+                )
+            if rows:
+                conn.execute(insert(A), rows)
+        return send
+
+    def held_lanes(self) -> set[str]:
+        """Lanes where nodes wait for their tenant's turn."""
+        with self.store.engine.connect() as conn:
+            found = conn.execute(
+                select(A.c.lane).where(A.c.kind == "fair", A.c.state == "held").distinct()
+            )
+            return set(found.scalars())
+
+    @retry_conflicts
+    def release(
+        self, lane: str, count: int, weight: Callable[[str], float]
+    ) -> list[Dispatch] | None:
+        """Release up to ``count`` waiting nodes of ``lane`` in weighted turns per tenant.
+
+        Returns None when another worker is releasing this lane right now.
+        """
+        now = time.time()
+        name = f"lane:{lane}"
+        with self.store.engine.begin() as conn:
+            ensure_locks(conn, [name])
+            lock = conn.execute(
+                select(L.c.vtime).where(L.c.name == name).with_for_update(skip_locked=True)
+            ).first()
+            if lock is None:
+                return None
+            waiting = (A.c.lane == lane, A.c.kind == "fair", A.c.state == "held")
+            tenants = list(conn.execute(select(A.c.tenant).where(*waiting).distinct()).scalars())
+            candidates = {
+                tenant: conn.execute(
+                    select(A.c.execution_id, A.c.node_id, A.c.attempt)
+                    .where(*waiting, A.c.tenant == tenant)
+                    .order_by(A.c.held_since, A.c.execution_id, A.c.node_id)
+                    .limit(count)
+                    .with_for_update(skip_locked=True)
+                ).all()
+                for tenant in tenants
+            }
+            turns = dict(
+                conn.execute(select(T.c.tenant, T.c.turn).where(T.c.lane == lane)).tuples().all()
+            )
+            available = {t: len(rows) for t, rows in candidates.items()}
+            picks, new_turns, vtime = fairness.plan(turns, lock.vtime, available, weight, count)
+            chosen = [tuple(r) for t, k in picks.items() for r in candidates[t][:k]]
+            out: list[Dispatch] = []
+            for part in chunks(chosen):  # type: ignore[arg-type]
+                conn.execute(
+                    delete(A).where(tuple_(A.c.execution_id, A.c.node_id, A.c.attempt).in_(part))
+                )
+                out += [
+                    Admitted(r[0], r[1], r[2], r[3], r[4], max(0.0, (r[5] or 0.0) - now))
+                    for r in conn.execute(
+                        update(N)
+                        .where(
+                            tuple_(N.c.execution_id, N.c.node_id, N.c.attempt).in_(part),
+                            N.c.status == "queued",
+                        )
+                        .values(lease_until=now + self.store.lease_seconds)
+                        .returning(
+                            N.c.execution_id,
+                            N.c.node_id,
+                            N.c.attempt,
+                            N.c.type,
+                            N.c.lane,
+                            N.c.wake_at,
+                        )
+                    )
+                ]
+            for tenant in picks:
+                if tenant in turns:
+                    conn.execute(
+                        update(T)
+                        .where(T.c.lane == lane, T.c.tenant == tenant)
+                        .values(turn=new_turns[tenant])
+                    )
+                else:
+                    conn.execute(insert(T).values(lane=lane, tenant=tenant, turn=new_turns[tenant]))
+            conn.execute(update(L).where(L.c.name == name).values(vtime=vtime))
+        return out
