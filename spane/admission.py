@@ -179,7 +179,10 @@ class Admission:
                 self._lanes[d.lane].held = True
             out += self.store.fair.hold(turns)
         if any(state.held for state in self._lanes.values()):
-            self.pump()
+            pending: dict[str, int] = {}
+            for d in out:
+                pending[d.lane] = pending.get(d.lane, 0) + 1
+            out += self._release(pending, wait=False)
         return out
 
     def _cancel(self, victims: dict[str, str]) -> list[Dispatch]:
@@ -192,16 +195,17 @@ class Admission:
                 )
         return self.store.admission.fill()
 
-    def pump(self, *, wait: bool = False) -> int:
+    def _release(self, pending: dict[str, int], *, wait: bool) -> list[Dispatch]:
         """Release waiting nodes of busy lanes while their broker backlog is short.
 
-        At most one thread of a process releases at a time, and not more often than
-        ``PUMP_INTERVAL`` unless ``wait`` (the sweep). Returns how many were released.
+        ``pending`` counts messages per lane about to be sent, not in the broker yet. At
+        most one thread of a process releases at a time, and not more often than
+        ``PUMP_INTERVAL`` unless ``wait`` (the sweep).
         """
         if time.monotonic() - self._pumped < PUMP_INTERVAL and not wait:
-            return 0
+            return []
         if not self._pumping.acquire(blocking=wait):
-            return 0
+            return []
         released: list[Dispatch] = []
         try:
             self._pumped = time.monotonic()
@@ -209,7 +213,8 @@ class Admission:
             for lane, state in self._lanes.items():
                 if not state.held:
                     continue
-                room = limit - fairness.depth(self.broker, queue_name(self.settings, lane))
+                queued = fairness.depth(self.broker, queue_name(self.settings, lane))
+                room = limit - queued - pending.get(lane, 0)
                 if room * 2 < limit:
                     continue  # the lane still has enough queued: release when it runs low
                 out = self.store.fair.release(lane, room, self.weight)
@@ -220,16 +225,17 @@ class Admission:
                 released += out
         finally:
             self._pumping.release()
-        if released:
-            self.send(released)
-        return len(released)
+        return released
 
     def sweep(self, *, leader: bool) -> int:
         """Periodic pass: release waiting nodes and, on the sweeper, hand slots freed by
         ended executions to their waiters. Returns how much it did."""
         for lane in self.store.fair.held_lanes():
             self._lanes.setdefault(lane, _Lane()).held = True
-        done = self.pump(wait=True)
+        released = self._release({}, wait=True)
+        if released:
+            self.send(released)
+        done = len(released)
         if leader:
             self.store.admission.forget_ended()
             admitted = self.store.admission.fill()

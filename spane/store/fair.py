@@ -134,9 +134,10 @@ class Fair:
                 ).all()
                 for tenant in tenants
             }
-            turns = dict(
-                conn.execute(select(T.c.tenant, T.c.turn).where(T.c.lane == lane)).tuples().all()
-            )
+            turns: dict[str, float] = {
+                r.tenant: r.turn
+                for r in conn.execute(select(T.c.tenant, T.c.turn).where(T.c.lane == lane))
+            }
             available = {t: len(rows) for t, rows in candidates.items()}
             picks, new_turns, vtime = fairness.plan(turns, lock.vtime, available, weight, count)
             chosen = [tuple(r) for t, k in picks.items() for r in candidates[t][:k]]

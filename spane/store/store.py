@@ -16,11 +16,11 @@ from .. import errors
 from ..definitions import Graph, Workflow
 from ..limits import Rules
 from ..payloads import Payloads
-from .admission import Limits
 from .base import retry_conflicts
 from .browse import Browse
 from .callbacks import Callbacks
 from .fair import Fair
+from .limits import Limits
 from .operations import Operations
 from .protection import Protection
 from .records import (
