@@ -61,6 +61,17 @@ class Fair:
                 if current is not None and current.attempt == d.attempt:
                     if current.state == "admitted":
                         send.append(d)
+                    else:  # still waiting: a resume gave it a lease, which it must not have
+                        conn.execute(
+                            update(N)
+                            .where(
+                                N.c.execution_id == d.execution_id,
+                                N.c.node_id == d.node_id,
+                                N.c.status == "queued",
+                                N.c.attempt == d.attempt,
+                            )
+                            .values(lease_until=None)
+                        )
                     continue
                 held = conn.execute(
                     update(N)

@@ -92,6 +92,12 @@ class Limits(LimitRows):
                 if row is not None and row.attempt == d.attempt:
                     if row.state == "admitted":
                         send.append(d)  # sent again (a lost message, a resume)
+                    else:  # still waiting: a resume gave it a lease, which it must not have
+                        conn.execute(
+                            update(N)
+                            .where(queued_at(d.execution_id, d.node_id, d.attempt))
+                            .values(lease_until=None)
+                        )
                     continue
                 if row is not None:
                     self.forget(conn, d.execution_id, d.node_id)
