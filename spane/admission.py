@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from . import fairness
 from .broker import queue_name
 from .store import Dispatch, Store
 from .store.admission import Admitted, Arrival
@@ -37,6 +36,17 @@ DEPTH_TTL = 0.5
 PUMP_INTERVAL = 0.02
 #: Executions remembered as created by this process.
 _KNOWN_MAX = 50_000
+
+
+def depth(broker: Broker, queue: str) -> int:
+    """Messages ready on ``queue`` (Redis, RabbitMQ, or the embedded StubBroker)."""
+    client: Any = getattr(broker, "client", None)
+    if client is not None:
+        return int(client.llen(f"{broker.namespace}:{queue}"))  # type: ignore[attr-defined]
+    if hasattr(broker, "get_queue_message_counts"):
+        return int(broker.get_queue_message_counts(queue)[0])
+    found = getattr(broker, "queues", {}).get(queue)
+    return 0 if found is None else int(found.qsize())
 
 
 class Known:
@@ -118,7 +128,7 @@ class Admission:
             state = self._lanes[lane] = _Lane()
         now = time.monotonic()
         if now - state.measured > DEPTH_TTL:
-            state.depth = fairness.depth(self.broker, queue_name(self.settings, lane))
+            state.depth = depth(self.broker, queue_name(self.settings, lane))
             state.measured, state.sent = now, 0
         return state
 
@@ -178,7 +188,7 @@ class Admission:
             for d, _ in turns:
                 self._lanes[d.lane].held = True
             out += self.store.fair.hold(turns)
-        if any(state.held for state in self._lanes.values()):
+        if any(state.held for state in list(self._lanes.values())):
             pending: dict[str, int] = {}
             for d in out:
                 pending[d.lane] = pending.get(d.lane, 0) + 1
@@ -210,10 +220,10 @@ class Admission:
         try:
             self._pumped = time.monotonic()
             limit = self.settings.fair_queue_depth
-            for lane, state in self._lanes.items():
+            for lane, state in list(self._lanes.items()):
                 if not state.held:
                     continue
-                queued = fairness.depth(self.broker, queue_name(self.settings, lane))
+                queued = depth(self.broker, queue_name(self.settings, lane))
                 room = limit - queued - pending.get(lane, 0)
                 if room * 2 < limit:
                     continue  # the lane still has enough queued: release when it runs low

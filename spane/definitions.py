@@ -31,6 +31,8 @@ MAX_CATCH_UP = 100
 TENANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _HOOK_PATH = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: A concurrency key reads the node's input or config (JMESPath over ``{input, config}``).
+_KEY_SOURCE = re.compile(r"(?<![\w.])(input|config)\b")
 
 
 # omit_defaults keeps the canonical form (and so ``definition_hash``) unchanged when a later
@@ -164,6 +166,10 @@ class Concurrency(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_
             jmespath.compile(self.key)
         except JMESPathError as exc:
             raise ValueError(f"key is not a valid JMESPath expression: {exc}") from None
+        if not _KEY_SOURCE.search(self.key):
+            raise ValueError(
+                f"key {self.key!r} reads neither input nor config; write e.g. input.customer_id"
+            )
 
 
 class Node(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):

@@ -1,4 +1,4 @@
-"""Weighted turns between tenants of a busy lane (stride scheduling), and lane depths.
+"""Weighted turns between tenants of a busy lane (stride scheduling).
 
 Each tenant has a turn, a virtual time: the tenant with the earliest turn goes next and
 its turn moves on by ``1 / weight``, so over a window each backlogged tenant gets a
@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Mapping
-from typing import Any
-
-from dramatiq import Broker
 
 
 def plan(
@@ -47,14 +44,3 @@ def plan(
         if picks[tenant] < available[tenant]:
             heapq.heappush(heap, (turn[tenant], tenant))
     return picks, turn, vtime
-
-
-def depth(broker: Broker, queue: str) -> int:
-    """Messages ready on ``queue`` (Redis, RabbitMQ, or the embedded StubBroker)."""
-    client: Any = getattr(broker, "client", None)
-    if client is not None:
-        return int(client.llen(f"{broker.namespace}:{queue}"))  # type: ignore[attr-defined]
-    if hasattr(broker, "get_queue_message_counts"):
-        return int(broker.get_queue_message_counts(queue)[0])
-    found = getattr(broker, "queues", {}).get(queue)
-    return 0 if found is None else int(found.qsize())

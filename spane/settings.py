@@ -107,7 +107,7 @@ class Settings:
     worker_lease_seconds: float = 30.0
     tenant_max_in_flight: tuple[tuple[str, int], ...] = ()
     tenant_weights: tuple[tuple[str, float], ...] = ()
-    fair_queue_depth: int = 200
+    fair_queue_depth: int = 1000
 
     @property
     def embedded(self) -> bool:

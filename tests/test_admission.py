@@ -196,6 +196,7 @@ BAD_FIELDS = [
     ),
     ({"concurrency": {"key": "input.[", "max": 1}}, "nodes[0].concurrency", "JMESPath"),
     ({"concurrency": {"max": 1}}, "nodes[0].concurrency.key", "missing"),
+    ({"concurrency": {"key": "customer_id"}}, "nodes[0].concurrency", "input.customer_id"),
 ]
 
 

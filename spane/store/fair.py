@@ -12,11 +12,22 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Column, Float, String, Table, delete, insert, select, tuple_, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Float,
+    String,
+    Table,
+    delete,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 
 from .. import fairness
 from .admission import A, Admitted, L, ensure_locks
-from .base import chunks, retry_conflicts
+from .base import CHUNK, chunks, retry_conflicts
 from .records import Dispatch
 from .schema import metadata
 from .schema import nodes as N
@@ -34,6 +45,22 @@ admission_tenants = Table(
 T = admission_tenants
 
 
+def _parts(items: list[tuple[Dispatch, str]]) -> list[list[tuple[Dispatch, str]]]:
+    return [items[i : i + CHUNK // 3] for i in range(0, len(items), CHUNK // 3)]
+
+
+def _unlease(conn: Connection, keys: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    """Take the lease off queued nodes at these attempts (a waiting node has none, so
+    recovery never sends it as lost); return those that were still queued."""
+    rows = conn.execute(
+        update(N)
+        .where(tuple_(N.c.execution_id, N.c.node_id, N.c.attempt).in_(keys), N.c.status == "queued")
+        .values(lease_until=None)
+        .returning(N.c.execution_id, N.c.node_id, N.c.attempt)
+    )
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
 class Fair:
     """The SQL of tenant turns (see the module docstring).
 
@@ -47,65 +74,55 @@ class Fair:
     @retry_conflicts
     def hold(self, items: list[tuple[Dispatch, str]]) -> list[Dispatch]:
         """Keep ready nodes (with their tenant) in the database; return those to send
-        anyway (already admitted: a message sent again)."""
+        anyway (already admitted: a message sent again). A few statements per chunk of
+        nodes, however many: a wide fan-out of a busy lane waits here whole."""
         now = time.time()
         send: list[Dispatch] = []
-        rows = []
         with self.store.engine.begin() as conn:
-            for d, tenant in items:
-                current = conn.execute(
-                    select(A.c.attempt, A.c.state).where(
-                        A.c.execution_id == d.execution_id, A.c.node_id == d.node_id
+            for part in _parts(items):
+                info = {(d.execution_id, d.node_id, d.attempt): (t, d.lane) for d, t in part}
+                pairs = [(d.execution_id, d.node_id) for d, _ in part]
+                current = {
+                    (r.execution_id, r.node_id): r
+                    for r in conn.execute(
+                        select(A.c.execution_id, A.c.node_id, A.c.attempt, A.c.state).where(
+                            tuple_(A.c.execution_id, A.c.node_id).in_(pairs)
+                        )
                     )
-                ).first()
-                if current is not None and current.attempt == d.attempt:
-                    if current.state == "admitted":
-                        send.append(d)
+                }
+                fresh, again = [], []
+                for d, _ in part:
+                    row = current.get((d.execution_id, d.node_id))
+                    if row is None or row.attempt != d.attempt:
+                        fresh.append((d.execution_id, d.node_id, d.attempt))
+                    elif row.state == "admitted":
+                        send.append(d)  # a message sent again
                     else:  # still waiting: a resume gave it a lease, which it must not have
-                        conn.execute(
-                            update(N)
-                            .where(
-                                N.c.execution_id == d.execution_id,
-                                N.c.node_id == d.node_id,
-                                N.c.status == "queued",
-                                N.c.attempt == d.attempt,
-                            )
-                            .values(lease_until=None)
-                        )
-                    continue
-                held = conn.execute(
-                    update(N)
-                    .where(
-                        N.c.execution_id == d.execution_id,
-                        N.c.node_id == d.node_id,
-                        N.c.status == "queued",
-                        N.c.attempt == d.attempt,
-                    )
-                    .values(lease_until=None)
-                )
-                if not held.rowcount:
-                    continue  # a stale message
-                if current is not None:
+                        again.append((d.execution_id, d.node_id, d.attempt))
+                if again:
+                    _unlease(conn, again)
+                held = _unlease(conn, fresh) if fresh else []
+                stale = [(e, n) for e, n, _ in held if (e, n) in current]
+                if stale:
+                    conn.execute(delete(A).where(tuple_(A.c.execution_id, A.c.node_id).in_(stale)))
+                if held:
                     conn.execute(
-                        delete(A).where(
-                            A.c.execution_id == d.execution_id, A.c.node_id == d.node_id
-                        )
+                        insert(A),
+                        [
+                            {
+                                "execution_id": key[0],
+                                "node_id": key[1],
+                                "attempt": key[2],
+                                "tenant": info[key][0],
+                                "lane": info[key][1],
+                                "kind": "fair",
+                                "state": "held",
+                                "limits": "[]",
+                                "held_since": now,
+                            }
+                            for key in held
+                        ],
                     )
-                rows.append(
-                    {
-                        "execution_id": d.execution_id,
-                        "node_id": d.node_id,
-                        "attempt": d.attempt,
-                        "tenant": tenant,
-                        "lane": d.lane,
-                        "kind": "fair",
-                        "state": "held",
-                        "limits": "[]",
-                        "held_since": now,
-                    }
-                )
-            if rows:
-                conn.execute(insert(A), rows)
         return send
 
     def held_lanes(self) -> set[str]:
