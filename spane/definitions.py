@@ -12,13 +12,14 @@ import heapq
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, cast
+from typing import Any, cast
 
 import jmespath
 import msgspec
 from jmespath.exceptions import JMESPathError
 
 from . import cron, errors
+from .limits import Concurrency, Positive
 from .protection import Breaker, RateLimit
 from .registry import RetryPolicy
 
@@ -31,8 +32,6 @@ MAX_CATCH_UP = 100
 TENANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _HOOK_PATH = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-#: A concurrency key reads the node's input or config (JMESPath over ``{input, config}``).
-_KEY_SOURCE = re.compile(r"(?<![\w.])(input|config)\b")
 
 
 # omit_defaults keeps the canonical form (and so ``definition_hash``) unchanged when a later
@@ -140,36 +139,6 @@ class Callback(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_def
             raise ValueError(f"on_finish url must be an http:// or https:// URL, got {self.url!r}")
         if self.secret_env and not _ENV_NAME.fullmatch(self.secret_env):
             raise ValueError(f"secret_env {self.secret_env!r} is not an environment variable name")
-
-
-#: A count of at least one (concurrency limits).
-Positive = Annotated[int, msgspec.Meta(ge=1)]
-
-
-class Concurrency(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
-    """At most ``max`` attempts of this node at once per value of ``key`` (per tenant).
-
-    Attributes:
-        key: A JMESPath expression over ``{input, config}`` of the node, e.g.
-            ``input.customer_id``; attempts with equal values share the limit.
-        max: How many may be in flight at once for one value.
-        strategy: Over the limit, ``queue`` (wait in order), ``cancel_newest`` (cancel the
-            arriving execution) or ``cancel_oldest`` (cancel the oldest ones in the way).
-    """
-
-    key: str
-    max: Positive = 1
-    strategy: Literal["queue", "cancel_newest", "cancel_oldest"] = "queue"
-
-    def __post_init__(self) -> None:
-        try:
-            jmespath.compile(self.key)
-        except JMESPathError as exc:
-            raise ValueError(f"key is not a valid JMESPath expression: {exc}") from None
-        if not _KEY_SOURCE.search(self.key):
-            raise ValueError(
-                f"key {self.key!r} reads neither input nor config; write e.g. input.customer_id"
-            )
 
 
 class Node(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):

@@ -65,13 +65,9 @@ class Settings:
         metrics_tenants: Tenants that get their own metric label (``*``: all); others
             are counted as ``other``, and with none given every tenant is ``all``.
         worker_lease_seconds: A worker unheard of this long drops off ``spane workers``.
-        tenant_max_in_flight: ``(tenant, cap)`` pairs: at most ``cap`` nodes of the tenant
-            in flight at once (``*``: every tenant not listed). From
-            ``SPANE_TENANT_MAX_IN_FLIGHT``, ``20`` or ``acme=50,*=20``.
-        tenant_weights: ``(tenant, weight)`` pairs: shares of a busy lane's throughput
-            (unlisted tenants weigh 1). From ``SPANE_TENANT_WEIGHTS``, ``acme=2,beta=1``.
-        fair_queue_depth: Messages waiting in a lane's broker queue from which newly ready
-            nodes wait in the database and are released to the lane in turn per tenant.
+        tenant_max_in_flight, tenant_weights: ``(tenant, n)``: nodes in flight per tenant
+            (``*``: the others), and shares of a busy lane (others weigh 1).
+        fair_queue_depth: A lane's queue depth from which ready nodes wait their turn.
     """
 
     broker_url: str = ""
@@ -201,25 +197,13 @@ def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in env.get(name, "").split(",") if m.strip())
 
 
-def _tenant_map(
-    env: Mapping[str, str], name: str, kind: type[N], bare: bool
-) -> tuple[tuple[str, N], ...]:
-    """Read ``tenant=value,...`` (with ``bare``, a lone value means ``*=value``)."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return ()
-    if bare and "=" not in raw:
-        return (("*", _positive({name: raw}, name, kind(1), kind, "a positive number")),)
-    pairs: list[tuple[str, N]] = []
-    for part in (p.strip() for p in raw.split(",") if p.strip()):
-        tenant, sep, value = part.partition("=")
-        if not sep or not tenant.strip():
-            raise ConfigurationError(
-                f"{name} must list tenant=number pairs separated by commas, got {part!r}"
-            )
-        number = _positive({name: value.strip()}, name, kind(1), kind, "a positive number")
-        pairs.append((tenant.strip(), number))
-    return tuple(pairs)
+def _tenant_map(env: Mapping[str, str], name: str, kind: type[N]) -> tuple[tuple[str, N], ...]:
+    """Read ``tenant=value,...``; a lone value means ``*=value``."""
+    pairs = [p.partition("=") if "=" in p else ("*", "=", p) for p in _names(env, name)]
+    if any(not tenant.strip() for tenant, _, _ in pairs):
+        raise ConfigurationError(f"{name} must list tenant=number pairs, e.g. acme=2,beta=1")
+    what = "a positive number"
+    return tuple((t.strip(), _positive({name: v}, name, kind(1), kind, what)) for t, _, v in pairs)
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
@@ -304,8 +288,8 @@ def _read(env: Mapping[str, str]) -> Settings:
         worker_lease_seconds=_float(
             env, "SPANE_WORKER_LEASE_SECONDS", defaults.worker_lease_seconds
         ),
-        tenant_max_in_flight=_tenant_map(env, "SPANE_TENANT_MAX_IN_FLIGHT", int, bare=True),
-        tenant_weights=_tenant_map(env, "SPANE_TENANT_WEIGHTS", float, bare=False),
+        tenant_max_in_flight=_tenant_map(env, "SPANE_TENANT_MAX_IN_FLIGHT", int),
+        tenant_weights=_tenant_map(env, "SPANE_TENANT_WEIGHTS", float),
         fair_queue_depth=_int(env, "SPANE_FAIR_QUEUE_DEPTH", defaults.fair_queue_depth),
     )
 
