@@ -16,8 +16,9 @@ from sqlalchemy import event
 
 import spane
 from spane import runtime as runtime_module
-from spane.errors import DefinitionError
+from spane.errors import ConfigurationError, DefinitionError
 from spane.runtime import Runtime
+from spane.settings import from_env
 from tests import faults
 from tests.admission_nodes import most_at_once, runs
 from tests.conftest import embedded_settings
@@ -266,3 +267,15 @@ def test_the_fast_path_adds_no_statement(rt: Runtime, monkeypatch: pytest.Monkey
     extra = Counter(with_admission)
     extra.subtract(Counter(without))
     assert not +extra and not -extra, {s[:80]: n for s, n in extra.items() if n}
+
+
+def test_tenant_settings_are_read_and_checked() -> None:
+    env = {"SPANE_TENANT_MAX_IN_FLIGHT": "acme=50,*=20", "SPANE_TENANT_WEIGHTS": "acme=2"}
+    settings = from_env(env)
+    assert settings.tenant_max_in_flight == (("acme", 50), ("*", 20))
+    assert settings.tenant_weights == (("acme", 2.0),)
+    assert from_env({"SPANE_TENANT_MAX_IN_FLIGHT": "7"}).tenant_max_in_flight == (("*", 7),)
+    with pytest.raises(ConfigurationError, match="tenant=number pairs"):
+        from_env({"SPANE_TENANT_WEIGHTS": "=2"})
+    with pytest.raises(ConfigurationError, match="SPANE_TENANT_MAX_IN_FLIGHT must be positive"):
+        from_env({"SPANE_TENANT_MAX_IN_FLIGHT": "acme=0"})
