@@ -81,6 +81,19 @@ def test_a_key_limit_runs_one_per_key_in_arrival_order(rt: Runtime) -> None:
     assert most_at_once(done) == 2  # the two keys ran side by side
 
 
+def test_a_waiter_on_a_busy_key_does_not_hold_up_other_keys(rt: Runtime) -> None:
+    gid = group()
+    limit = {"key": "input.customer", "max": 1}
+    spane.register_workflow(
+        one_node("lines", gid, seconds=0.2, max_concurrency=2, concurrency=limit)
+    )
+    ids = [spane.enqueue_workflow("lines", {"customer": c}) for c in ("c1", "c1", "c1", "c2")]
+    wait_all(ids)
+    starts = {r[2]: r[0] for r in runs(gid)}
+    # c2 came last but took the node's free slot while c1's second and third waited.
+    assert starts[ids[3]] < starts[ids[1]] < starts[ids[2]]
+
+
 def test_cancel_newest_cancels_the_arriving_execution(rt: Runtime) -> None:
     gid = group()
     limit = {"key": "input.customer", "max": 1, "strategy": "cancel_newest"}

@@ -156,7 +156,8 @@ class Limits(LimitRows):
         self, conn: Connection, names: list[str], locked: set[str], now: float
     ) -> list[Dispatch]:
         """Admit waiters on ``names`` in the order they came while every limit of each has
-        room. A waiter that cannot go blocks those behind it on each of its keys."""
+        room. Each key is first come, first served; a waiter held only by a full key lets
+        those behind it use its other keys' free slots (no head-of-line blocking)."""
         if not names:
             return []
         rows = conn.execute(
@@ -176,21 +177,20 @@ class Limits(LimitRows):
             .limit(FILL_BATCH)
         ).all()
         in_use: dict[str, int] = {}
-        blocked: set[str] = set()
+        full: set[str] = set()
         out: list[Dispatch] = []
         for r in rows:
             limits = [Limit(key, most) for key, most in json.loads(r.limits)]
             keys = [limit.key for limit in limits]
-            if blocked.intersection(keys):
-                blocked.update(keys)
+            if full.intersection(keys):
                 continue
             self.lock(conn, keys, locked)
             for key in keys:
                 if key not in in_use:
                     in_use[key] = self._in_use(conn, key)
-            if any(in_use[limit.key] >= limit.max for limit in limits):
-                blocked.update(keys)
-                if blocked.issuperset(names):
+            full.update(x.key for x in limits if in_use[x.key] >= x.max)
+            if full.intersection(keys):
+                if full.issuperset(names):
                     break
                 continue
             got = conn.execute(
