@@ -48,6 +48,7 @@ def node_type(
     timeout: str | float | None = None,
     breaker: Breaker | None = None,
     rate_limit: RateLimit | None = None,
+    max_concurrency: int | None = None,
 ) -> Callable[[F], F]:
     """Register the decorated function as a node type (a Dramatiq actor on its lane).
 
@@ -59,6 +60,8 @@ def node_type(
         timeout: Default per-attempt timeout, e.g. ``"30s"``.
         breaker: A circuit breaker, shared by all workers, in front of what it calls.
         rate_limit: At most so many attempts per window, across all workers.
+        max_concurrency: At most so many attempts in flight at once, across all workers;
+            the others wait in the database, in order.
     """
     if isinstance(retry, dict):
         retry = msgspec.convert(retry, RetryPolicy)
@@ -75,6 +78,7 @@ def node_type(
                 timeout=seconds,
                 breaker=breaker,
                 rate_limit=rate_limit,
+                max_concurrency=max_concurrency,
             )
         )
         return fn

@@ -19,6 +19,7 @@ import msgspec
 from jmespath.exceptions import JMESPathError
 
 from . import cron, errors
+from .limits import Concurrency, Positive
 from .protection import Breaker, RateLimit
 from .registry import RetryPolicy
 
@@ -141,7 +142,11 @@ class Callback(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_def
 
 
 class Node(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
-    """One step: a registered node type run after the nodes listed in ``after``."""
+    """One step: a registered node type run after the nodes listed in ``after``.
+
+    ``max_concurrency`` caps this node's attempts in flight across all executions and
+    workers; ``concurrency`` caps them per key (see ``Concurrency``).
+    """
 
     id: str
     type: str
@@ -153,10 +158,15 @@ class Node(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_default
     description: str = ""
     breaker: Breaker | None = None
     rate_limit: RateLimit | None = None
+    max_concurrency: Positive | None = None
+    concurrency: Concurrency | None = None
 
 
 class Workflow(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
-    """A named DAG of nodes, with the lane it runs on and an optional input schema."""
+    """A named DAG of nodes, with the lane it runs on and an optional input schema.
+
+    ``max_parallel`` caps the nodes of one execution in flight at once (wide fan-outs).
+    """
 
     id: str
     nodes: list[Node]
@@ -165,6 +175,7 @@ class Workflow(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_def
     triggers: list[Trigger] = []
     on_finish: Callback | None = None
     description: str = ""
+    max_parallel: Positive | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +191,8 @@ class Graph:
     entries: tuple[str, ...]
     sinks: tuple[str, ...]
     order: tuple[str, ...]
+    workflow_id: str = ""
+    max_parallel: int | None = None
 
 
 def topological_order(parents: Mapping[str, Sequence[str]]) -> list[str]:
@@ -270,6 +283,8 @@ def build_graph(workflow: Workflow) -> Graph:
         entries=tuple(name for name, ps in parents.items() if not ps),
         sinks=tuple(name for name, kids in children.items() if not kids),
         order=tuple(order),
+        workflow_id=workflow.id,
+        max_parallel=workflow.max_parallel,
     )
 
 

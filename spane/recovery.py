@@ -35,7 +35,9 @@ def sweep(runtime: Runtime) -> int:
     # The lease outlives a few missed sweeps, and a stalled or dead holder is replaced
     # soon after (two sweepers at once would be harmless: every recovery is guarded).
     ttl = max(1.0, 4 * runtime.settings.sweep_interval)
-    if not runtime.store.take_lease(SWEEPER, runtime.identity, ttl):
+    leader = runtime.store.take_lease(SWEEPER, runtime.identity, ttl)
+    runtime.admission.sweep(leader=leader)  # admission seam: turns and freed slots
+    if not leader:
         return 0
     fired = runtime.sweep_timers() + clock.tick(runtime)
     parents = runtime.store.unwoken_parents()

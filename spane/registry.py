@@ -35,6 +35,8 @@ class NodeType:
     timeout: float | None = None
     breaker: Breaker | None = None
     rate_limit: RateLimit | None = None
+    #: At most so many attempts of this type in flight at once, across all workers.
+    max_concurrency: int | None = None
 
 
 _types: dict[str, NodeType] = {}
@@ -47,6 +49,12 @@ def register(node_type: NodeType) -> NodeType:
         raise errors.ConfigurationError(
             f"node type {node_type.name!r}: lane must be one of {', '.join(LANES)}, "
             f"got {node_type.lane!r}"
+        )
+    limit = node_type.max_concurrency
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise errors.ConfigurationError(
+            f"node type {node_type.name!r}: max_concurrency must be a whole number of at "
+            f"least 1 (or None for no limit), got {limit!r}"
         )
     _types[node_type.name] = node_type
     for listener in list(_listeners):

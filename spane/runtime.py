@@ -17,12 +17,14 @@ from dramatiq.middleware import CurrentMessage
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from . import executor, logs, migrations, outages, recovery, registry, starts
+from .admission import Admission, Known
 from .blobs import CachingBlobStore, open_blob_store
 from .broker import make_broker, queue_name
 from .builtins import http as http_node
 from .consumer import guard_consumers
 from .encoder import UNDECODABLE, MsgspecEncoder
 from .errors import ConfigurationError
+from .limits import Rules
 from .middleware import (
     CircuitBreaker,
     DeadLetters,
@@ -78,11 +80,13 @@ class Runtime:
             blobs=self.blobs,
         )
         self.tracing = Tracing.from_settings(settings)
+        known = Known()  # admission seam: executions created here need no look-up
         self.store = Store(
             self.engine,
             self.payloads,
             lease_seconds=settings.lease_seconds,
-            trace_execution=self.tracing.execution,
+            trace_execution=known.noting(self.tracing.execution),
+            rules=Rules.from_settings(settings),
         )
         dramatiq.set_encoder(MsgspecEncoder())
         self.shared = open_shared_state(settings, self.store)
@@ -90,6 +94,7 @@ class Runtime:
             settings, self.shared, self.store.graph, self.tracing, self.payloads
         )
         guard_consumers(self.broker)
+        self.admission = Admission(settings, self.store, self.broker, known, self.dispatch)
         self.last_heartbeat = 0.0
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.drain: Drain | None = None
@@ -223,7 +228,7 @@ class Runtime:
         One ready successor may be kept by the calling worker thread to run inline.
         """
         draining = self.drain is not None and self.drain.draining.is_set()
-        for d in dispatches:
+        for d in self.admission.admit(dispatches):  # admission seam: limits and turns
             if not draining and executor.continuation.take(d):
                 continue
             message: dramatiq.Message[Any] = dramatiq.Message(

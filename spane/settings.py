@@ -68,6 +68,9 @@ class Settings:
         worker_lease_seconds: A worker unheard of this long drops off ``spane workers``.
         lanes: The lanes a worker consumes (``SPANE_LANES=high,default``); empty serves
             every lane. The embedded worker always serves every lane.
+        tenant_max_in_flight, tenant_weights: ``(tenant, n)``: nodes in flight per tenant
+            (``*``: the others), and shares of a busy lane (others weigh 1).
+        fair_queue_depth: A lane's queue depth from which ready nodes wait their turn.
     """
 
     broker_url: str = ""
@@ -102,6 +105,9 @@ class Settings:
     metrics_tenants: tuple[str, ...] = ()
     worker_lease_seconds: float = 30.0
     lanes: tuple[str, ...] = ()
+    tenant_max_in_flight: tuple[tuple[str, int], ...] = ()
+    tenant_weights: tuple[tuple[str, float], ...] = ()
+    fair_queue_depth: int = 1000
 
     @property
     def embedded(self) -> bool:
@@ -207,6 +213,15 @@ def _lanes(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(lanes))
 
 
+def _tenant_map(env: Mapping[str, str], name: str, kind: type[N]) -> tuple[tuple[str, N], ...]:
+    """Read ``tenant=value,...``; a lone value means ``*=value``."""
+    pairs = [p.partition("=") if "=" in p else ("*", "=", p) for p in _names(env, name)]
+    if any(not tenant.strip() for tenant, _, _ in pairs):
+        raise ConfigurationError(f"{name} must list tenant=number pairs, e.g. acme=2,beta=1")
+    what = "a positive number"
+    return tuple((t.strip(), _positive({name: v}, name, kind(1), kind, what)) for t, _, v in pairs)
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from ``env`` (default: ``os.environ``).
 
@@ -290,6 +305,9 @@ def _read(env: Mapping[str, str]) -> Settings:
             env, "SPANE_WORKER_LEASE_SECONDS", defaults.worker_lease_seconds
         ),
         lanes=_lanes(env),
+        tenant_max_in_flight=_tenant_map(env, "SPANE_TENANT_MAX_IN_FLIGHT", int),
+        tenant_weights=_tenant_map(env, "SPANE_TENANT_WEIGHTS", float),
+        fair_queue_depth=_int(env, "SPANE_FAIR_QUEUE_DEPTH", defaults.fair_queue_depth),
     )
 
 

@@ -312,7 +312,10 @@ def _convert(value: object, tp: Any, path: str) -> Iterator[Problem]:
         match = _MSGSPEC_PATH.match(str(exc))
         assert match is not None  # the pattern matches any text
         rest = match["path"] or ""
-        yield Problem(path + rest if path else rest.lstrip("."), match["message"])
+        message = match["message"]
+        if typing.get_origin(tp) is typing.Literal and not rest:
+            message += f"; allowed: {', '.join(map(str, typing.get_args(tp)))}"
+        yield Problem(path + rest if path else rest.lstrip("."), message)
 
 
 def _meaning(

@@ -68,6 +68,10 @@ class ExecutionRow:
             self._meta[execution_id] = meta
         return meta
 
+    def cached_meta(self, execution_id: str) -> Any:
+        """An execution's fixed fields if this process has read them, else None."""
+        return self._meta.get(execution_id)
+
     def complete(
         self,
         conn: Connection,

@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from ..limits import Rules
 from ..payloads import Payloads
 from .advance import Advance
 from .browse import Browse
@@ -37,8 +38,10 @@ from .definitions import Definitions
 from .delayed import DelayedStarts
 from .execution_row import ExecutionRow
 from .executions import Executions
+from .fair import Fair
 from .history import History
 from .lanes import LaneLoad, lane_load
+from .limits import Limits
 from .operations import Operations
 from .parking import Parking
 from .protection import Protection
@@ -66,6 +69,7 @@ class Store:
             node without being taken, before recovery looks at it.
         trace_execution: Opens an execution's root span around its creation and yields
             its W3C traceparent, stored with the execution (see ``Tracing.execution``).
+        rules: Concurrency limits from the settings (``spane.limits``).
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class Store:
         *,
         lease_seconds: float = 15.0,
         trace_execution: Callable[..., AbstractContextManager[str | None]] | None = None,
+        rules: Rules | None = None,
     ):
         self.engine = engine
         self.payloads = payloads
@@ -83,9 +88,13 @@ class Store:
         self.event_log = history = History(engine)
         self.execution_row = row = ExecutionRow(payloads, history)
         self.advance = advance = Advance(history, row, lease)
+        self.admission = admission = Limits(
+            engine, payloads, definitions, row, lease, rules or Rules()
+        )
+        self.fair = Fair(engine, lease)
         self.claims = claims = Claims(engine, payloads, definitions, history, row, lease)
         self.transitions = transitions = Transitions(
-            engine, payloads, definitions, history, row, advance
+            engine, payloads, definitions, history, row, advance, admission
         )
         self.parking = parking = Parking(engine, payloads, history, row)
         self.requeue = requeue = Requeue(engine, history, row, lease)

@@ -32,6 +32,7 @@ from .definitions import Definitions
 from .execution_row import ExecutionRow
 from .guards import FINISHABLE, held
 from .history import History
+from .limits import Limits
 from .records import Claim, Outcome
 from .schema import nodes as N
 
@@ -61,7 +62,9 @@ class Transitions:
         history: History,
         row: ExecutionRow,
         advance: Advance,
+        limits: Limits,
     ):
+        self.limits = limits
         self.engine = engine
         self.payloads = payloads
         self.definitions = definitions
@@ -208,8 +211,12 @@ class Transitions:
             self.history.record_events(conn, [(execution_id, node_id, event, attempt)])
             if dead is not None and isinstance(attempt_of, Claim):
                 self.history.dead_node(conn, attempt_of, dead)
+            # The node's concurrency slot, if it held one, goes to the next waiter.
+            admitted = self.limits.ended(conn, execution_id, node_id)
             if status not in EXECUTION_ACTIVE:
-                return Outcome()
+                return Outcome(dispatches=admitted)
             meta = self.row.meta(conn, execution_id)
             graph = self.definitions.graph(meta.workflow_id, meta.version, conn)
-            return self.advance.settle(conn, execution_id, graph, now, [(node_id, chosen)], 1)
+            outcome = self.advance.settle(conn, execution_id, graph, now, [(node_id, chosen)], 1)
+            outcome.dispatches += admitted
+            return outcome

@@ -1,0 +1,255 @@
+"""Admission: whether a ready node's message goes to the broker now or waits its turn.
+
+Every node message passes ``Admission.admit`` before it is sent. A node under a
+concurrency limit (``spane.limits``) is admitted or held in the database, in order per
+key; a node of a lane whose broker backlog is deep waits in the database and is
+released to the lane in weighted turns per tenant (``spane.fairness``) while the lane's
+backlog is kept short. Neither holds a thread or a broker message. Without limits and
+without a backlog a message goes straight through: no statement is added.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from .broker import queue_name
+from .store import Dispatch, Store
+from .store.admission import Admitted, Arrival
+
+if TYPE_CHECKING:
+    from dramatiq import Broker
+
+    from .settings import Settings
+
+log = structlog.get_logger("spane.admission")
+
+#: Seconds a lane's measured broker depth is trusted before it is read again.
+DEPTH_TTL = 0.5
+#: Least seconds between two releases of waiting nodes by one process.
+PUMP_INTERVAL = 0.02
+#: Executions remembered as created by this process.
+_KNOWN_MAX = 50_000
+
+
+def depth(broker: Broker, queue: str) -> int:
+    """Messages ready on ``queue`` (Redis, RabbitMQ, or the embedded StubBroker)."""
+    client: Any = getattr(broker, "client", None)
+    if client is not None:
+        return int(client.llen(f"{broker.namespace}:{queue}"))  # type: ignore[attr-defined]
+    if hasattr(broker, "get_queue_message_counts"):
+        return int(broker.get_queue_message_counts(queue)[0])
+    found = getattr(broker, "queues", {}).get(queue)
+    return 0 if found is None else int(found.qsize())
+
+
+class Known:
+    """Workflow, version and tenant of executions this process created or looked up, so
+    that deciding on their entry nodes needs no statement."""
+
+    def __init__(self) -> None:
+        self._map: dict[str, tuple[str, int, str]] = {}
+
+    def noting(
+        self, trace: Callable[..., AbstractContextManager[str | None]]
+    ) -> Callable[..., AbstractContextManager[str | None]]:
+        """Wrap the store's ``trace_execution``, called for every execution created."""
+
+        def traced(**fields: Any) -> AbstractContextManager[str | None]:
+            self.add(
+                fields["execution_id"], fields["workflow_id"], fields["version"], fields["tenant"]
+            )
+            return trace(**fields)
+
+        return traced
+
+    def add(self, execution_id: str, workflow_id: str, version: int, tenant: str) -> None:
+        """Remember one execution."""
+        if len(self._map) >= _KNOWN_MAX:
+            self._map.clear()
+        self._map[execution_id] = (workflow_id, version, tenant)
+
+    def get(self, execution_id: str) -> tuple[str, int, str] | None:
+        """What is known of ``execution_id``, or None."""
+        return self._map.get(execution_id)
+
+
+@dataclass
+class _Lane:
+    depth: int = 0
+    measured: float = -1.0
+    sent: int = 0
+    #: Nodes of this lane wait in the database (seen by this process).
+    held: bool = False
+
+
+class Admission:
+    """Decides, for node messages about to be sent, which go now (see module docstring).
+
+    Args:
+        settings: The fairness depth and tenant weights.
+        store: Where nodes wait.
+        broker: Whose lane queues are measured.
+        known: Executions this process created.
+        send: Sends messages of released nodes (the runtime's ``dispatch``).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        broker: Broker,
+        known: Known,
+        send: Callable[[list[Dispatch]], None],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.broker = broker
+        self.known = known
+        self.send = send
+        self.weights = dict(settings.tenant_weights)
+        self._lanes: dict[str, _Lane] = {}
+        self._pumping = threading.Lock()
+        self._pumped = 0.0
+
+    def weight(self, tenant: str) -> float:
+        """A tenant's share of a busy lane (1 unless ``SPANE_TENANT_WEIGHTS`` says)."""
+        return self.weights.get(tenant, 1.0)
+
+    def _lane(self, lane: str) -> _Lane:
+        state = self._lanes.get(lane)
+        if state is None:
+            state = self._lanes[lane] = _Lane()
+        now = time.monotonic()
+        if now - state.measured > DEPTH_TTL:
+            state.depth = depth(self.broker, queue_name(self.settings, lane))
+            state.measured, state.sent = now, 0
+        return state
+
+    def _busy(self, state: _Lane) -> bool:
+        return state.held or state.depth + state.sent >= self.settings.fair_queue_depth
+
+    def _meta(self, execution_id: str) -> tuple[str, int, str] | None:
+        cached = self.store.execution_row.cached_meta(execution_id)
+        if cached is not None:
+            return (cached.workflow_id, cached.version, cached.tenant)
+        known = self.known.get(execution_id)
+        if known is None:
+            known = self.store.admission.meta(execution_id)
+            if known is not None:
+                self.known.add(execution_id, *known)
+        return known
+
+    def admit(self, dispatches: Iterable[Dispatch]) -> list[Dispatch]:
+        """Return the messages to send now; the others wait in the database."""
+        out: list[Dispatch] = []
+        arrivals: list[Arrival] = []
+        turns: list[tuple[Dispatch, str]] = []
+        rules = self.store.admission.rules
+        for d in dispatches:
+            if isinstance(d, Admitted):
+                out.append(d)
+                continue
+            lane = self._lane(d.lane)
+            meta = self._meta(d.execution_id)
+            if meta is None:
+                continue  # no such execution (deleted): nothing to run
+            graph = self.store.graph(meta[0], meta[1])
+            if d.node_id not in graph.nodes:
+                out.append(d)
+            elif rules.applies(graph, d.node_id, meta[2]):
+                limits = rules.limits(
+                    graph,
+                    d.node_id,
+                    meta[2],
+                    d.execution_id,
+                    lambda d=d, g=graph, t=meta[2]: self.store.admission.node_input(  # type: ignore[misc]
+                        g, d.execution_id, d.node_id, t
+                    ),
+                )
+                arrivals.append(Arrival(d, meta[2], limits))
+            elif self._busy(lane):
+                turns.append((d, meta[2]))
+            else:
+                lane.sent += 1
+                out.append(d)
+        if arrivals:
+            sent, victims = self.store.admission.arrive(arrivals)
+            out += sent
+            if victims:
+                out += self._cancel(victims)
+        if turns:
+            for d, _ in turns:
+                self._lanes[d.lane].held = True
+            out += self.store.fair.hold(turns)
+        if any(state.held for state in list(self._lanes.values())):
+            pending: dict[str, int] = {}
+            for d in out:
+                pending[d.lane] = pending.get(d.lane, 0) + 1
+            out += self._release(pending, wait=False)
+        return out
+
+    def _cancel(self, victims: dict[str, str]) -> list[Dispatch]:
+        for execution_id, reason in victims.items():
+            if self.store.admission.cancel(execution_id, reason):
+                log.info(
+                    "execution cancelled by a concurrency strategy",
+                    execution_id=execution_id,
+                    reason=reason,
+                )
+        return self.store.admission.fill()
+
+    def _release(self, pending: dict[str, int], *, wait: bool) -> list[Dispatch]:
+        """Release waiting nodes of busy lanes while their broker backlog is short.
+
+        ``pending`` counts messages per lane about to be sent, not in the broker yet. At
+        most one thread of a process releases at a time, and not more often than
+        ``PUMP_INTERVAL`` unless ``wait`` (the sweep).
+        """
+        if time.monotonic() - self._pumped < PUMP_INTERVAL and not wait:
+            return []
+        if not self._pumping.acquire(blocking=wait):
+            return []
+        released: list[Dispatch] = []
+        try:
+            self._pumped = time.monotonic()
+            limit = self.settings.fair_queue_depth
+            for lane, state in list(self._lanes.items()):
+                if not state.held:
+                    continue
+                queued = depth(self.broker, queue_name(self.settings, lane))
+                room = limit - queued - pending.get(lane, 0)
+                if room * 2 < limit:
+                    continue  # the lane still has enough queued: release when it runs low
+                out = self.store.fair.release(lane, room, self.weight)
+                if out is None:
+                    continue  # another worker is releasing this lane
+                if not out:
+                    state.held = False
+                released += out
+        finally:
+            self._pumping.release()
+        return released
+
+    def sweep(self, *, leader: bool) -> int:
+        """Periodic pass: release waiting nodes and, on the sweeper, hand slots freed by
+        ended executions to their waiters. Returns how much it did."""
+        for lane in self.store.fair.held_lanes():
+            self._lanes.setdefault(lane, _Lane()).held = True
+        released = self._release({}, wait=True)
+        if released:
+            self.send(released)
+        done = len(released)
+        if leader:
+            self.store.admission.forget_ended()
+            admitted = self.store.admission.fill()
+            if admitted:
+                self.send(admitted)
+            done += len(admitted)
+        return done
