@@ -76,8 +76,3 @@ def add_trace_ids(logger: Any, method: str, event: MutableMapping[str, Any]) -> 
         event.setdefault("trace_id", trace.format_trace_id(context.trace_id))
         event.setdefault("span_id", trace.format_span_id(context.span_id))
     return event
-
-
-def get_logger(name: str = "spane") -> Any:
-    """Return a structlog logger."""
-    return structlog.get_logger(name)

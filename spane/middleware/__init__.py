@@ -19,12 +19,11 @@ registers the worker once everything else is set up.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from dramatiq import Middleware
 
-from ..monitoring import run_folder
+from ..blobs import BlobStore
 from ..settings import Settings
 from .attempts import Attempt, AttemptMiddleware, AttemptOutcome, AttemptResult
 from .circuit_breaker import CircuitBreaker
@@ -39,9 +38,6 @@ from .rate_limit import RateLimits
 from .shared_state import SharedState
 from .sweeper import Sweeper
 from .tracing import Tracing
-
-if TYPE_CHECKING:
-    from ..definitions import Graph
 
 __all__ = [
     "Attempt",
@@ -58,40 +54,55 @@ __all__ = [
     "Metrics",
     "RateLimits",
     "SharedState",
+    "Stack",
     "Sweeper",
     "Tracing",
-    "default_middleware",
+    "sending_middleware",
 ]
 
 
-def default_middleware(
-    settings: Settings,
-    shared: SharedState,
-    graph: Callable[[str, int], Graph],
-    tracing: Tracing,
-) -> list[Middleware]:
-    """Return Spane's middleware for a broker built from ``settings``.
+@dataclass(frozen=True)
+class Stack:
+    """Spane's middleware of a worker process, each built with what it needs, named so
+    the runtime holds the ones it asks (drain, health, breakers, metrics) directly.
 
-    Args:
-        settings: Where the broker and database are, and their limits.
-        shared: Where circuit breakers and rate limits keep their shared state.
-        graph: Returns the graph of a workflow version (for node declarations).
-        tracing: The tracing middleware, built first because the store opens an
-            execution's root span through it.
+    The fields are in the order the stack runs (``in_order``).
     """
-    metrics: list[Middleware] = []
-    if settings.metrics_port:
-        metrics.append(Metrics(run_folder(settings), settings.metrics_tenants))
-    return [
-        *metrics,
-        Drain(grace=settings.drain_seconds),
-        Health(max_stuck=settings.max_stuck_threads),
-        LogContext(),
-        tracing,
-        ClaimCheck(threshold=settings.claim_check_bytes, max_bytes=settings.max_payload_bytes),
-        DeadLetters(),
-        Sweeper(interval=settings.sweep_interval),
-        CircuitBreaker(shared, graph),
-        RateLimits(shared, graph, settings.namespace),
-        Heartbeat(settings),
-    ]
+
+    metrics: Metrics | None
+    drain: Drain
+    health: Health
+    log_context: LogContext
+    tracing: Tracing
+    claim_check: ClaimCheck
+    dead_letters: DeadLetters
+    sweeper: Sweeper
+    breakers: CircuitBreaker
+    rate_limits: RateLimits
+    heartbeat: Heartbeat
+
+    def in_order(self) -> list[Middleware]:
+        """The middleware as the broker takes them: before-hooks run in this order."""
+        first = [self.metrics] if self.metrics is not None else []
+        return [
+            *first,
+            self.drain,
+            self.health,
+            self.log_context,
+            self.tracing,
+            self.claim_check,
+            self.dead_letters,
+            self.sweeper,
+            self.breakers,
+            self.rate_limits,
+            self.heartbeat,
+        ]
+
+
+def sending_middleware(settings: Settings, blobs: BlobStore, tracing: Tracing) -> list[Middleware]:
+    """The middleware of a process that only sends messages (it runs no actor): the
+    sender's trace context goes along, and large arguments travel as blob references."""
+    claim_check = ClaimCheck(
+        blobs, threshold=settings.claim_check_bytes, max_bytes=settings.max_payload_bytes
+    )
+    return [tracing, claim_check]

@@ -33,13 +33,16 @@ class ClaimCheck(Middleware):
     and resolves them before it is processed, so actors never see a reference.
 
     Args:
+        blobs: Where offloaded arguments go (None: none are offloaded).
         threshold: Encoded size above which an argument is offloaded.
     """
 
-    def __init__(self, threshold: int = 51200, max_bytes: int = 256 << 20) -> None:
+    def __init__(
+        self, blobs: BlobStore | None, threshold: int = 51200, max_bytes: int = 256 << 20
+    ) -> None:
         self.threshold = threshold
         self.max_bytes = max_bytes
-        self.blobs: BlobStore | None = None
+        self.blobs = blobs
 
     def before_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
         if self.blobs is None or not message.kwargs:
