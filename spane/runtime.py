@@ -18,8 +18,6 @@ import dramatiq
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from . import logs, migrations, outages, recovery, registry
-from .actors import coordinator as coordinator_actor
-from .actors import nodes, rejected, start
 from .blobs import CachingBlobStore, open_blob_store
 from .broker import make_broker
 from .builtins import http as http_node
@@ -118,7 +116,11 @@ class Runtime(Services):
             breakers=stack.breakers,
             metrics=stack.metrics,
         )
-        coordinator_actor.declare(self)
+        # Imported here, not with the module: ``dramatiq spane.actors`` imports ``spane``
+        # (and so this module) before the actors package, which then builds a runtime.
+        from .actors import coordinator, rejected, start
+
+        coordinator.declare(self)
         rejected.declare(self)
         start.declare(self)
         for node_type in registry.all_types():
@@ -126,6 +128,8 @@ class Runtime(Services):
         registry.on_register(self._declare)
 
     def _declare(self, node_type: NodeType) -> None:
+        from .actors import nodes
+
         nodes.declare(self, node_type)
 
     def _sweep(self) -> int:
@@ -138,6 +142,8 @@ class Runtime(Services):
         return recovery.hand_back_all(self)
 
     def _record_rejected(self, message: Any, reason: str) -> None:
+        from .actors import rejected
+
         rejected.record_rejected(self, message, reason)
 
     def close(self) -> None:
