@@ -81,6 +81,13 @@ class Continuation(threading.local):
 continuation = Continuation()
 
 
+def _keep(runtime: Services) -> Callable[[Dispatch], bool]:
+    """What ``coordinator.advance`` may leave to this thread: nothing while the worker
+    drains (it takes no new work), else what ``continuation`` takes."""
+    draining = runtime.drain.draining
+    return lambda d: not draining.is_set() and continuation.take(d)
+
+
 def run_node(runtime: Services, execution_id: str, node_id: str, attempt: int) -> None:
     """Run one attempt of a node, then any successor kept to run inline."""
     step: tuple[str, str, int] | None = (execution_id, node_id, attempt)
@@ -185,7 +192,7 @@ def _not_claimed(runtime: Services, execution_id: str, node_id: str, attempt: in
 def record(runtime: Services, transition: Callable[[], Outcome]) -> Outcome:
     """Run a transition that records an attempt's outcome; the coordinator advances
     from it, leaving this thread one ready successor to run inline."""
-    return coordinator.record(runtime, transition, keep=continuation.take)
+    return coordinator.record(runtime, transition, keep=_keep(runtime))
 
 
 def _attempt(runtime: Services, claim: Claim, node: Node, entry: Entry) -> AttemptResult:
@@ -350,7 +357,7 @@ def _succeeded(
     if outcome.output is not None:
         continuation.known = (claim.execution_id, {claim.node_id: outcome.output})
     log.debug("node completed", applied=outcome.applied)
-    coordinator.advance(runtime, outcome, keep=continuation.take)
+    coordinator.advance(runtime, outcome, keep=_keep(runtime))
     return AttemptResult(AttemptOutcome.COMPLETED if outcome.applied else AttemptOutcome.STALE)
 
 
@@ -374,7 +381,7 @@ def _failed(
         retryable=retryable,
         exc=exc,
         trace=trace,
-        keep=continuation.take,
+        keep=_keep(runtime),
     )
 
 
@@ -404,5 +411,6 @@ def _spawn(runtime: Services, claim: Claim, spawn: Spawn) -> AttemptResult:
         return AttemptResult(AttemptOutcome.FAILED, failure, exc)
     if child_id:
         log.info("parked on child execution", child_id=child_id)
-        runtime.dispatch([d for d in dispatches if not continuation.take(d)])
+        keep = _keep(runtime)
+        runtime.dispatch([d for d in dispatches if not keep(d)])
     return AttemptResult(AttemptOutcome.PARKED)
