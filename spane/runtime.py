@@ -7,7 +7,6 @@ nothing below the public API imports this module.
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 import threading
@@ -160,13 +159,14 @@ def _metrics(settings: Settings, blobs: CachingBlobStore) -> Metrics | None:
         run_folder(settings),
         settings.metrics_tenants,
         blob_stats=blobs.stats,
-        serve=functools.partial(serve, _endpoint_services),
+        serve=serve_metrics,
     )
 
 
-def _endpoint_services(settings: Settings) -> Services:
-    """The parts of the metrics endpoint's process: it reads, it never migrates."""
-    return Runtime(settings, migrate=False)
+def serve_metrics() -> int:
+    """The metrics endpoint's process (Dramatiq forks it by its import path): its parts
+    are built like a worker's, without migrating."""
+    return serve(lambda settings: Runtime(settings, migrate=False))
 
 
 _runtime: Runtime | None = None

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dramatiq import Broker, Worker
 from sqlalchemy.engine import Engine
 
+from . import logs
 from .blobs import CachingBlobStore
 from .messages import coordinator_message, node_message
 from .middleware import CircuitBreaker, Drain, Health, Metrics, SharedState, Tracing
@@ -104,11 +105,16 @@ class Services:
         self.broker.enqueue(coordinator_message(self.settings, {**kwargs, "child_id": child_id}))
 
     def ensure_worker(self) -> None:
-        """Start the in-process worker when running embedded (no broker configured)."""
+        """Start the in-process worker when running embedded (no broker configured).
+
+        The embedded start is an entry point: logging is configured then, unless the
+        application configured it.
+        """
         if not self.settings.embedded:
             return
         with self._lock:
             if self._worker is None:
+                logs.configure_unless_configured(self.settings.log_format, self.settings.log_level)
                 self._worker = Worker(
                     self.broker, worker_threads=self.settings.embedded_threads, worker_timeout=50
                 )
