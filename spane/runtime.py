@@ -39,7 +39,6 @@ from .middleware import (
 )
 from .middleware.shared_state import open_shared_state
 from .monitoring import run_folder
-from .monitoring.server import serve
 from .payloads import Payloads
 from .registry import NodeType
 from .services import Services
@@ -166,6 +165,10 @@ def _metrics(settings: Settings, blobs: CachingBlobStore) -> Metrics | None:
 def serve_metrics() -> int:
     """The metrics endpoint's process (Dramatiq forks it by its import path): its parts
     are built like a worker's, without migrating."""
+    # Imported here: prometheus_client picks its multiprocess storage when first
+    # imported, which a worker process must do only after ``Metrics`` set its folder.
+    from .monitoring.server import serve
+
     return serve(lambda settings: Runtime(settings, migrate=False))
 
 
