@@ -1,4 +1,5 @@
-"""Spane's Dramatiq middleware, stated once in the order the stack runs.
+"""Spane's Dramatiq middleware, stated once in the order the stack runs (``Stack``;
+the runtime builds each with what it needs, so none is completed after the fact).
 
 Before-hooks run top to bottom, after-hooks unwind bottom to top: ``Drain`` sees a
 message first (and refuses it while draining), ``LogContext`` binds identifiers for
