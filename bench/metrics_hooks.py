@@ -29,11 +29,12 @@ def main() -> int:
 
     import dramatiq
 
+    from spane.blobs import BlobStats
     from spane.middleware.attempts import Attempt, AttemptOutcome, AttemptResult
     from spane.middleware.metrics import Metrics
 
     with tempfile.TemporaryDirectory(prefix="spane-metrics-hooks-") as folder:
-        metrics = Metrics(Path(folder), ())
+        metrics = Metrics(Path(folder), (), blob_stats=BlobStats, serve=lambda: 0)
         metrics.after_process_boot(None)  # type: ignore[arg-type]
         attempt = Attempt(
             execution_id="e",

@@ -62,9 +62,8 @@ from .starting import (
     unschedule,
 )
 from .store import Execution, ExecutionSummary, LaneLoad, NodeState, WorkerInfo
+from .version import __version__ as __version__
 from .workers import workers
-
-__version__ = "0.1.0"
 
 __all__ = [
     # Node types

@@ -97,7 +97,6 @@ class Admission:
         store: Where nodes wait.
         broker: Whose lane queues are measured.
         known: Executions this process created.
-        send: Sends messages of released nodes (the runtime's ``dispatch``).
     """
 
     def __init__(
@@ -106,13 +105,11 @@ class Admission:
         store: Store,
         broker: Broker,
         known: Known,
-        send: Callable[[list[Dispatch]], None],
     ) -> None:
         self.settings = settings
         self.store = store
         self.broker = broker
         self.known = known
-        self.send = send
         self.weights = dict(settings.tenant_weights)
         self._lanes: dict[str, _Lane] = {}
         self._pumping = threading.Lock()
@@ -237,19 +234,13 @@ class Admission:
             self._pumping.release()
         return released
 
-    def sweep(self, *, leader: bool) -> int:
+    def sweep(self, *, leader: bool) -> list[Dispatch]:
         """Periodic pass: release waiting nodes and, on the sweeper, hand slots freed by
-        ended executions to their waiters. Returns how much it did."""
+        ended executions to their waiters. Returns the messages to send."""
         for lane in self.store.fair.held_lanes():
             self._lanes.setdefault(lane, _Lane()).held = True
         released = self._release({}, wait=True)
-        if released:
-            self.send(released)
-        done = len(released)
         if leader:
             self.store.admission.forget_ended()
-            admitted = self.store.admission.fill()
-            if admitted:
-                self.send(admitted)
-            done += len(admitted)
-        return done
+            released += self.store.admission.fill()
+        return released

@@ -12,8 +12,7 @@ from typing import Any, TypeVar
 import msgspec
 import structlog
 
-from . import codec, outages, registry, runtime, schedules, starts, validation
-from .context import Spawn
+from . import codec, logs, outages, registry, runtime, schedules, starts, validation
 from .definitions import Callback, Workflow, definition_hash, to_dict
 from .durations import parse_duration
 from .errors import (
@@ -27,7 +26,7 @@ from .errors import (
 )
 from .protection import Breaker, RateLimit
 from .registry import NodeType, RetryPolicy
-from .store import Claim, Dispatch, Execution, ExecutionSummary
+from .store import Execution, ExecutionSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
 _WORKFLOW_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -217,7 +216,7 @@ def enqueue_workflow(
         )
         rt.ensure_worker()
         return rt.store.add_delayed_start(new, start_at)
-    execution_id, dispatches = _create(
+    execution_id, dispatches = starts.create(
         rt,
         workflow_id,
         input,
@@ -250,48 +249,6 @@ def _check_key(key: str) -> None:
             f"idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} printable characters "
             f"(no NUL or control characters), got {len(key)} characters"
         )
-
-
-def _create(
-    rt: runtime.Runtime,
-    workflow_id: str,
-    input: Any,
-    *,
-    version: int | None,
-    tenant: str,
-    lane: str | None,
-    idempotency_key: str | None = None,
-    parent: Claim | None = None,
-    on_finish: Callback | None = None,
-) -> tuple[str, list[Dispatch]]:
-    """Check the input and write the execution; return its id and first messages."""
-    new = starts.prepare(
-        rt, workflow_id, input, version=version, tenant=tenant, lane=lane, on_finish=on_finish
-    )
-    return rt.store.create_execution(
-        workflow_id=workflow_id,
-        version=new.version,
-        tenant=tenant,
-        lane=new.lane,
-        node_lanes=new.node_lanes,
-        input=new.input,
-        idempotency_key=idempotency_key,
-        parent=parent,
-        on_finish=new.on_finish,
-    )
-
-
-def start_child(rt: runtime.Runtime, parent: Claim, spawn: Spawn) -> tuple[str, list[Dispatch]]:
-    """Start a sub-workflow execution for a running ``subworkflow`` attempt, parking it."""
-    return _create(
-        rt,
-        spawn.workflow,
-        spawn.input,
-        version=spawn.version,
-        tenant=parent.tenant,
-        lane=None,
-        parent=parent,
-    )
 
 
 def run(
@@ -413,9 +370,11 @@ def configure(**settings: Any) -> runtime.Runtime:
     from .settings import from_env
 
     try:
-        new = runtime.Runtime(from_env().with_(**settings))
+        chosen = from_env().with_(**settings)
     except TypeError as exc:
         raise ConfigurationError(f"unknown setting: {exc}") from None
+    logs.configure(chosen.log_format, chosen.log_level)
+    new = runtime.Runtime(chosen)
     old = runtime.install(new)
     if old is not None:
         old.close()

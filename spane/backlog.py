@@ -28,10 +28,10 @@ def oldest_waiting(broker: Broker, queue_name: str) -> float | None:
     RabbitMQ queue that holds messages answers 0.0, as if the oldest were older than
     anything (RabbitMQ does not lose single messages; a purged queue is empty).
     """
-    kind = type(broker).__name__
-    if kind == "RedisBroker":
+    kinds = {cls.__name__ for cls in type(broker).__mro__}  # Spane's brokers subclass these
+    if "RedisBroker" in kinds:
         return _redis_oldest(broker, queue_name)
-    if kind == "RabbitmqBroker":
+    if "RabbitmqBroker" in kinds:
         ready = broker.get_queue_message_counts(queue_name)[0]  # type: ignore[attr-defined]
         return None if ready == 0 else 0.0
     queue = getattr(broker, "queues", {}).get(queue_name)  # the embedded StubBroker

@@ -2,61 +2,52 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
 from dramatiq import Broker, Middleware
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.errors import ConnectionFailed
 from dramatiq.middleware import CurrentMessage, Retries
 
+from .consumer import SafeConsuming
 from .errors import ConfigurationError
-from .middleware import SharedState, Tracing, default_middleware
+from .messages import queue_name
 from .registry import LANES
 from .settings import Settings, mask_url
 
-if TYPE_CHECKING:
-    from .definitions import Graph
-    from .payloads import Payloads
+__all__ = ["check_broker", "make_broker", "queue_depths", "queue_name"]
 
 
-def queue_name(settings: Settings, lane: str) -> str:
-    """Return the queue that carries a lane's messages, e.g. ``spane.high``."""
-    return f"{settings.namespace}.{lane}"
+class _StubBroker(SafeConsuming, StubBroker):
+    """The in-process broker, its consumers guarded."""
 
 
-def make_broker(
-    settings: Settings,
-    shared: SharedState,
-    graph: Callable[[str, int], Graph],
-    tracing: Tracing,
-    payloads: Payloads,
-) -> Broker:
-    """Create the broker for ``settings`` with Spane's middleware, lane queues declared.
+def make_broker(settings: Settings, middleware: list[Middleware]) -> Broker:
+    """Create the broker for ``settings`` with ``middleware``, lane queues declared.
+
+    Its consumers survive bytes that are not a message (``consumer.SafeConsuming``).
 
     Args:
-        settings: Which broker, and the middleware's settings.
-        shared: Where circuit breakers and rate limits keep their shared state.
-        graph: Returns the graph of a workflow version (for node declarations).
-        tracing: The tracing middleware (see ``default_middleware``).
-        payloads: Packs message arguments (the claim check).
+        settings: Which broker.
+        middleware: Spane's middleware, built with what each needs, in stack order.
     """
     # Node failures are retried by Spane itself (per node policy, state in the database);
     # Dramatiq's Retries only covers infrastructure errors such as a database outage.
-    middleware: list[Middleware] = [
+    stack: list[Middleware] = [
         Retries(max_retries=20, min_backoff=500, max_backoff=30_000),
         CurrentMessage(),
+        *middleware,
     ]
-    middleware += default_middleware(settings, shared, graph, tracing, payloads)
     url = settings.broker_url
     broker: Broker
     if not url:
-        broker = StubBroker(middleware=middleware)
+        broker = _StubBroker(middleware=stack)
     elif url.startswith(("redis://", "rediss://")):
         from dramatiq.brokers.redis import RedisBroker
 
-        broker = RedisBroker(  # type: ignore[no-untyped-call]
-            url=url, middleware=middleware, namespace=settings.namespace
+        class _RedisBroker(SafeConsuming, RedisBroker):
+            """Redis, its consumers guarded."""
+
+        broker = _RedisBroker(  # type: ignore[no-untyped-call]
+            url=url, middleware=stack, namespace=settings.namespace
         )
     elif url.startswith(("amqp://", "amqps://")):
         try:
@@ -65,7 +56,11 @@ def make_broker(
             raise ConfigurationError(
                 "RabbitMQ needs pika: pip install 'dramatiq[rabbitmq]'"
             ) from None
-        broker = RabbitmqBroker(url=url, middleware=middleware)
+
+        class _RabbitmqBroker(SafeConsuming, RabbitmqBroker):
+            """RabbitMQ, its consumers guarded."""
+
+        broker = _RabbitmqBroker(url=url, middleware=stack)
     else:
         raise ConfigurationError(f"unsupported SPANE_BROKER_URL {mask_url(url)!r}")
     for lane in LANES:

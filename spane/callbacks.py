@@ -26,7 +26,7 @@ from .payloads import Payloads
 from .store.callbacks import DueCallback
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .services import Services
 
 log = structlog.get_logger("spane.callbacks")
 
@@ -56,7 +56,7 @@ class Finished(msgspec.Struct):
     output_offloaded: bool
 
 
-def deliver_due(runtime: Runtime) -> int:
+def deliver_due(runtime: Services) -> int:
     """Claim the callbacks due now and start posting them; return how many."""
     due = runtime.store.callbacks.claim_due(time.time(), lease=LEASE)
     for callback in due:
@@ -91,7 +91,7 @@ def body(due: DueCallback) -> bytes:
     )
 
 
-def deliver(runtime: Runtime, due: DueCallback) -> None:
+def deliver(runtime: Services, due: DueCallback) -> None:
     """Post one callback and record the outcome (sent, retry later, or given up)."""
     callbacks = runtime.store.callbacks
     attempt = due.attempts + 1

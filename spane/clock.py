@@ -12,18 +12,18 @@ import structlog
 from . import schedules, signals, starts
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .services import Services
 
 log = structlog.get_logger("spane.clock")
 
 
-def tick(rt: Runtime) -> int:
+def tick(rt: Services) -> int:
     """Fire due schedule ticks, start due delayed starts, deliver and time out signals;
     return how many things happened."""
     return schedules.fire_due(rt) + starts.start_due(rt) + signals.sweep(rt)
 
 
-def run(rt: Runtime, stop: threading.Event) -> None:
+def run(rt: Services, stop: threading.Event) -> None:
     """Run ``tick`` every sweep interval until ``stop`` is set."""
     while not stop.wait(rt.settings.sweep_interval):
         try:

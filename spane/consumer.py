@@ -86,11 +86,9 @@ def _node_key(proxy: MessageProxy) -> tuple[str, str, int] | None:
     return None
 
 
-def guard_consumers(broker: Broker) -> None:
-    """Make every consumer of ``broker`` a ``SafeConsumer``."""
-    original = broker.consume
+class SafeConsuming(Broker):
+    """Mixed into a broker class (before it): every consumer is a ``SafeConsumer``."""
 
-    def consume(queue_name: str, prefetch: int = 1, timeout: int = 30000) -> Consumer:
-        return SafeConsumer(original(queue_name, prefetch, timeout), broker, queue_name)
-
-    broker.consume = consume  # type: ignore[method-assign]
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 30000) -> Consumer:
+        inner = super().consume(queue_name, prefetch, timeout)
+        return SafeConsumer(inner, self, queue_name)

@@ -6,7 +6,7 @@ from typing import Any
 
 import dramatiq
 
-from . import codec, runtime
+from . import codec, coordinator, runtime
 from .errors import InvalidTransition
 from .middleware.circuit_breaker import BreakerStatus
 from .store.history import DeadLetter, Event
@@ -20,7 +20,7 @@ def pause(execution_id: str) -> None:
 def resume(execution_id: str) -> None:
     """Resume a paused execution exactly where it stopped."""
     rt = runtime.get()
-    rt.apply(rt.store.set_paused(execution_id, False))
+    coordinator.advance(rt, rt.store.set_paused(execution_id, False))
     rt.ensure_worker()
 
 
@@ -47,7 +47,7 @@ def replay(execution_id: str, from_node: str | None = None) -> None:
             f"execution {execution_id} is {ex.status}; only a failed or cancelled "
             "execution can be replayed (or name from_node)"
         )
-    rt.apply(rt.store.revive(execution_id, from_node))
+    coordinator.advance(rt, rt.store.revive(execution_id, from_node))
     rt.store.callbacks.rearm(execution_id)  # the execution will end again: post that too
     rt.ensure_worker()
 

@@ -188,7 +188,6 @@ class Graph:
     nodes: dict[str, Node]
     parents: dict[str, tuple[str, ...]]
     children: dict[str, tuple[str, ...]]
-    entries: tuple[str, ...]
     sinks: tuple[str, ...]
     order: tuple[str, ...]
     workflow_id: str = ""
@@ -280,7 +279,6 @@ def build_graph(workflow: Workflow) -> Graph:
         nodes=nodes,
         parents=parents,
         children={name: tuple(kids) for name, kids in children.items()},
-        entries=tuple(name for name, ps in parents.items() if not ps),
         sinks=tuple(name for name, kids in children.items() if not kids),
         order=tuple(order),
         workflow_id=workflow.id,

@@ -1,4 +1,9 @@
-"""One node attempt: claim it, run its code, record what happened."""
+"""One node attempt: claim it, run its code, record what happened.
+
+What the recorded outcome sets going is the coordinator's (``coordinator.advance``);
+the executor only chooses, from that outcome, one ready successor to run itself in the
+same thread instead of sending it (the inline path).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,12 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import jmespath
 import msgspec
 import structlog
 
-from . import codec, registry, signals
+from . import codec, coordinator, registry, signals, starts
 from .context import AwaitSignal, Defer, NodeContext, Park, Route, Spawn
+from .coordinator import attempt_failed, log_fields
 from .durations import parse_duration
 from .errors import NodeFailed, SpaneError
 from .inflight import Entry, HandedBack, Interrupted, inflight
@@ -26,16 +31,15 @@ from .middleware.attempts import (
     emit_before,
 )
 from .middleware.lanes import more_urgent_waiting
-from .outcomes import RECORD_PATIENCE, backoff, bounded_traceback, retry_database
+from .outcomes import RECORD_PATIENCE, bounded_traceback, retry_database
 from .registry import RetryPolicy
 
 if TYPE_CHECKING:
     from .definitions import Node
-    from .runtime import Runtime
-    from .store import Claim, Dispatch, Execution, Outcome
+    from .services import Services
+    from .store import Claim, Dispatch, Outcome
 
 log = structlog.get_logger("spane.node")
-_DEFAULT_RETRY = RetryPolicy()
 
 
 #: Successors run in the same thread, without a broker round trip, at most this many
@@ -45,6 +49,9 @@ MAX_INLINE_HOPS = 16
 
 class Continuation(threading.local):
     """The one ready successor this thread will run next instead of sending it.
+
+    Offered to ``coordinator.advance`` as its ``keep``, only for the outcomes of the
+    attempt this thread runs; any other message is sent as it is.
 
     Only a successor on the same lane, due now, of a type this worker knows is kept, and
     none while a more urgent message waits for a thread, so lane priority and fairness
@@ -77,18 +84,14 @@ class Continuation(threading.local):
 continuation = Continuation()
 
 
-def log_fields(claim: Claim) -> dict[str, Any]:
-    """The identifiers every log line of node work carries."""
-    return {
-        "execution_id": claim.execution_id,
-        "workflow_id": claim.workflow_id,
-        "node_id": claim.node_id,
-        "tenant": claim.tenant,
-        "attempt": claim.tries,
-    }
+def _keep(runtime: Services) -> Callable[[Dispatch], bool]:
+    """What ``coordinator.advance`` may leave to this thread: nothing while the worker
+    drains (it takes no new work), else what ``continuation`` takes."""
+    draining = runtime.drain.draining
+    return lambda d: not draining.is_set() and continuation.take(d)
 
 
-def run_node(runtime: Runtime, execution_id: str, node_id: str, attempt: int) -> None:
+def run_node(runtime: Services, execution_id: str, node_id: str, attempt: int) -> None:
     """Run one attempt of a node, then any successor kept to run inline."""
     step: tuple[str, str, int] | None = (execution_id, node_id, attempt)
     known: dict[str, str] | None = None
@@ -121,7 +124,7 @@ def run_node(runtime: Runtime, execution_id: str, node_id: str, attempt: int) ->
 
 
 def _run_one(
-    runtime: Runtime,
+    runtime: Services,
     execution_id: str,
     node_id: str,
     attempt: int,
@@ -172,7 +175,7 @@ def _run_one(
         inflight.release(entry)
 
 
-def _not_claimed(runtime: Runtime, execution_id: str, node_id: str, attempt: int) -> None:
+def _not_claimed(runtime: Services, execution_id: str, node_id: str, attempt: int) -> None:
     """A message that claimed nothing: stale or duplicate, or early for a retry's backoff."""
     early = runtime.store.early_message(execution_id, node_id, attempt)
     if early is not None:
@@ -189,14 +192,13 @@ def _not_claimed(runtime: Runtime, execution_id: str, node_id: str, attempt: int
     )
 
 
-def record(runtime: Runtime, transition: Callable[[], Outcome]) -> Outcome:
-    """Run a transition that records an attempt's outcome, then carry it out."""
-    outcome = retry_database(transition)
-    runtime.apply(outcome)
-    return outcome
+def record(runtime: Services, transition: Callable[[], Outcome]) -> Outcome:
+    """Run a transition that records an attempt's outcome; the coordinator advances
+    from it, leaving this thread one ready successor to run inline."""
+    return coordinator.record(runtime, transition, keep=_keep(runtime))
 
 
-def _attempt(runtime: Runtime, claim: Claim, node: Node, entry: Entry) -> AttemptResult:
+def _attempt(runtime: Services, claim: Claim, node: Node, entry: Entry) -> AttemptResult:
     node_type = registry.get(node.type)
     store = runtime.store
     if node_type is None:
@@ -204,7 +206,7 @@ def _attempt(runtime: Runtime, claim: Claim, node: Node, entry: Entry) -> Attemp
         log.error("unknown node type", type=node.type)
         record(runtime, lambda: store.fail_node(claim, error, continue_on_fail=False))
         return AttemptResult(AttemptOutcome.FAILED, error)
-    policy = node.retry or node_type.retry or _DEFAULT_RETRY
+    policy = coordinator.policy_of(node)
     timeout = node.timeout if node.timeout is not None else node_type.timeout
     seconds = parse_duration(timeout) if timeout is not None else None
     try:
@@ -282,7 +284,9 @@ def _call(
     return result
 
 
-def _after_fence(runtime: Runtime, claim: Claim, entry: Entry, exc: BaseException) -> AttemptResult:
+def _after_fence(
+    runtime: Services, claim: Claim, entry: Entry, exc: BaseException
+) -> AttemptResult:
     """The attempt was taken from this thread (timeout or drain) and recorded elsewhere."""
     entry.delivered = entry.delivered or isinstance(exc, Interrupted)
     inflight.exit(entry)  # the interrupt may have landed before the thread left node code
@@ -310,7 +314,7 @@ _REFUSED_OUTPUT = (SpaneError, ValueError, TypeError, RecursionError, OverflowEr
 
 
 def _succeeded(
-    runtime: Runtime, claim: Claim, node: Node, policy: RetryPolicy, result: Any
+    runtime: Services, claim: Claim, node: Node, policy: RetryPolicy, result: Any
 ) -> AttemptResult:
     store = runtime.store
     graph = store.graph(claim.workflow_id, claim.version)
@@ -356,12 +360,12 @@ def _succeeded(
     if outcome.output is not None:
         continuation.known = (claim.execution_id, {claim.node_id: outcome.output})
     log.debug("node completed", applied=outcome.applied)
-    runtime.apply(outcome)
+    coordinator.advance(runtime, outcome, keep=_keep(runtime))
     return AttemptResult(AttemptOutcome.COMPLETED if outcome.applied else AttemptOutcome.STALE)
 
 
 def _failed(
-    runtime: Runtime,
+    runtime: Services,
     claim: Claim,
     node: Node,
     policy: RetryPolicy,
@@ -371,25 +375,20 @@ def _failed(
     exc: BaseException | None = None,
     trace: str | None = None,
 ) -> AttemptResult:
-    store = runtime.store
-    if retryable and claim.tries < policy.max_attempts:
-        delay = backoff(policy, claim.tries)
-        log.info("node attempt failed; retrying", error=error, retry_in=delay)
-        outcome = record(runtime, lambda: store.retry_node(claim, error, delay, trace=trace))
-        if not outcome.applied:
-            return AttemptResult(AttemptOutcome.STALE, error, exc)
-        return AttemptResult(AttemptOutcome.RETRIED, error, exc, delay)
-    log.warning("node failed", error=error, continue_on_fail=node.continue_on_fail)
-    outcome = record(
+    return attempt_failed(
         runtime,
-        lambda: store.fail_node(claim, error, continue_on_fail=node.continue_on_fail, trace=trace),
+        claim,
+        node,
+        policy,
+        error,
+        retryable=retryable,
+        exc=exc,
+        trace=trace,
+        keep=_keep(runtime),
     )
-    if not outcome.applied:
-        return AttemptResult(AttemptOutcome.STALE, error, exc)
-    return AttemptResult(AttemptOutcome.FAILED, error, exc)
 
 
-def _deferred(runtime: Runtime, claim: Claim, defer: Defer) -> AttemptResult:
+def _deferred(runtime: Services, claim: Claim, defer: Defer) -> AttemptResult:
     """Put the node back in the queue until ``defer.until``, without counting the attempt."""
     # Debug: a backlog behind a rate limit defers every second; the history keeps each.
     log.debug("node attempt deferred", reason=defer.reason, until=defer.until)
@@ -397,7 +396,7 @@ def _deferred(runtime: Runtime, claim: Claim, defer: Defer) -> AttemptResult:
     return AttemptResult(AttemptOutcome.DEFERRED, defer.reason, defer)
 
 
-def _spawn(runtime: Runtime, claim: Claim, spawn: Spawn) -> AttemptResult:
+def _spawn(runtime: Services, claim: Claim, spawn: Spawn) -> AttemptResult:
     """Start the child execution and park this node on it, in one transaction."""
     store = runtime.store
     if claim.depth + 1 > runtime.settings.max_depth:
@@ -407,55 +406,14 @@ def _spawn(runtime: Runtime, claim: Claim, spawn: Spawn) -> AttemptResult:
         )
         record(runtime, lambda: store.fail_node(claim, error, continue_on_fail=False))
         return AttemptResult(AttemptOutcome.FAILED, error)
-    from . import api
-
     try:
-        child_id, dispatches = api.start_child(runtime, claim, spawn)
+        child_id, dispatches = starts.start_child(runtime, claim, spawn)
     except SpaneError as exc:
         failure = f"could not start sub-workflow: {exc}"
         record(runtime, lambda: store.fail_node(claim, failure, continue_on_fail=False))
         return AttemptResult(AttemptOutcome.FAILED, failure, exc)
     if child_id:
         log.info("parked on child execution", child_id=child_id)
-        runtime.dispatch(dispatches)
+        keep = _keep(runtime)
+        runtime.dispatch([d for d in dispatches if not keep(d)])
     return AttemptResult(AttemptOutcome.PARKED)
-
-
-def wake_parent(runtime: Runtime, execution_id: str, node_id: str, child_id: str) -> None:
-    """A child execution ended: complete, retry or fail the parent node parked on it."""
-    store = runtime.store
-    claim = store.waiting_claim(execution_id, node_id, child_id)
-    if claim is None:
-        return  # woken already, moved on, ended, or paused (the sweep wakes it on resume)
-    child = store.get_execution(child_id)
-    if not child.done:
-        return  # a forged or confused wake-up: the child's own end wakes the parent
-    node = store.graph(claim.workflow_id, claim.version).nodes[node_id]
-    with structlog.contextvars.bound_contextvars(**log_fields(claim)):
-        _wake(runtime, claim, node, child)
-
-
-def _wake(runtime: Runtime, claim: Claim, node: Node, child: Execution) -> None:
-    store = runtime.store
-    if child.status == "completed":
-        mapping = node.config.get("output")
-        if not mapping:
-            # Passed on as stored: a large output composed from references is not
-            # encoded whole again for the parent.
-            stored = store.stored_output(child.id)
-            runtime.apply(store.complete_node(claim, child.output, stored=stored))
-            return
-        output = child.output
-        try:
-            if mapping:
-                output = jmespath.search(mapping, output)
-        except Exception as exc:
-            error = f"output mapping {mapping!r} failed on the child's output: {exc}"
-            runtime.apply(store.fail_node(claim, error, continue_on_fail=False))
-            return
-        runtime.apply(store.complete_node(claim, output))
-        return
-    node_type = registry.get(node.type)
-    policy = node.retry or (node_type.retry if node_type else None) or _DEFAULT_RETRY
-    reason = f"child execution {child.id} {child.status}: {child.error}"
-    _failed(runtime, claim, node, policy, reason, retryable=child.status == "failed")

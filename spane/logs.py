@@ -57,6 +57,13 @@ def configure(log_format: str = "console", level: str = "info") -> None:
     )
 
 
+def configure_unless_configured(log_format: str = "console", level: str = "info") -> None:
+    """``configure``, unless the application configured structlog itself (an embedded
+    start must not override an application's logging, nor a test's ``capture_logs``)."""
+    if not structlog.is_configured():
+        configure(log_format, level)
+
+
 def reset() -> None:
     """Forget the configuration, so that the next ``configure`` call applies.
 
@@ -76,8 +83,3 @@ def add_trace_ids(logger: Any, method: str, event: MutableMapping[str, Any]) -> 
         event.setdefault("trace_id", trace.format_trace_id(context.trace_id))
         event.setdefault("span_id", trace.format_span_id(context.span_id))
     return event
-
-
-def get_logger(name: str = "spane") -> Any:
-    """Return a structlog logger."""
-    return structlog.get_logger(name)

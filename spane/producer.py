@@ -15,17 +15,12 @@ import dramatiq
 
 from . import runtime
 from .blobs import CachingBlobStore, open_blob_store
-from .broker import make_broker, queue_name
-from .definitions import Graph
+from .broker import make_broker
 from .encoder import MsgspecEncoder
-from .errors import ConfigurationError
-from .middleware import Tracing
-from .middleware.shared_state import MemoryState
+from .messages import START_WORKFLOW, queue_name
+from .middleware import Tracing, sending_middleware
 from .payloads import Payloads
 from .settings import Settings, from_env
-
-#: The actor that creates executions from start messages.
-START_WORKFLOW = "spane.start_workflow"
 
 
 class StartWorkflow:
@@ -119,27 +114,15 @@ class StartWorkflow:
             return self._broker
 
 
-def _no_graphs(workflow_id: str, version: int) -> Graph:
-    raise ConfigurationError(
-        "this process only sends start messages and runs no nodes; run node types in "
-        "workers (dramatiq spane.actors)"
-    )
-
-
 def _sending_broker(settings: Settings) -> dramatiq.Broker:
-    """A broker for sending only: Spane's encoder and claim check, no database.
-
-    Breakers and rate limits act on node attempts, which a sending process never runs,
-    so they get in-memory state and no workflow graphs.
-    """
+    """A broker for sending only: Spane's encoder and claim check, no database."""
     dramatiq.set_encoder(MsgspecEncoder())
     payloads = Payloads(
         max_bytes=settings.max_payload_bytes,
         claim_check_bytes=settings.claim_check_bytes,
         blobs=CachingBlobStore(open_blob_store(settings.blob_url)),
     )
-    tracing = Tracing.from_settings(settings)
-    return make_broker(settings, MemoryState(), _no_graphs, tracing, payloads)
+    return make_broker(settings, sending_middleware(payloads, Tracing.from_settings(settings)))
 
 
 start_workflow = StartWorkflow()

@@ -1,34 +1,30 @@
-"""Worker-side recovery: the sweep, drain hand-back, and dead letters of messages."""
+"""Worker-side recovery: the sweep and the drain's hand-back."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import msgspec
 import structlog
 
-from . import backlog, callbacks, clock, executor
+from . import backlog, callbacks, clock, coordinator
 from .broker import queue_name
 from .inflight import HandedBack, inflight
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .services import Services
 
 log = structlog.get_logger("spane.recovery")
 SWEEPER = "sweeper"
 
 
-def sweep(runtime: Runtime) -> int:
+def sweep(runtime: Services) -> int:
     """One pass: renew our leases, then (if this worker holds the sweeper lease) fire
     due timers, wake parents, send again what the broker lost or a dead worker held, and
     post the completion callbacks that are due."""
     now = time.time()
     started = time.monotonic()
-    if runtime.health is not None:
-        runtime.health.check()
+    runtime.health.check()
     if now - runtime.last_heartbeat >= runtime.settings.lease_seconds / 3:
         runtime.store.renew_leases(inflight.heartbeat_keys())
         runtime.last_heartbeat = now
@@ -36,13 +32,14 @@ def sweep(runtime: Runtime) -> int:
     # soon after (two sweepers at once would be harmless: every recovery is guarded).
     ttl = max(1.0, 4 * runtime.settings.sweep_interval)
     leader = runtime.store.take_lease(SWEEPER, runtime.identity, ttl)
-    runtime.admission.sweep(leader=leader)  # admission seam: turns and freed slots
+    # Nodes released from the database: their tenant's turn, or a concurrency slot freed.
+    runtime.dispatch(runtime.admission.sweep(leader=leader))
     if not leader:
         return 0
-    fired = runtime.sweep_timers() + clock.tick(runtime)
+    fired = coordinator.fire_due_timers(runtime) + clock.tick(runtime)
     parents = runtime.store.unwoken_parents()
     for parent_id, node_id, child_id in parents:
-        executor.wake_parent(runtime, parent_id, node_id, child_id)
+        coordinator.wake_parent(runtime, parent_id, node_id, child_id)
     superseded = runtime.store.recover_lost(now)
     if superseded:
         log.info("attempts of unresponsive workers queued again", count=len(superseded))
@@ -57,7 +54,7 @@ def sweep(runtime: Runtime) -> int:
     return fired + len(superseded) + handled
 
 
-def resend_lost(runtime: Runtime, now: float) -> int:
+def resend_lost(runtime: Services, now: float) -> int:
     """Send again the overdue queued nodes whose message the broker no longer has.
 
     Overdue nodes still waiting their turn behind a backlog get a new lease instead
@@ -85,7 +82,7 @@ def resend_lost(runtime: Runtime, now: float) -> int:
     return len(overdue)
 
 
-def hand_back_all(runtime: Runtime) -> int:
+def hand_back_all(runtime: Services) -> int:
     """Give every attempt still running in this process back to the queue."""
     count = 0
     for entry in inflight.running():
@@ -99,58 +96,3 @@ def hand_back_all(runtime: Runtime) -> int:
     if runtime.metrics is not None:
         runtime.metrics.recovered("handed_back", count)
     return count
-
-
-def record_rejected(runtime: Runtime, message: Any, reason: str) -> None:
-    """Dead-letter a message the broker rejects, once per content.
-
-    Messages are untrusted input, so a rejected one changes no execution: anyone who can
-    write to the broker could name another execution's node in it. A node message to
-    an actor this worker lacks (its node type's module is not loaded) leaves the node
-    queued; the sweeper sends it again after its lease, for a worker that has the type.
-    """
-    if str(message.actor_name).startswith("spane.node."):
-        reason += (
-            "; is the node type's module loaded in the workers (SPANE_MODULES)? "
-            "The node stays queued for a worker that has it"
-        )
-    raw = msgspec.json.encode(message.asdict(), enc_hook=repr).decode()
-    # The content is the actor and its arguments: copies sent again (by the sweeper, or
-    # redelivered) carry new ids and timestamps but are one dead letter.
-    content = msgspec.json.encode(
-        [message.queue_name, message.actor_name, message.args, message.kwargs],
-        enc_hook=repr,
-        order="sorted",
-    )
-    runtime.store.add_dead_letter(
-        kind="message",
-        digest=hashlib.sha256(content).hexdigest(),
-        queue=_name(message.queue_name),
-        actor=_name(message.actor_name),
-        reason=reason.replace("\x00", "\\x00"),
-        message=raw,  # JSON escapes NUL, which PostgreSQL text refuses
-    )
-
-
-def _name(value: object) -> str:
-    """A queue or actor name from a message, fit for its column on every backend."""
-    return str(value).replace("\x00", "\\x00")[:200]
-
-
-def record_undecodable(runtime: Runtime, raw: str, error: str, queue: str = "") -> None:
-    """Dead-letter a message whose bytes (``raw``, base64) could not be decoded, once per
-    content. Text is kept as it is; bytes that are not text (or hold NUL, which
-    PostgreSQL text refuses) are kept as ``base64:...``."""
-    data = base64.b64decode(raw)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = "\x00"
-    recorded = runtime.store.add_dead_letter(
-        kind="message",
-        digest=hashlib.sha256(data).hexdigest(),
-        queue=queue or None,
-        reason=f"message could not be decoded: {error}",
-        message=text if "\x00" not in text else "base64:" + raw,
-    )
-    log.warning("undecodable message dead-lettered", new=recorded, error=error)

@@ -27,7 +27,7 @@ from .errors import DefinitionError, Problem, SpaneError, UnknownSchedule
 from .store.schedules import ScheduleRow
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .services import Services
 
 log = structlog.get_logger("spane.schedules")
 
@@ -66,7 +66,7 @@ def check_inputs(workflow: Workflow) -> None:
         raise DefinitionError(problems, workflow.id)
 
 
-def sync_definition(rt: Runtime, workflow: Workflow) -> None:
+def sync_definition(rt: Services, workflow: Workflow) -> None:
     """Make the definition's schedule triggers the workflow's schedules: the latest
     registered version takes them over, and a removed trigger removes its schedule."""
     keep = set()
@@ -78,7 +78,7 @@ def sync_definition(rt: Runtime, workflow: Workflow) -> None:
     rt.store.drop_schedules(workflow.id, "definition", keep)
 
 
-def save(rt: Runtime, schedule_id: str, workflow_id: str, spec: Schedule, *, origin: str) -> None:
+def save(rt: Services, schedule_id: str, workflow_id: str, spec: Schedule, *, origin: str) -> None:
     """Store a schedule; its first tick is the first one after now."""
     every = cron.check_every(spec.every) if spec.every is not None else None
     row = ScheduleRow(
@@ -108,7 +108,7 @@ def _next_after(expression: str | None, every: float | None, timezone: str, now:
     return next(ticks) / 1000
 
 
-def fire_due(rt: Runtime) -> int:
+def fire_due(rt: Services) -> int:
     """Fire the due ticks of every schedule (run by the sweep); return how many fired."""
     now = time.time()
     now_ms = int(now * 1000)
@@ -151,7 +151,7 @@ def _due_ticks(row: ScheduleRow, now_ms: int, *, keep: int) -> tuple[list[int], 
     raise AssertionError("ticks never end")
 
 
-def _fire(rt: Runtime, row: ScheduleRow, tick_ms: int, next_at: float | None) -> int:
+def _fire(rt: Services, row: ScheduleRow, tick_ms: int, next_at: float | None) -> int:
     """Fire one tick; 1 if this call fired it, 0 if another worker had."""
     new = None
     try:
@@ -173,7 +173,7 @@ def _fire(rt: Runtime, row: ScheduleRow, tick_ms: int, next_at: float | None) ->
     return 1
 
 
-def trigger_now(rt: Runtime, schedule_id: str) -> str | None:
+def trigger_now(rt: Services, schedule_id: str) -> str | None:
     """Fire a schedule now, outside its ticks (its overlap policy applies); return the
     execution started, or None if the overlap policy skipped it."""
     row = _get(rt, schedule_id)
@@ -188,7 +188,7 @@ def trigger_now(rt: Runtime, schedule_id: str) -> str | None:
     return fired.execution_id
 
 
-def set_paused(rt: Runtime, schedule_id: str, paused: bool) -> None:
+def set_paused(rt: Services, schedule_id: str, paused: bool) -> None:
     """Pause a schedule, or resume it at its first tick after now (ticks of the pause
     are not caught up)."""
     row = _get(rt, schedule_id)
@@ -196,14 +196,14 @@ def set_paused(rt: Runtime, schedule_id: str, paused: bool) -> None:
     rt.store.set_schedule_paused(schedule_id, paused, next_at)
 
 
-def describe(rt: Runtime, row: ScheduleRow) -> ScheduleInfo:
+def describe(rt: Services, row: ScheduleRow) -> ScheduleInfo:
     """The public view of a stored schedule."""
     fields = {k: v for k, v in row.__dict__.items() if k != "input"}
     value = rt.payloads.unpack(row.tenant, row.input, what=f"input of schedule {row.id}")
     return ScheduleInfo(input=value, **fields)
 
 
-def _get(rt: Runtime, schedule_id: str) -> ScheduleRow:
+def _get(rt: Services, schedule_id: str) -> ScheduleRow:
     row = rt.store.get_schedule(schedule_id)
     if row is None:
         raise UnknownSchedule(f"no schedule has id {schedule_id!r}; `spane schedules` lists them")

@@ -14,18 +14,21 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from . import coordinator
 from .context import AwaitSignal
 from .errors import SpaneError
 from .store.signals import Delivery
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .services import Services
     from .store import Claim
 
 log = structlog.get_logger("spane.signals")
 
 
-def send(rt: Runtime, execution_id: str, name: str, payload: Any, *, signal_id: str | None) -> bool:
+def send(
+    rt: Services, execution_id: str, name: str, payload: Any, *, signal_id: str | None
+) -> bool:
     """Store a signal and deliver it if a node waits on it; False for a repeated id."""
     stored, delivery = rt.store.add_signal(execution_id, name, payload, signal_id)
     if delivery is not None:
@@ -33,23 +36,25 @@ def send(rt: Runtime, execution_id: str, name: str, payload: Any, *, signal_id: 
     return stored
 
 
-def deliver(rt: Runtime, delivery: Delivery) -> bool:
+def deliver(rt: Services, delivery: Delivery) -> bool:
     """Complete a parked ``wait_for`` attempt with the signal it took."""
     claim = delivery.claim
     value = rt.payloads.unpack(claim.tenant, delivery.payload, what=f"signal to {claim.node_id}")
     outcome = rt.store.complete_node(claim, value)
-    rt.apply(outcome)
+    coordinator.advance(rt, outcome)
     return outcome.applied
 
 
-def park(rt: Runtime, claim: Claim, wait: AwaitSignal, *, continue_on_fail: bool) -> None:
+def park(rt: Services, claim: Claim, wait: AwaitSignal, *, continue_on_fail: bool) -> None:
     """Park a ``wait_for`` attempt on its signal, or complete it with one already sent."""
     try:
         parked, delivery = rt.store.park_for_signal(
             claim, wait.name, deadline=wait.until, on_timeout=wait.on_timeout, default=wait.default
         )
     except SpaneError as exc:
-        rt.apply(rt.store.fail_node(claim, str(exc), continue_on_fail=continue_on_fail))
+        coordinator.advance(
+            rt, rt.store.fail_node(claim, str(exc), continue_on_fail=continue_on_fail)
+        )
         return
     if delivery is not None:
         deliver(rt, delivery)
@@ -57,7 +62,7 @@ def park(rt: Runtime, claim: Claim, wait: AwaitSignal, *, continue_on_fail: bool
         rt.send_timer(claim.execution_id, claim.node_id, claim.attempt, wait.until)
 
 
-def sweep(rt: Runtime) -> int:
+def sweep(rt: Services) -> int:
     """Deliver signals left undelivered, fail waits past their deadline; return how many
     nodes moved."""
     moved = sum(deliver(rt, d) for d in rt.store.pending_deliveries())
@@ -65,6 +70,6 @@ def sweep(rt: Runtime) -> int:
         node = rt.store.graph(claim.workflow_id, claim.version).nodes[claim.node_id]
         error = f"no signal {name!r} arrived before the timeout"
         outcome = rt.store.fail_node(claim, error, continue_on_fail=node.continue_on_fail)
-        rt.apply(outcome)
+        coordinator.advance(rt, outcome)
         moved += outcome.applied
     return moved

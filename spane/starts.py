@@ -1,5 +1,6 @@
-"""Starting executions: the checks every way of starting shares, batches, delayed
-starts, and start messages from processes that only reach the broker."""
+"""Starting executions: the checks every way of starting shares, creating one (for the
+public API and for a sub-workflow node alike), batches, delayed starts, and start
+messages from processes that only reach the broker."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from .registry import LANES
 from .store.starts import NewExecution
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .context import Spawn
+    from .services import Services
+    from .store import Claim, Dispatch
 
 log = structlog.get_logger("spane.starts")
 
@@ -72,7 +75,7 @@ def node_lanes(workflow: Workflow, lane: str) -> dict[str, str]:
 
 
 def prepare(
-    rt: Runtime,
+    rt: Services,
     workflow_id: str,
     input: Any,
     *,
@@ -112,8 +115,51 @@ def prepare(
     )
 
 
+def create(
+    rt: Services,
+    workflow_id: str,
+    input: Any,
+    *,
+    version: int | None,
+    tenant: str,
+    lane: str | None,
+    idempotency_key: str | None = None,
+    parent: Claim | None = None,
+    on_finish: Callback | None = None,
+) -> tuple[str, list[Dispatch]]:
+    """Check the input and write the execution; return its id and first messages (not
+    sent: the caller sends them once it knows the execution is stored)."""
+    new = prepare(
+        rt, workflow_id, input, version=version, tenant=tenant, lane=lane, on_finish=on_finish
+    )
+    return rt.store.create_execution(
+        workflow_id=workflow_id,
+        version=new.version,
+        tenant=tenant,
+        lane=new.lane,
+        node_lanes=new.node_lanes,
+        input=new.input,
+        idempotency_key=idempotency_key,
+        parent=parent,
+        on_finish=new.on_finish,
+    )
+
+
+def start_child(rt: Services, parent: Claim, spawn: Spawn) -> tuple[str, list[Dispatch]]:
+    """Start a sub-workflow execution for a running ``subworkflow`` attempt, parking it."""
+    return create(
+        rt,
+        spawn.workflow,
+        spawn.input,
+        version=spawn.version,
+        tenant=parent.tenant,
+        lane=None,
+        parent=parent,
+    )
+
+
 def enqueue_many(
-    rt: Runtime,
+    rt: Services,
     workflow_id: str,
     inputs: Sequence[Any],
     *,
@@ -146,7 +192,7 @@ def enqueue_many(
     return [new.execution_id for new in batch]
 
 
-def start_due(rt: Runtime) -> int:
+def start_due(rt: Services) -> int:
     """Start every delayed start whose time has come (run by the sweep); return how many."""
     started = 0
     for start in rt.store.due_delayed_starts(time.time()):
@@ -165,7 +211,7 @@ def start_due(rt: Runtime) -> int:
 
 
 def start_from_message(
-    rt: Runtime,
+    rt: Services,
     message: Any,
     workflow_id: str,
     input: Any,

@@ -134,3 +134,23 @@ def test_hooks_see_base_exceptions_and_fenced_timeouts(rt: Runtime) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert after("slow") == [(1, "timed_out"), (2, "failed")]
+
+
+@spane.node_type("starts_a_leaf")
+def _starts_a_leaf(ctx: spane.NodeContext) -> str:
+    return spane.enqueue_workflow("leaf", ctx.input)
+
+
+def test_a_workflow_started_from_node_code_is_sent_not_run_inline(rt: Runtime) -> None:
+    calls: list[tuple[str, str, str, Any]] = []
+    recorder = Recorder("recorder", calls)
+    rt.broker.add_middleware(recorder)
+    spane.register_workflow({"id": "leaf", "nodes": [{"id": "leaf_node", "type": "echo"}]})
+    spane.register_workflow({"id": "starter", "nodes": [{"id": "start", "type": "starts_a_leaf"}]})
+    starter = spane.run("starter", 5, timeout=TIMEOUT)
+    leaf = spane.wait(starter.output, timeout=TIMEOUT)
+    assert leaf.status == "completed" and leaf.output == 5
+    settled(calls, 2)
+    # Sending a message always sends: only the executor keeps a successor of the
+    # node it ran, never an execution that node code started.
+    assert recorder.inline == {"start": False, "leaf_node": False}

@@ -39,8 +39,8 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import text
 
 import spane
-from spane import api as spane_api
 from spane import runtime as runtime_module
+from spane import starts as spane_starts
 from spane.runtime import Runtime
 from spane.statuses import (
     EXECUTION_INITIAL,
@@ -688,13 +688,13 @@ def racy_rt(dup_rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> Runtime:
     A ``subworkflow`` attempt sleeps ``SPAWN_LAG`` between its claim and starting the
     child. (Cancelling an execution and its children is one transaction: no window.)
     """
-    start_child = spane_api.start_child
+    start_child = spane_starts.start_child
 
     def slow_start_child(runtime: Runtime, parent: Any, spawn: Any) -> Any:
         time.sleep(SPAWN_LAG)
         return start_child(runtime, parent, spawn)
 
-    monkeypatch.setattr(spane_api, "start_child", slow_start_child)
+    monkeypatch.setattr(spane_starts, "start_child", slow_start_child)
     spane.run({"id": "warm-up", "nodes": [{"id": "a", "type": "noop"}]}, None, timeout=WAIT)
     return dup_rt
 

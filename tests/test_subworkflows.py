@@ -589,7 +589,7 @@ def test_pinned_child_version_and_refused_child_input(backend: Runtime) -> None:
 
 
 def test_a_spawn_racing_a_cancel_starts_no_child(rt: Runtime) -> None:
-    from spane import api, executor
+    from spane import executor, starts
     from spane.context import Spawn
 
     spane.register_workflow(
@@ -602,7 +602,7 @@ def test_a_spawn_racing_a_cancel_starts_no_child(rt: Runtime) -> None:
         }
     )
     # Create the execution without sending its messages, so this test owns the attempt.
-    mom_id, _ = api._create(rt, "mom", 1, version=None, tenant="default", lane=None)
+    mom_id, _ = starts.create(rt, "mom", 1, version=None, tenant="default", lane=None)
     claim = rt.store.claim_node(mom_id, "call", 1)
     assert claim is not None
     spane.cancel(mom_id)  # lands while the node's code is running

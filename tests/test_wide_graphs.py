@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 import spane
 from bench.validation import fan_out, join
-from spane import api, validation
+from spane import starts, validation
 from spane.runtime import Runtime
 
 #: Just wider than each database's bound parameters per statement.
@@ -27,7 +27,7 @@ def wide(request: pytest.FixtureRequest) -> tuple[Runtime, int]:
 
 def _start(rt: Runtime, definition: dict[str, Any]) -> str:
     workflow_id, _ = spane.register_workflow(definition)
-    execution_id, _ = api._create(rt, workflow_id, None, version=None, tenant="t", lane=None)
+    execution_id, _ = starts.create(rt, workflow_id, None, version=None, tenant="t", lane=None)
     return execution_id
 
 

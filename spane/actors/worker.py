@@ -17,7 +17,7 @@ import time
 from types import FrameType
 
 from .. import builtins as _builtins  # noqa: F401  (registers the built-in node types)
-from .. import outages
+from .. import logs, outages
 from .. import runtime as _runtime
 from ..broker import check_broker
 from ..errors import ConfigurationError, SpaneError
@@ -26,7 +26,9 @@ from ..settings import from_env
 
 def _start() -> _runtime.Runtime:
     """Build the runtime of this worker process and check that its broker answers."""
-    if from_env().embedded:
+    settings = from_env()
+    logs.configure(settings.log_format, settings.log_level)
+    if settings.embedded:
         # A worker process on the in-process broker would never see another process's work.
         raise ConfigurationError(
             "dramatiq spane.actors needs SPANE_BROKER_URL (redis://... or amqp://...) and "

@@ -78,13 +78,15 @@ def _console(*, stderr: bool) -> Console:
 
 
 def _prepare(modules: Sequence[str], owned: bool) -> None:
-    """Quiet the logs of a runtime this command will create, then import user modules."""
+    """Configure logging (quieter for a runtime this command will create), then import
+    user modules."""
     settings = _settings()
-    if owned:
+    level = settings.log_level
+    if owned and level == Settings().log_level:
         # The node table shows every retry and failure already, and log lines written
         # under a live view would tear it: unless asked otherwise, only errors are logged.
-        level = "error" if settings.log_level == Settings().log_level else settings.log_level
-        logs.configure(settings.log_format, level)
+        level = "error"
+    logs.configure(settings.log_format, level)
     names = [*modules, *settings.modules]
     if names and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: modules next to the workflows

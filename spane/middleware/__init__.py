@@ -1,4 +1,5 @@
-"""Spane's Dramatiq middleware, stated once in the order the stack runs.
+"""Spane's Dramatiq middleware, stated once in the order the stack runs (``Stack``;
+the runtime builds each with what it needs, so none is completed after the fact).
 
 Before-hooks run top to bottom, after-hooks unwind bottom to top: ``Drain`` sees a
 message first (and refuses it while draining), ``LogContext`` binds identifiers for
@@ -20,13 +21,11 @@ registers the worker once everything else is set up. ``Lanes`` narrows a worker 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dramatiq import Middleware
 
-from ..monitoring import run_folder
-from ..settings import Settings
 from .attempts import Attempt, AttemptMiddleware, AttemptOutcome, AttemptResult
 from .circuit_breaker import CircuitBreaker
 from .claim_check import ClaimCheck
@@ -43,7 +42,6 @@ from .sweeper import Sweeper
 from .tracing import Tracing
 
 if TYPE_CHECKING:
-    from ..definitions import Graph
     from ..payloads import Payloads
 
 __all__ = [
@@ -62,43 +60,54 @@ __all__ = [
     "Metrics",
     "RateLimits",
     "SharedState",
+    "Stack",
     "Sweeper",
     "Tracing",
-    "default_middleware",
+    "sending_middleware",
 ]
 
 
-def default_middleware(
-    settings: Settings,
-    shared: SharedState,
-    graph: Callable[[str, int], Graph],
-    tracing: Tracing,
-    payloads: Payloads,
-) -> list[Middleware]:
-    """Return Spane's middleware for a broker built from ``settings``.
+@dataclass(frozen=True)
+class Stack:
+    """Spane's middleware of a worker process, each built with what it needs, named so
+    the runtime holds the ones it asks (drain, health, breakers, metrics) directly.
 
-    Args:
-        settings: Where the broker and database are, and their limits.
-        shared: Where circuit breakers and rate limits keep their shared state.
-        graph: Returns the graph of a workflow version (for node declarations).
-        tracing: The tracing middleware, built first because the store opens an
-            execution's root span through it.
-        payloads: Packs message arguments (the claim check).
+    The fields are in the order the stack runs (``in_order``).
     """
-    metrics: list[Middleware] = []
-    if settings.metrics_port:
-        metrics.append(Metrics(run_folder(settings), settings.metrics_tenants))
-    return [
-        *metrics,
-        Drain(grace=settings.drain_seconds),
-        Lanes(settings),
-        Health(max_stuck=settings.max_stuck_threads),
-        LogContext(),
-        tracing,
-        ClaimCheck(payloads),
-        DeadLetters(),
-        Sweeper(interval=settings.sweep_interval),
-        CircuitBreaker(shared, graph),
-        RateLimits(shared, graph, settings.namespace),
-        Heartbeat(settings),
-    ]
+
+    metrics: Metrics | None
+    drain: Drain
+    lanes: Lanes
+    health: Health
+    log_context: LogContext
+    tracing: Tracing
+    claim_check: ClaimCheck
+    dead_letters: DeadLetters
+    sweeper: Sweeper
+    breakers: CircuitBreaker
+    rate_limits: RateLimits
+    heartbeat: Heartbeat
+
+    def in_order(self) -> list[Middleware]:
+        """The middleware as the broker takes them: before-hooks run in this order."""
+        first = [self.metrics] if self.metrics is not None else []
+        return [
+            *first,
+            self.drain,
+            self.lanes,
+            self.health,
+            self.log_context,
+            self.tracing,
+            self.claim_check,
+            self.dead_letters,
+            self.sweeper,
+            self.breakers,
+            self.rate_limits,
+            self.heartbeat,
+        ]
+
+
+def sending_middleware(payloads: Payloads, tracing: Tracing) -> list[Middleware]:
+    """The middleware of a process that only sends messages (it runs no actor): the
+    sender's trace context goes along, and large arguments travel as blob references."""
+    return [tracing, ClaimCheck(payloads)]

@@ -10,14 +10,16 @@ from dramatiq import Broker, Middleware
 
 class DeadLetters(Middleware):
     """Turns rejected messages (unknown actor, exhausted infrastructure retries) into
-    dead-letter records in the database, so they can be listed and retried."""
+    dead-letter records in the database, so they can be listed and retried.
 
-    def __init__(self) -> None:
-        self.record: Callable[[Any, str], None] | None = None
+    Args:
+        record: Stores one rejected message with the reason it was rejected.
+    """
+
+    def __init__(self, record: Callable[[Any, str], None]) -> None:
+        self.record = record
 
     def before_nack(self, broker: Broker, message: Any) -> None:
-        if self.record is None:
-            return
         exception = getattr(message, "_exception", None)
         reason = repr(exception) if exception is not None else "message rejected"
         self.record(message, reason)

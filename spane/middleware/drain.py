@@ -21,13 +21,14 @@ class Drain(Middleware):
     and hands what is still running back (as a new attempt) so another worker runs it.
 
     Args:
+        hand_back: Gives every attempt still running back to the queue; returns how many.
         grace: Seconds in-flight nodes may take to finish once draining starts.
     """
 
-    def __init__(self, grace: float = 30.0) -> None:
+    def __init__(self, hand_back: Callable[[], int], *, grace: float = 30.0) -> None:
         self.grace = grace
         self.draining = threading.Event()
-        self.hand_back: Callable[[], int] | None = None
+        self.hand_back = hand_back
         self._timer: threading.Timer | None = None
 
     def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
@@ -49,7 +50,5 @@ class Drain(Middleware):
             raise SkipMessage("worker is draining")
 
     def _expire(self) -> None:
-        if self.hand_back is None:
-            return
         count = self.hand_back()
         log.info("grace period over: in-flight nodes handed back", count=count)

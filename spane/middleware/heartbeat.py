@@ -33,31 +33,30 @@ class Heartbeat(Middleware):
 
     Args:
         settings: What the worker serves (broker, database, namespace) and its lease.
+        store: Where the worker registry lives.
+        worker_id: This process's id in the registry.
+        version: The Spane version the row reports.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: Store, worker_id: str, version: str) -> None:
         self.settings = settings
         self.lease = settings.worker_lease_seconds
-        #: Where the registry lives and this process's id in it, wired by the runtime.
-        self.store: Store | None = None
-        self.worker_id = ""
+        self.store = store
+        self.worker_id = worker_id
+        self.version = version
         self._info: WorkerInfo | None = None
         self._stop = threading.Event()
         self._draining = False
         self._thread: threading.Thread | None = None
 
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
-        from .. import __version__  # the package imports this module while it loads
-
-        if self.store is None:
-            return
         now = time.time()
         consumed = set(worker.consumers)  # queue names, as --queues narrowed them
         self._info = WorkerInfo(
             id=self.worker_id,
             host=socket.gethostname(),
             pid=os.getpid(),
-            version=__version__,
+            version=self.version,
             lanes=tuple(lane for lane in LANES if f"{self.settings.namespace}.{lane}" in consumed),
             node_types=tuple(sorted(t.name for t in registry.all_types())),
             threads=worker.worker_threads,
@@ -87,7 +86,7 @@ class Heartbeat(Middleware):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self.store is not None and self._info is not None:
+        if self._info is not None:
             try:
                 self.store.unregister_worker(self.worker_id)
             except Exception as exc:  # the row then expires with its lease
@@ -98,7 +97,7 @@ class Heartbeat(Middleware):
             self._beat()
 
     def _beat(self) -> None:
-        if self.store is None or self._info is None:
+        if self._info is None:
             return
         try:
             known = self.store.heartbeat_worker(

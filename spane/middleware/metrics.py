@@ -37,13 +37,22 @@ class Metrics(AttemptMiddleware):
     Args:
         folder: The run's metric folder (``monitoring.run_folder``).
         tenants: Tenants that get their own label (see ``TenantLabels``).
+        blob_stats: Running blob totals of this process.
+        serve: What Dramatiq forks beside the workers to serve the endpoint.
     """
 
-    def __init__(self, folder: Path, tenants: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        tenants: tuple[str, ...],
+        *,
+        blob_stats: Callable[[], BlobStats],
+        serve: Callable[[], int],
+    ) -> None:
         self.folder = folder
         self.tenant = TenantLabels(tenants)
-        #: Running blob totals of this process, wired by the runtime.
-        self.blob_stats: Callable[[], BlobStats] | None = None
+        self.blob_stats = blob_stats
+        self.serve = serve
         self.instruments: Instruments | None = None
         self._blobs = BlobStats()
         self._tenants_seen: set[str] = set()
@@ -57,10 +66,7 @@ class Metrics(AttemptMiddleware):
 
     @property
     def forks(self) -> list[Callable[[], int]]:
-        # Imported here: the server builds a runtime, whose broker holds this middleware.
-        from ..monitoring.server import serve
-
-        return [serve]
+        return [self.serve]
 
     # -- process lifecycle -------------------------------------------------------------
 
@@ -117,8 +123,6 @@ class Metrics(AttemptMiddleware):
         self._tenants_seen |= running.keys()
 
     def _sync_blobs(self, m: Instruments) -> None:
-        if self.blob_stats is None:
-            return
         now, before = self.blob_stats(), self._blobs
         m.blob_put_bytes.inc(now.put_bytes - before.put_bytes)
         m.blob_read_bytes.inc(now.read_bytes - before.read_bytes)

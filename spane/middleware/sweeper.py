@@ -21,12 +21,25 @@ class Sweeper(Middleware):
     """Runs the recovery loop in a thread while the worker is up.
 
     Args:
+        sweep: One pass of recovery; returns how much it did (the loop repeats while
+            there is more).
+        release: Gives the sweeper lease up when the worker stops, so another worker's
+            sweeper takes over at its next pass instead of after the lease runs out.
         interval: Seconds between two sweeps.
     """
 
-    def __init__(self, interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        sweep: Callable[[], int],
+        release: Callable[[], None],
+        *,
+        interval: float = 1.0,
+    ) -> None:
+        if not callable(sweep) or not callable(release):
+            raise TypeError("Sweeper needs a sweep function and a release function")
         self.interval = interval
-        self.sweep: Callable[[], int] | None = None
+        self.sweep = sweep
+        self.release = release
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -37,13 +50,18 @@ class Sweeper(Middleware):
 
     def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self._thread is None:
+            return
+        self._thread.join(timeout=5)
+        self._thread = None
+        try:
+            self.release()
+        except Exception as exc:
+            # Not given up, the lease still runs out on its own.
+            log.warning("sweeper lease not released", error=str(exc))
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            if self.sweep is None:
-                continue
             try:
                 while self.sweep() and not self._stop.is_set():
                     pass

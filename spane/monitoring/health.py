@@ -20,7 +20,7 @@ from .. import migrations
 from ..broker import queue_depths
 
 if TYPE_CHECKING:
-    from ..runtime import Runtime
+    from ..services import Services
 
 HEARTBEAT = "spane_worker_heartbeat_timestamp_seconds"
 DRAINING = "spane_worker_draining"
@@ -67,7 +67,7 @@ def liveness(folder: Path) -> Verdict:
     return verdict
 
 
-def readiness(runtime: Runtime, folder: Path, *, draining: bool) -> Verdict:
+def readiness(runtime: Services, folder: Path, *, draining: bool) -> Verdict:
     """Not draining, database reachable and migrated, broker reachable."""
     verdict = Verdict()
     draining = draining or any(v > 0 for v in worker_gauges(folder).get(DRAINING, []))

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
@@ -22,8 +23,8 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from ..runtime import Runtime
-from ..settings import from_env
+from ..services import Services
+from ..settings import Settings, from_env
 from . import remove_stale, run_folder
 from .health import Verdict, liveness, readiness
 from .state import StateCollector
@@ -43,7 +44,7 @@ class Endpoint:
         folder: The run's metric folder, written by the worker processes.
     """
 
-    def __init__(self, runtime: Runtime, folder: Path) -> None:
+    def __init__(self, runtime: Services, folder: Path) -> None:
         self.runtime = runtime
         self.folder = folder
         self.state = StateCollector(runtime)
@@ -100,12 +101,16 @@ def _orphaned(server: ThreadingHTTPServer) -> None:
     server.shutdown()
 
 
-def serve() -> int:
-    """Serve the run's endpoint on ``SPANE_METRICS_PORT`` until Dramatiq stops us."""
+def serve(build: Callable[[Settings], Services]) -> int:
+    """Serve the run's endpoint on ``SPANE_METRICS_PORT`` until Dramatiq stops us.
+
+    Args:
+        build: Builds this process's parts from the settings (without migrating).
+    """
     settings = from_env()
     folder = run_folder(settings)
     remove_stale(folder)
-    runtime = Runtime(settings, migrate=False)
+    runtime = build(settings)
     endpoint = Endpoint(runtime, folder)
     try:
         server = ThreadingHTTPServer(

@@ -19,7 +19,7 @@ from ..broker import queue_depths
 from . import TenantLabels
 
 if TYPE_CHECKING:
-    from ..runtime import Runtime
+    from ..services import Services
 
 log = structlog.get_logger("spane.metrics")
 
@@ -37,7 +37,7 @@ class StateCollector(Collector):
         runtime: Where the database and broker are.
     """
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Services) -> None:
         self.runtime = runtime
         self.tenant = TenantLabels(runtime.settings.metrics_tenants)
 
@@ -165,7 +165,7 @@ class StateCollector(Collector):
         yield delayed
 
 
-def exposition(runtime: Runtime) -> bytes:
+def exposition(runtime: Services) -> bytes:
     """The cluster state gauges in Prometheus text format, read once (``spane metrics``)."""
     registry = CollectorRegistry()
     registry.register(StateCollector(runtime))

@@ -1,0 +1,5 @@
+"""The version of Spane, below every module that reports it."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
