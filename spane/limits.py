@@ -13,54 +13,21 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import jmespath
 import msgspec
-from jmespath.exceptions import JMESPathError
 
 from . import registry
+from .definitions import Graph
 
 if TYPE_CHECKING:
-    from .definitions import Graph
     from .settings import Settings
 
 #: Longest key value kept as it is; longer ones are kept as their digest.
 _MAX_VALUE = 120
-#: A concurrency key reads the node's input or config (JMESPath over ``{input, config}``).
-_KEY_SOURCE = re.compile(r"(?<![\w.])(input|config)\b")
-
-#: A count of at least one (concurrency limits).
-Positive = Annotated[int, msgspec.Meta(ge=1)]
-
-
-class Concurrency(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
-    """At most ``max`` attempts of this node at once per value of ``key`` (per tenant).
-
-    Attributes:
-        key: A JMESPath expression over ``{input, config}`` of the node, e.g.
-            ``input.customer_id``; attempts with equal values share the limit.
-        max: How many may be in flight at once for one value.
-        strategy: Over the limit, ``queue`` (wait in order), ``cancel_newest`` (cancel the
-            arriving execution) or ``cancel_oldest`` (cancel the oldest ones in the way).
-    """
-
-    key: str
-    max: Positive = 1
-    strategy: Literal["queue", "cancel_newest", "cancel_oldest"] = "queue"
-
-    def __post_init__(self) -> None:
-        try:
-            jmespath.compile(self.key)
-        except JMESPathError as exc:
-            raise ValueError(f"key is not a valid JMESPath expression: {exc}") from None
-        if not _KEY_SOURCE.search(self.key):
-            raise ValueError(
-                f"key {self.key!r} reads neither input nor config; write e.g. input.customer_id"
-            )
 
 
 @dataclass(frozen=True)
