@@ -21,6 +21,15 @@ from dramatiq import Broker
 SLACK_SECONDS = 5.0
 
 
+def kind(broker: Broker) -> str:
+    """``redis``, ``rabbitmq`` or ``stub``: which Dramatiq broker ``broker`` is built on
+    (Spane's brokers subclass Dramatiq's, so the class's own name does not tell)."""
+    names = {cls.__name__ for cls in type(broker).__mro__}
+    if "RedisBroker" in names:
+        return "redis"
+    return "rabbitmq" if "RabbitmqBroker" in names else "stub"
+
+
 def oldest_waiting(broker: Broker, queue_name: str) -> float | None:
     """Return when the oldest message waiting on ``queue_name`` was created (epoch seconds).
 
@@ -28,10 +37,10 @@ def oldest_waiting(broker: Broker, queue_name: str) -> float | None:
     RabbitMQ queue that holds messages answers 0.0, as if the oldest were older than
     anything (RabbitMQ does not lose single messages; a purged queue is empty).
     """
-    kinds = {cls.__name__ for cls in type(broker).__mro__}  # Spane's brokers subclass these
-    if "RedisBroker" in kinds:
+    which = kind(broker)
+    if which == "redis":
         return _redis_oldest(broker, queue_name)
-    if "RabbitmqBroker" in kinds:
+    if which == "rabbitmq":
         ready = broker.get_queue_message_counts(queue_name)[0]  # type: ignore[attr-defined]
         return None if ready == 0 else 0.0
     queue = getattr(broker, "queues", {}).get(queue_name)  # the embedded StubBroker

@@ -164,7 +164,7 @@ def test_an_execution_created_untraced_still_gets_one_trace(
     rt = runtime_module.current()
     assert isinstance(rt, Runtime)
     # As if created before the migration, or by a process with tracing off.
-    monkeypatch.setattr(rt.store, "trace_execution", lambda **_: contextlib.nullcontext())
+    monkeypatch.setattr(rt.store.starts, "trace_execution", lambda **_: contextlib.nullcontext())
     definition = {
         "id": "late-traced",
         "nodes": [{"id": "a", "type": "echo"}, {"id": "b", "type": "echo", "after": ["a"]}],

@@ -24,6 +24,7 @@ from typing import Any
 
 from dramatiq import Broker, Middleware
 
+from .. import backlog
 from ..errors import ConfigurationError
 from ..registry import LANES
 from ..settings import Settings
@@ -89,8 +90,7 @@ class Lanes(Middleware):
         worker.consumer_whitelist = allowed
 
     def after_consumer_thread_boot(self, broker: Broker, thread: Any) -> None:
-        polls = type(broker).__name__ == "RedisBroker"
-        if polls and thread.queue_name == self._queue("high"):
+        if backlog.kind(broker) == "redis" and thread.queue_name == self._queue("high"):
             thread.worker_timeout = min(thread.worker_timeout, HIGH_POLL_MS)
 
     def after_worker_thread_boot(self, broker: Broker, thread: Any) -> None:
