@@ -40,8 +40,8 @@ from .middleware import (
     Sweeper,
     Tracing,
 )
+from .middleware.metric_files import run_folder
 from .middleware.shared_state import open_shared_state
-from .monitoring import run_folder
 from .payloads import Payloads
 from .registry import NodeType
 from .services import Services

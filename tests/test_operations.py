@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 import spane
 from spane import cli, migrations
 from spane.middleware.heartbeat import mask
-from spane.monitoring import TenantLabels, remove_stale
-from spane.monitoring.instruments import Instruments
+from spane.middleware.instruments import Instruments
+from spane.middleware.metric_files import TenantLabels, remove_stale
 from spane.monitoring.state import StateCollector
 from spane.runtime import Runtime
 from spane.store import make_engine

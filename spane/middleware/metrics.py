@@ -21,11 +21,11 @@ from dramatiq import Broker
 
 from ..blobs import BlobStats
 from ..inflight import inflight
-from ..monitoring import TenantLabels, open_folder
 from .attempts import Attempt, AttemptMiddleware, AttemptResult
+from .metric_files import TenantLabels, open_folder
 
 if TYPE_CHECKING:
-    from ..monitoring.instruments import Instruments
+    from .instruments import Instruments
 
 #: Seconds between two heartbeats of a worker process (``/livez`` reads them).
 TICK = 1.0
@@ -35,7 +35,7 @@ class Metrics(AttemptMiddleware):
     """Records Spane's and Dramatiq's metrics in each worker process.
 
     Args:
-        folder: The run's metric folder (``monitoring.run_folder``).
+        folder: The run's metric folder (``metric_files.run_folder``).
         tenants: Tenants that get their own label (see ``TenantLabels``).
         blob_stats: Running blob totals of this process.
         serve: What Dramatiq forks beside the workers to serve the endpoint.
@@ -72,7 +72,7 @@ class Metrics(AttemptMiddleware):
 
     def after_process_boot(self, broker: Broker) -> None:
         open_folder(self.folder)
-        from ..monitoring.instruments import Instruments
+        from .instruments import Instruments
 
         self.instruments = Instruments()
 

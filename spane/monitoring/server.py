@@ -23,9 +23,9 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from ..middleware.metric_files import remove_stale, run_folder
 from ..services import Services
 from ..settings import Settings, from_env
-from . import remove_stale, run_folder
 from .health import Verdict, liveness, readiness
 from .state import StateCollector
 

@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..broker import queue_depths
-from . import TenantLabels
+from ..middleware.metric_files import TenantLabels
 
 if TYPE_CHECKING:
     from ..services import Services
