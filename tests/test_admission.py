@@ -197,7 +197,9 @@ def test_tenant_in_flight_caps(capped_tenants: Runtime) -> None:
     wait_all(ids)
     done = runs(gid)
     assert most_at_once([r for r in done if r[3]["tenant"] == "acme"]) == 1
-    assert most_at_once([r for r in done if r[3]["tenant"] == "beta"]) == 3
+    # Beta's cap is its own (3), not acme's: more than one at once, never over three.
+    # How close it comes to three depends on how busy the machine is.
+    assert 2 <= most_at_once([r for r in done if r[3]["tenant"] == "beta"]) <= 3
 
 
 BAD_FIELDS = [
