@@ -294,3 +294,20 @@ def test_tenant_settings_are_read_and_checked() -> None:
         from_env({"SPANE_TENANT_WEIGHTS": "=2"})
     with pytest.raises(ConfigurationError, match="SPANE_TENANT_MAX_IN_FLIGHT must be positive"):
         from_env({"SPANE_TENANT_MAX_IN_FLIGHT": "acme=0"})
+
+
+def test_lane_load_tells_nodes_waiting_on_a_limit_from_ready_ones(rt: Runtime) -> None:
+    gid = group()
+    limit = {"key": "input.customer", "max": 1}
+    spane.register_workflow(one_node("visible", gid, seconds=1.0, concurrency=limit))
+    ids = [spane.enqueue_workflow("visible", {"customer": "c1", "n": n}) for n in range(3)]
+    deadline = time.monotonic() + 30
+    while spane.get_execution(ids[0]).nodes["step"].status != "running":
+        assert time.monotonic() < deadline, "the first node never started"
+        time.sleep(0.02)
+    (load,) = rt.store.lane_load()
+    # One runs, two wait for its slot in the database: none of them is ready to take.
+    assert (load.ready, load.in_flight, load.limited) == (0, 1, 2)
+    assert load.oldest_wait is not None and load.oldest_wait >= 0
+    wait_all(ids)
+    assert rt.store.lane_load() == []

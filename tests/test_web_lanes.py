@@ -85,5 +85,5 @@ def test_openapi_document_types_the_lanes_operation(web: Web) -> None:
     assert operation["operationId"] == "listLanes"
     schemas = document["components"]["schemas"]
     load = schemas["TenantLoadOut"]["properties"]
-    assert set(load) == {"tenant", "ready", "in_flight", "oldest_wait"}
+    assert set(load) == {"tenant", "ready", "in_flight", "limited", "oldest_wait"}
     assert set(schemas["LaneOut"]["properties"]) == {"lane", "workers", "threads", "tenants"}

@@ -20,13 +20,13 @@ def table(rows: Sequence[Lane]) -> Table:
     grid.add_column("lane", no_wrap=True)
     grid.add_column("workers", no_wrap=True)
     grid.add_column("tenant", no_wrap=True)
-    for name in ("ready", "in flight", "oldest wait"):
+    for name in ("ready", "in flight", "waiting on a limit", "oldest wait"):
         grid.add_column(name, no_wrap=True, justify="right")
     for lane in rows:
         served = f"{lane.workers} ({lane.threads} threads)"
         workers = Text(served) if lane.workers else Text("none", style="red")
         if not lane.tenants:
-            grid.add_row(lane.lane, workers, Text("-", style="dim"), "0", "0", "")
+            grid.add_row(lane.lane, workers, Text("-", style="dim"), "0", "0", "0", "")
         for i, load in enumerate(lane.tenants):
             grid.add_row(
                 lane.lane if i == 0 else "",
@@ -34,6 +34,7 @@ def table(rows: Sequence[Lane]) -> Table:
                 load.tenant,
                 str(load.ready),
                 str(load.in_flight),
+                str(load.limited),
                 render.duration(load.oldest_wait),
             )
     return grid

@@ -121,23 +121,33 @@ class StateCollector(Collector):
             "Nodes running now, by lane and tenant.",
             labels=["lane", "tenant"],
         )
+        limited = GaugeMetricFamily(
+            "spane_lane_limited",
+            "Nodes ready but waiting for a concurrency slot, by lane and tenant.",
+            labels=["lane", "tenant"],
+        )
         oldest = GaugeMetricFamily(
             "spane_lane_oldest_wait_seconds",
             "How long the longest-waiting ready node has been due, by lane and tenant.",
             labels=["lane", "tenant"],
         )
         running: Counter[tuple[str, str]] = Counter()
+        held: Counter[tuple[str, str]] = Counter()
         waits: dict[tuple[str, str], float] = {}
         for load in loads:
             labels = (load.lane, self.tenant(load.tenant))
             running[labels] += load.in_flight
+            held[labels] += load.limited
             if load.oldest_wait is not None:
                 waits[labels] = max(load.oldest_wait, waits.get(labels, 0.0))
         for labels, n in sorted(running.items()):
             in_flight.add_metric(list(labels), n)
+        for labels, n in sorted(held.items()):
+            limited.add_metric(list(labels), n)
         for labels, wait in sorted(waits.items()):
             oldest.add_metric(list(labels), wait)
         yield in_flight
+        yield limited
         yield oldest
 
     def _broker(self, up: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:

@@ -1,5 +1,5 @@
-"""The load on each lane, per tenant: nodes ready, nodes in flight, and how long the
-oldest ready one has waited.
+"""The load on each lane, per tenant: nodes ready, nodes in flight, nodes waiting on a
+concurrency limit, and how long the oldest of those waiting has waited.
 
 Each count is one grouped query over live nodes (through the status index), returning
 ``{(lane, tenant): (count, waiting since)}``; ``lane_load`` merges them. Another kind of
@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, null, select
+from sqlalchemy import Connection, Engine, and_, case, exists, func, null, select
 
 from ..registry import LANES
 from ..statuses import NodeStatus
+from .admission import admission as A
 from .schema import executions as E
 from .schema import nodes as N
 
@@ -26,15 +27,19 @@ class LaneLoad:
     """One tenant's work on one lane at one moment.
 
     Attributes:
-        ready: Nodes queued and due, not yet started.
+        ready: Nodes queued and due, not yet started (those waiting their tenant's turn in
+            a busy lane included).
         in_flight: Nodes running now.
-        oldest_wait: Seconds the longest-waiting ready node has been due; None if none is.
+        limited: Nodes ready but waiting in the database for a concurrency slot.
+        oldest_wait: Seconds the longest-waiting ready or limited node has been due; None
+            if none is.
     """
 
     lane: str
     tenant: str
     ready: int = 0
     in_flight: int = 0
+    limited: int = 0
     oldest_wait: float | None = None
 
 
@@ -57,8 +62,25 @@ def _ready(conn: Connection, now: float, tenant: str | None) -> Counts:
     due = func.coalesce(N.c.wake_at, 0.0)
     # A node is due from when it was queued, or from the end of its retry delay.
     due_since = case((due > func.coalesce(N.c.queued_at, 0.0), due), else_=N.c.queued_at)
-    where = [N.c.status == NodeStatus.QUEUED, due <= now]
+    where = [N.c.status == NodeStatus.QUEUED, due <= now, ~_held_for_a_limit()]
     return _grouped(conn, where, func.min(due_since), tenant)
+
+
+def _held_for_a_limit() -> Any:
+    return exists().where(
+        and_(
+            A.c.execution_id == N.c.execution_id,
+            A.c.node_id == N.c.node_id,
+            A.c.attempt == N.c.attempt,
+            A.c.kind == "limit",
+            A.c.state == "held",
+        )
+    )
+
+
+def _limited(conn: Connection, now: float, tenant: str | None) -> Counts:
+    where = [N.c.status == NodeStatus.QUEUED, _held_for_a_limit()]
+    return _grouped(conn, where, func.min(N.c.queued_at), tenant)
 
 
 def _in_flight(conn: Connection, now: float, tenant: str | None) -> Counts:
@@ -70,6 +92,7 @@ def _in_flight(conn: Connection, now: float, tenant: str | None) -> Counts:
 _COUNTS: dict[str, Callable[[Connection, float, str | None], Counts]] = {
     "ready": _ready,
     "in_flight": _in_flight,
+    "limited": _limited,
 }
 
 

@@ -11,12 +11,14 @@ from . import scope
 
 
 class TenantLoadOut(msgspec.Struct):
-    """One tenant's work on a lane: nodes ready (queued and due), nodes running, and the
-    seconds the longest-waiting ready node has been due (null when none is ready)."""
+    """One tenant's work on a lane: nodes ready (queued and due), nodes running, nodes
+    waiting for a concurrency slot, and the seconds the longest-waiting of the ready and
+    waiting nodes has been due (null when none is)."""
 
     tenant: str
     ready: int
     in_flight: int
+    limited: int
     oldest_wait: float | None
 
 
@@ -55,7 +57,7 @@ OPERATIONS = [
         "GET",
         "/lanes",
         "listLanes",
-        "Per lane and tenant: nodes ready, in flight and the oldest wait; workers serving",
+        "Per lane and tenant: nodes ready, in flight, waiting on a limit, and the oldest wait",
         list_,
         "lanes",
         query=LaneQuery,

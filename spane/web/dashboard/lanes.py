@@ -21,17 +21,19 @@ def lanes(request: Request, me: Principal) -> str:
         row = f'<tr data-lane="{e(lane.lane)}">'
         head = f'{row}<td class="mono">{e(lane.lane)}</td><td>{served}</td>'
         if not lane.tenants:
-            rows.append(f"{head}<td class='dim'>-</td><td>0</td><td>0</td><td></td></tr>")
+            rows.append(f"{head}<td class='dim'>-</td><td>0</td><td>0</td><td>0</td><td></td></tr>")
         for i, load in enumerate(lane.tenants):
             start = head if i == 0 else f"{row}<td></td><td></td>"
             rows.append(
                 f'{start}<td data-tenant="{e(load.tenant)}">{e(load.tenant)}</td>'
                 f"<td class='ready'>{load.ready}</td><td class='in-flight'>{load.in_flight}</td>"
+                f"<td class='limited'>{load.limited}</td>"
                 f"<td class='oldest'>{took(0.0, load.oldest_wait)}</td></tr>"
             )
     table = (
         "<table class='list' id='lanes'><thead><tr><th>Lane</th><th>Workers</th>"
-        "<th>Tenant</th><th>Ready</th><th>In flight</th><th>Oldest wait</th></tr></thead>"
+        "<th>Tenant</th><th>Ready</th><th>In flight</th><th>Waiting on a limit</th>"
+        "<th>Oldest wait</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
     note = (
