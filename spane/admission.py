@@ -32,8 +32,15 @@ log = structlog.get_logger("spane.admission")
 
 #: Seconds a lane's measured broker depth is trusted before it is read again.
 DEPTH_TTL = 0.5
-#: Least seconds between two releases of waiting nodes by one process.
+#: Least seconds between two releases of waiting nodes by one process, unless it has just
+#: held some (then it tries at once: a node of a tenant with nothing else waiting goes
+#: first, and should not wait for the next completion to be released).
 PUMP_INTERVAL = 0.02
+#: While nodes of a lane wait their turn, releases keep at most this many messages in its
+#: broker queue (and never more than the fair depth). The broker is a FIFO: a node
+#: released now starts behind every message already queued, so the queue is kept just
+#: deep enough that the workers, which release more on every completion, never run dry.
+RELEASE_DEPTH = 32
 #: Executions remembered as created by this process.
 _KNOWN_MAX = 50_000
 
@@ -189,7 +196,7 @@ class Admission:
             pending: dict[str, int] = {}
             for d in out:
                 pending[d.lane] = pending.get(d.lane, 0) + 1
-            out += self._release(pending, wait=False)
+            out += self._release(pending, wait=False, eager=bool(turns))
         return out
 
     def _cancel(self, victims: dict[str, str]) -> list[Dispatch]:
@@ -202,28 +209,34 @@ class Admission:
                 )
         return self.store.admission.fill()
 
-    def _release(self, pending: dict[str, int], *, wait: bool) -> list[Dispatch]:
-        """Release waiting nodes of busy lanes while their broker backlog is short.
+    def _release(
+        self, pending: dict[str, int], *, wait: bool, eager: bool = False
+    ) -> list[Dispatch]:
+        """Top the broker queues of busy lanes up to ``RELEASE_DEPTH`` from the nodes
+        waiting their turn.
 
         ``pending`` counts messages per lane about to be sent, not in the broker yet. At
         most one thread of a process releases at a time, and not more often than
-        ``PUMP_INTERVAL`` unless ``wait`` (the sweep).
+        ``PUMP_INTERVAL`` unless ``wait`` (the sweep) or ``eager`` (nodes just held).
+        Otherwise a release waits for a quarter of the queue to be free, so that one
+        release statement carries a few nodes.
         """
-        if time.monotonic() - self._pumped < PUMP_INTERVAL and not wait:
+        if time.monotonic() - self._pumped < PUMP_INTERVAL and not (wait or eager):
             return []
         if not self._pumping.acquire(blocking=wait):
             return []
         released: list[Dispatch] = []
         try:
             self._pumped = time.monotonic()
-            limit = self.settings.fair_queue_depth
+            limit = min(self.settings.fair_queue_depth, RELEASE_DEPTH)
+            least = 1 if wait or eager else max(1, limit // 4)
             for lane, state in list(self._lanes.items()):
                 if not state.held:
                     continue
                 queued = depth(self.broker, queue_name(self.settings, lane))
                 room = limit - queued - pending.get(lane, 0)
-                if room * 2 < limit:
-                    continue  # the lane still has enough queued: release when it runs low
+                if room < least:
+                    continue  # the lane has enough queued: release as it runs low
                 out = self.store.fair.release(lane, room, self.weight)
                 if out is None:
                     continue  # another worker is releasing this lane

@@ -167,7 +167,17 @@ class Fair:
             }
             available = {t: len(rows) for t, rows in candidates.items()}
             picks, new_turns, vtime = fairness.plan(turns, lock.vtime, available, weight, count)
-            chosen = [tuple(r) for t, k in picks.items() for r in candidates[t][:k]]
+            # In turn order, not tenant by tenant: the broker runs them first come first
+            # served, so a tenant's nodes must not all queue behind another's.
+            first = {t: max(turns.get(t, lock.vtime), lock.vtime) for t in picks}
+            chosen = [
+                tuple(r)
+                for _, _, r in sorted(
+                    (first[t] + i / weight(t), t, r)
+                    for t, k in picks.items()
+                    for i, r in enumerate(candidates[t][:k])
+                )
+            ]
             out: list[Dispatch] = []
             for part in chunks(chosen):  # type: ignore[arg-type]
                 conn.execute(
@@ -192,6 +202,8 @@ class Fair:
                         )
                     )
                 ]
+            place = {key: i for i, key in enumerate(chosen)}
+            out.sort(key=lambda d: place[(d.execution_id, d.node_id, d.attempt)])
             for tenant in picks:
                 if tenant in turns:
                     conn.execute(
