@@ -36,6 +36,8 @@ if str(ROOT) not in sys.path:
 import spane  # noqa: E402
 from bench.harness import BenchError, percentile  # noqa: E402
 from bench.neighbours import services  # noqa: E402
+from spane.admission import RELEASE_DEPTH, depth  # noqa: E402
+from spane.broker import queue_name  # noqa: E402
 from spane.runtime import Runtime  # noqa: E402
 from tests import faults  # noqa: E402
 from tests.admission_nodes import most_at_once  # noqa: E402
@@ -70,6 +72,17 @@ def wait_all(ids: list[str], timeout: float = 600) -> None:
 
 def ready(rt: Runtime, tenant: str) -> int:
     return sum(load.ready for load in rt.store.lane_load(tenant=tenant))
+
+
+def settled(rt: Runtime) -> None:
+    """Wait until the lane's broker queue is kept short by releases in turn: the nodes
+    that went straight to the broker before the lane was busy (up to the fair depth)
+    have been taken. (Until then a node of another tenant waits behind them.)"""
+    queue, deadline = queue_name(rt.settings, "default"), time.monotonic() + 300
+    while depth(rt.broker, queue) > RELEASE_DEPTH:
+        if time.monotonic() > deadline:
+            raise BenchError("the lane's queue stayed deep for 300 s")
+        time.sleep(0.05)
 
 
 class Scenario:
@@ -109,6 +122,8 @@ def tenant_wait(args: argparse.Namespace, flood: int) -> dict[str, Any]:
             for start in range(0, flood, 1000):
                 spane.enqueue_many("work", [{}] * min(1000, flood - start), tenant="a")
         sc.start()
+        if flood:
+            settled(sc.rt)
         steady = []
         for _ in range(args.steady):
             steady.append(spane.enqueue_workflow("work", {}, tenant="b"))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from .broker import queue_name
+from .registry import LANES
 from .store import Dispatch, Store
 from .store.admission import Admitted, Arrival
 
@@ -41,6 +42,9 @@ PUMP_INTERVAL = 0.02
 #: released now starts behind every message already queued, so the queue is kept just
 #: deep enough that the workers, which release more on every completion, never run dry.
 RELEASE_DEPTH = 32
+#: Least seconds between two look-ups, by a worker that knows of no node waiting its
+#: turn, of whether another process holds some (an idle worker's only added statement).
+LOOK_INTERVAL = 0.5
 #: Executions remembered as created by this process.
 _KNOWN_MAX = 50_000
 
@@ -121,6 +125,7 @@ class Admission:
         self._lanes: dict[str, _Lane] = {}
         self._pumping = threading.Lock()
         self._pumped = 0.0
+        self._look_at = 0.0
 
     def weight(self, tenant: str) -> float:
         """A tenant's share of a busy lane (1 unless ``SPANE_TENANT_WEIGHTS`` says)."""
@@ -246,6 +251,24 @@ class Admission:
         finally:
             self._pumping.release()
         return released
+
+    def watch(self) -> list[Dispatch]:
+        """Between sweeps, in a worker: release waiting nodes of the lanes whose queue
+        runs low. A lane's nodes held by another process (a client's flood) are found
+        here, by one small look-up, only while this process knows of none and some lane's
+        queue is short; a process that knows of some releases on every node it ends,
+        and here when its threads have nothing to end."""
+        if not any(state.held for state in list(self._lanes.values())):
+            limit = min(self.settings.fair_queue_depth, RELEASE_DEPTH)
+            now = time.monotonic()
+            if now < self._look_at or all(self._lane(x).depth >= limit for x in LANES):
+                return []
+            for lane in self.store.fair.held_lanes():
+                self._lanes.setdefault(lane, _Lane()).held = True
+            if not any(state.held for state in list(self._lanes.values())):
+                self._look_at = now + LOOK_INTERVAL
+                return []
+        return self._release({}, wait=False)
 
     def sweep(self, *, leader: bool) -> list[Dispatch]:
         """Periodic pass: release waiting nodes and, on the sweeper, hand slots freed by

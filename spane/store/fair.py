@@ -22,10 +22,12 @@ from sqlalchemy import (
     insert,
     select,
     tuple_,
+    union_all,
     update,
 )
 
 from .. import fairness
+from ..registry import LANES
 from .admission import A, Admitted, L, ensure_locks
 from .base import CHUNK, chunks, retry_conflicts
 from .records import Dispatch
@@ -125,11 +127,17 @@ class Fair:
         return send
 
     def held_lanes(self) -> set[str]:
-        """Lanes where nodes wait for their tenant's turn."""
+        """Lanes where nodes wait for their tenant's turn (one index probe per lane,
+        however many wait)."""
+        probes = [
+            select(A.c.lane)
+            .where(A.c.lane == lane, A.c.kind == "fair", A.c.state == "held")
+            .limit(1)
+            .subquery()
+            for lane in LANES
+        ]
         with self.engine.connect() as conn:
-            found = conn.execute(
-                select(A.c.lane).where(A.c.kind == "fair", A.c.state == "held").distinct()
-            )
+            found = conn.execute(union_all(*(select(p.c.lane) for p in probes)))
             return set(found.scalars())
 
     @retry_conflicts
