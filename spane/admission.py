@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -98,6 +98,10 @@ class _Lane:
     sent: int = 0
     #: Nodes of this lane wait in the database (seen by this process).
     held: bool = False
+    #: Tenants with nodes waiting their turn in this lane (as far as this process saw).
+    waiting: set[str] = field(default_factory=set)
+    #: Nodes sent at once, per tenant with none waiting, since ``measured``.
+    direct: dict[str, int] = field(default_factory=dict)
 
 
 class Admission:
@@ -139,10 +143,27 @@ class Admission:
         if now - state.measured > DEPTH_TTL:
             state.depth = depth(self.broker, queue_name(self.settings, lane))
             state.measured, state.sent = now, 0
+            state.direct.clear()
         return state
 
-    def _busy(self, state: _Lane) -> bool:
-        return state.held or state.depth + state.sent >= self.settings.fair_queue_depth
+    def _busy(self, state: _Lane, tenant: str) -> bool:
+        """Whether a node of ``tenant`` waits its turn in the database.
+
+        Not while the lane's queue is short of the fair depth; nor, when nodes of the
+        lane already wait, for a tenant with none waiting: its turn would come first
+        (stride turns save nothing up), so its node goes at once rather than after a
+        hold and a release, up to ``RELEASE_DEPTH`` nodes per tenant and process between
+        two measures of the queue (a burst beyond waits like any other).
+        """
+        if state.depth + state.sent >= self.settings.fair_queue_depth:
+            return True
+        if not state.held or tenant in state.waiting:
+            return state.held
+        sent = state.direct.get(tenant, 0)
+        if sent >= RELEASE_DEPTH:
+            return True
+        state.direct[tenant] = sent + 1
+        return False
 
     def _meta(self, execution_id: str) -> tuple[str, int, str] | None:
         cached = self.store.execution_row.cached_meta(execution_id)
@@ -183,7 +204,7 @@ class Admission:
                     ),
                 )
                 arrivals.append(Arrival(d, meta[2], limits))
-            elif self._busy(lane):
+            elif self._busy(lane, meta[2]):
                 turns.append((d, meta[2]))
             else:
                 lane.sent += 1
@@ -194,8 +215,9 @@ class Admission:
             if victims:
                 out += self._cancel(victims)
         if turns:
-            for d, _ in turns:
+            for d, tenant in turns:
                 self._lanes[d.lane].held = True
+                self._lanes[d.lane].waiting.add(tenant)
             out += self.store.fair.hold(turns)
         if any(state.held for state in list(self._lanes.values())):
             pending: dict[str, int] = {}
@@ -242,11 +264,11 @@ class Admission:
                 room = limit - queued - pending.get(lane, 0)
                 if room < least:
                     continue  # the lane has enough queued: release as it runs low
-                out = self.store.fair.release(lane, room, self.weight)
-                if out is None:
+                result = self.store.fair.release(lane, room, self.weight)
+                if result is None:
                     continue  # another worker is releasing this lane
-                if not out:
-                    state.held = False
+                out, state.waiting = result
+                state.held = bool(state.waiting)
                 released += out
         finally:
             self._pumping.release()

@@ -143,10 +143,11 @@ class Fair:
     @retry_conflicts
     def release(
         self, lane: str, count: int, weight: Callable[[str], float]
-    ) -> list[Dispatch] | None:
+    ) -> tuple[list[Dispatch], set[str]] | None:
         """Release up to ``count`` waiting nodes of ``lane`` in weighted turns per tenant.
 
-        Returns None when another worker is releasing this lane right now.
+        Returns the messages to send and the tenants that still have nodes waiting, or
+        None when another worker is releasing this lane right now.
         """
         now = time.time()
         name = f"lane:{lane}"
@@ -222,4 +223,5 @@ class Fair:
                 else:
                     conn.execute(insert(T).values(lane=lane, tenant=tenant, turn=new_turns[tenant]))
             conn.execute(update(L).where(L.c.name == name).values(vtime=vtime))
-        return out
+        left = {t for t, n in available.items() if picks.get(t, 0) < n or n >= count}
+        return out, left
