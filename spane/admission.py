@@ -41,7 +41,11 @@ PUMP_INTERVAL = 0.02
 #: broker queue (and never more than the fair depth). The broker is a FIFO: a node
 #: released now starts behind every message already queued, so the queue is kept just
 #: deep enough that the workers, which release more on every completion, never run dry.
-RELEASE_DEPTH = 32
+RELEASE_DEPTH = 8
+#: Nodes a tenant with none waiting may send at once to a busy lane, per process, between
+#: two measures of the queue (``DEPTH_TTL``): its steady work goes straight through, a
+#: burst beyond waits its turn.
+DIRECT_MAX = 32
 #: Least seconds between two look-ups, by a worker that knows of no node waiting its
 #: turn, of whether another process holds some (an idle worker's only added statement).
 LOOK_INTERVAL = 0.5
@@ -152,15 +156,15 @@ class Admission:
         Not while the lane's queue is short of the fair depth; nor, when nodes of the
         lane already wait, for a tenant with none waiting: its turn would come first
         (stride turns save nothing up), so its node goes at once rather than after a
-        hold and a release, up to ``RELEASE_DEPTH`` nodes per tenant and process between
-        two measures of the queue (a burst beyond waits like any other).
+        hold and a release, up to ``DIRECT_MAX`` nodes per tenant and process between two
+        measures of the queue (a burst beyond waits like any other).
         """
         if state.depth + state.sent >= self.settings.fair_queue_depth:
             return True
         if not state.held or tenant in state.waiting:
             return state.held
         sent = state.direct.get(tenant, 0)
-        if sent >= RELEASE_DEPTH:
+        if sent >= DIRECT_MAX:
             return True
         state.direct[tenant] = sent + 1
         return False
