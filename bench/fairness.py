@@ -132,10 +132,14 @@ def tenant_wait(args: argparse.Namespace, flood: int) -> dict[str, Any]:
         left = ready(sc.rt, "a")
         seen = events(sc.rt)
     waits = [seen[e]["started"] - seen[e]["queued"] for e in steady]
+    # The lane's throughput meanwhile: nodes of either tenant ended while B's ran.
+    began, ended = seen[steady[0]]["queued"], max(seen[e]["completed"] for e in steady)
+    done = sum(1 for x in seen.values() if began <= x.get("completed", 0) <= ended)
     return {
         "p50_ms": round(percentile(waits, 50) * 1000, 1),
         "p99_ms": round(percentile(waits, 99) * 1000, 1),
         "a_ready_after": left,
+        "nodes_per_s": round(done / (ended - began)),
         "ran_dry": bool(flood) and left == 0,
     }
 
