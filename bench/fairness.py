@@ -154,10 +154,13 @@ def shares(args: argparse.Namespace) -> dict[str, float]:
                 spane.enqueue_many("shares", [{}] * count, tenant=tenant)
         # Only the nodes that waited their turn count: the first ones went straight to
         # the broker before the lane was busy.
-        query = "SELECT execution_id FROM spane_admission WHERE kind = 'fair'"
-        held = {row[0] for row in faults.sql(sc.rt.engine, query)}
-        if not held:
-            raise BenchError("no node waited its turn: raise --per-tenant or lower --depth")
+        query = "SELECT execution_id, tenant FROM spane_admission WHERE kind = 'fair'"
+        held = {row[0]: row[1] for row in faults.sql(sc.rt.engine, query)}
+        if set(held.values()) != {t for t, _ in WEIGHTS}:
+            raise BenchError(
+                "some tenant had no node waiting its turn: raise --per-tenant above the "
+                "fair depth (SPANE_FAIR_QUEUE_DEPTH, 1000) or lower --depth"
+            )
         sc.start()
         deadline = time.monotonic() + 600
         while sum(ready(sc.rt, t) for t, _ in WEIGHTS):
