@@ -33,18 +33,14 @@ log = structlog.get_logger("spane.admission")
 
 #: Seconds a lane's measured broker depth is trusted before it is read again.
 DEPTH_TTL = 0.5
-#: Least seconds between two releases of waiting nodes by one process, unless it has just
-#: held some (then it tries at once: a node of a tenant with nothing else waiting goes
-#: first, and should not wait for the next completion to be released).
+#: Least seconds between two releases by one process, unless it just held nodes.
 PUMP_INTERVAL = 0.02
 #: While nodes of a lane wait their turn, releases keep at most this many messages in its
-#: broker queue (and never more than the fair depth). The broker is a FIFO: a node
-#: released now starts behind every message already queued, so the queue is kept just
-#: deep enough that the workers, which release more on every completion, never run dry.
+#: broker queue (never more than the fair depth): the broker is first come first served,
+#: so a node released now starts behind all of them.
 RELEASE_DEPTH = 8
-#: Nodes a tenant with none waiting may send at once to a busy lane, per process, between
-#: two measures of the queue (``DEPTH_TTL``): its steady work goes straight through, a
-#: burst beyond waits its turn.
+#: Nodes a tenant with none waiting may send at once to a busy lane, per process, per
+#: ``DEPTH_TTL``: its steady work goes straight through, a burst beyond waits its turn.
 DIRECT_MAX = 32
 #: Least seconds between two look-ups, by a worker that knows of no node waiting its
 #: turn, of whether another process holds some (an idle worker's only added statement).
@@ -151,14 +147,9 @@ class Admission:
         return state
 
     def _busy(self, state: _Lane, tenant: str) -> bool:
-        """Whether a node of ``tenant`` waits its turn in the database.
-
-        Not while the lane's queue is short of the fair depth; nor, when nodes of the
-        lane already wait, for a tenant with none waiting: its turn would come first
-        (stride turns save nothing up), so its node goes at once rather than after a
-        hold and a release, up to ``DIRECT_MAX`` nodes per tenant and process between two
-        measures of the queue (a burst beyond waits like any other).
-        """
+        """Whether a node of ``tenant`` waits its turn: not while the lane's queue is
+        short of the fair depth and none waits; nor, up to ``DIRECT_MAX``, for a tenant
+        with none waiting, whose turn would come first anyway (turns save nothing up)."""
         if state.depth + state.sent >= self.settings.fair_queue_depth:
             return True
         if not state.held or tenant in state.waiting:
@@ -243,14 +234,11 @@ class Admission:
     def _release(
         self, pending: dict[str, int], *, wait: bool, eager: bool = False
     ) -> list[Dispatch]:
-        """Top the broker queues of busy lanes up to ``RELEASE_DEPTH`` from the nodes
-        waiting their turn.
+        """Top the broker queues of busy lanes up to ``RELEASE_DEPTH`` with waiting nodes.
 
-        ``pending`` counts messages per lane about to be sent, not in the broker yet. At
-        most one thread of a process releases at a time, and not more often than
-        ``PUMP_INTERVAL`` unless ``wait`` (the sweep) or ``eager`` (nodes just held).
-        Otherwise a release waits for a quarter of the queue to be free, so that one
-        release statement carries a few nodes.
+        ``pending`` counts messages per lane about to be sent. One thread of a process
+        releases at a time, at most every ``PUMP_INTERVAL`` and once a quarter of the
+        queue is free, unless ``wait`` (the sweep) or ``eager`` (nodes just held).
         """
         if time.monotonic() - self._pumped < PUMP_INTERVAL and not (wait or eager):
             return []
