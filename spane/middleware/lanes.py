@@ -89,7 +89,8 @@ class Lanes(Middleware):
         worker.consumer_whitelist = allowed
 
     def after_consumer_thread_boot(self, broker: Broker, thread: Any) -> None:
-        polls = type(broker).__name__ == "RedisBroker"
+        # Spane's brokers subclass Dramatiq's (``spane.broker``): look along the classes.
+        polls = any(cls.__name__ == "RedisBroker" for cls in type(broker).__mro__)
         if polls and thread.queue_name == self._queue("high"):
             thread.worker_timeout = min(thread.worker_timeout, HIGH_POLL_MS)
 
