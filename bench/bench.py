@@ -1,5 +1,6 @@
 """Spane throughput and latency benchmark (run by hand, never in CI).
 
+    python bench/bench.py neighbours [options: see bench/noisy.py]
     python bench/bench.py [chain|fanout|latency|all|compare] [--executions 200] [--processes 2]
                           [--threads 8] [--broker redis|rabbitmq] [--probe] [--py-spy DIR]
                           [--traces FILE]
@@ -18,6 +19,9 @@ Scenarios:
   latency  N sequential executions of a 3-node ``noop`` chain on an idle system; p50/p99
            from just before enqueue to completion (1 ms status polling), and from the
            database timestamps (``created_at`` -> ``finished_at``).
+
+  neighbours  lanes under a deep backlog, tenant turns and a per-key limit, on real
+           workers (``bench/noisy.py``: its own options and table).
 
 The results print as tables, then as one JSON line (the last line of output).
 
@@ -122,6 +126,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["neighbours"]:
+        from bench import noisy
+
+        return noisy.main(argv[1:])
     args = parse_args(argv)
     if args.compare_metrics:
         found: dict[str, Any] = {}

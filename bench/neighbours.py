@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -49,13 +48,17 @@ if str(ROOT) not in sys.path:
 
 import spane  # noqa: E402
 import tests.nodes  # noqa: E402, F401  (registers sleep in this client)
-from bench.harness import BenchError, cpu_report, cpu_rows, cpu_snapshot  # noqa: E402
-from spane.broker import queue_name  # noqa: E402
-from spane.registry import LANES  # noqa: E402
+from bench.harness import BenchError, cpu_report, cpu_rows, cpu_snapshot, percentile  # noqa: E402
 from spane.runtime import Runtime  # noqa: E402
 from spane.settings import Settings  # noqa: E402
 from tests import faults  # noqa: E402
-from tests.services import AMQP_URL, REDIS_URL, private_database, private_namespace  # noqa: E402
+from tests.services import (  # noqa: E402
+    AMQP_URL,
+    REDIS_URL,
+    delete_rabbit_queues,
+    private_database,
+    private_namespace,
+)
 from tests.workers import WorkerPool, WorkerProcess  # noqa: E402
 
 HIGH = {
@@ -78,9 +81,7 @@ def low(seconds: float) -> dict[str, Any]:
 
 def ms(values: list[float], q: int) -> float:
     """The q-th percentile of ``values`` (seconds) in milliseconds."""
-    if len(values) < 2:
-        return round(values[0] * 1000, 1) if values else float("nan")
-    return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000, 1)
+    return round(percentile(values, q) * 1000, 1)
 
 
 @dataclass
@@ -177,34 +178,36 @@ def wait_busy(rt: Runtime, threads: int) -> None:
 
 
 @contextlib.contextmanager
-def services(broker: str, folder: Path) -> Iterator[Runtime]:
-    """A database, a queue namespace and a client runtime, removed afterwards."""
-    url = REDIS_URL if broker == "redis" else AMQP_URL
-    with private_database("spane_bench_neighbours") as db, private_namespace("spanebenchn") as ns:
+def services(
+    broker: str, folder: Path, redis_url: str = REDIS_URL, **changes: Any
+) -> Iterator[Runtime]:
+    """A database, a queue namespace and a client runtime (its settings with ``changes``),
+    removed afterwards."""
+    url = redis_url if broker == "redis" else AMQP_URL
+    with (
+        private_database("spane_bench_neighbours") as db,
+        private_namespace("spanebenchn", redis_url) as ns,
+    ):
         settings = Settings(
             broker_url=url,
             database_url=db,
             blob_url=str(folder / "blobs"),
             namespace=ns,
             log_level="warning",
-        )
+        ).with_(**changes)
         with faults.client_runtime(settings) as rt:
             try:
                 yield rt
             finally:
                 if broker == "rabbitmq":
-                    channel = rt.broker.channel  # type: ignore[attr-defined]
-                    for lane in LANES:
-                        name = queue_name(settings, lane)
-                        for queue in (name, f"{name}.DQ", f"{name}.XQ"):
-                            channel.queue_delete(queue)
+                    delete_rabbit_queues(rt.broker.channel, ns)  # type: ignore[attr-defined]
 
 
 def run(broker: str, args: argparse.Namespace) -> dict[str, Any]:
     threads = args.processes * args.threads
     with (
         tempfile.TemporaryDirectory(prefix="spane-neighbours-") as folder,
-        services(broker, Path(folder)) as rt,
+        services(broker, Path(folder), args.redis_url) as rt,
         WorkerPool(Path(folder)) as pool,
     ):
         spane.register_workflow(HIGH)
@@ -248,15 +251,25 @@ def run(broker: str, args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """The options every noisy-neighbours scenario shares: the workers and Redis."""
+    parser.add_argument("--processes", type=int, default=2, help="worker processes")
+    parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
+    parser.add_argument("--redis-url", default=REDIS_URL, help="Redis (and its database)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backlog", type=int, default=50_000, help="low-lane nodes queued")
+    parser.add_argument("--runs", type=int, default=100, help="high-lane chains per phase")
+    parser.add_argument("--low-seconds", type=float, default=0.01, help="low-lane node time")
+    parser.add_argument("--dedicated", action="store_true", help="also a high-lane worker")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--broker", choices=["redis", "rabbitmq", "both"], default="both")
-    parser.add_argument("--backlog", type=int, default=50_000)
-    parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--low-seconds", type=float, default=0.01)
-    parser.add_argument("--dedicated", action="store_true")
+    add_common(parser)
+    add_arguments(parser)
     args = parser.parse_args(argv)
     brokers = ["redis", "rabbitmq"] if args.broker == "both" else [args.broker]
     results = {broker: run(broker, args) for broker in brokers}

@@ -14,12 +14,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from .broker import queue_name
+from .registry import LANES
 from .store import Dispatch, Store
 from .store.admission import Admitted, Arrival
 
@@ -32,8 +33,18 @@ log = structlog.get_logger("spane.admission")
 
 #: Seconds a lane's measured broker depth is trusted before it is read again.
 DEPTH_TTL = 0.5
-#: Least seconds between two releases of waiting nodes by one process.
+#: Least seconds between two releases by one process, unless it just held nodes.
 PUMP_INTERVAL = 0.02
+#: While nodes of a lane wait their turn, releases keep at most this many messages in its
+#: broker queue (never more than the fair depth): the broker is first come first served,
+#: so a node released now starts behind all of them.
+RELEASE_DEPTH = 8
+#: Nodes a tenant with none waiting may send at once to a busy lane, per process, per
+#: ``DEPTH_TTL``: its steady work goes straight through, a burst beyond waits its turn.
+DIRECT_MAX = 32
+#: Least seconds between two look-ups, by a worker that knows of no node waiting its
+#: turn, of whether another process holds some (an idle worker's only added statement).
+LOOK_INTERVAL = 0.5
 #: Executions remembered as created by this process.
 _KNOWN_MAX = 50_000
 
@@ -87,6 +98,10 @@ class _Lane:
     sent: int = 0
     #: Nodes of this lane wait in the database (seen by this process).
     held: bool = False
+    #: Tenants with nodes waiting their turn in this lane (as far as this process saw).
+    waiting: set[str] = field(default_factory=set)
+    #: Nodes sent at once, per tenant with none waiting, since ``measured``.
+    direct: dict[str, int] = field(default_factory=dict)
 
 
 class Admission:
@@ -114,6 +129,7 @@ class Admission:
         self._lanes: dict[str, _Lane] = {}
         self._pumping = threading.Lock()
         self._pumped = 0.0
+        self._look_at = 0.0
 
     def weight(self, tenant: str) -> float:
         """A tenant's share of a busy lane (1 unless ``SPANE_TENANT_WEIGHTS`` says)."""
@@ -127,10 +143,22 @@ class Admission:
         if now - state.measured > DEPTH_TTL:
             state.depth = depth(self.broker, queue_name(self.settings, lane))
             state.measured, state.sent = now, 0
+            state.direct.clear()
         return state
 
-    def _busy(self, state: _Lane) -> bool:
-        return state.held or state.depth + state.sent >= self.settings.fair_queue_depth
+    def _busy(self, state: _Lane, tenant: str) -> bool:
+        """Whether a node of ``tenant`` waits its turn: not while the lane's queue is
+        short of the fair depth and none waits; nor, up to ``DIRECT_MAX``, for a tenant
+        with none waiting, whose turn would come first anyway (turns save nothing up)."""
+        if state.depth + state.sent >= self.settings.fair_queue_depth:
+            return True
+        if not state.held or tenant in state.waiting:
+            return state.held
+        sent = state.direct.get(tenant, 0)
+        if sent >= DIRECT_MAX:
+            return True
+        state.direct[tenant] = sent + 1
+        return False
 
     def _meta(self, execution_id: str) -> tuple[str, int, str] | None:
         cached = self.store.execution_row.cached_meta(execution_id)
@@ -171,7 +199,7 @@ class Admission:
                     ),
                 )
                 arrivals.append(Arrival(d, meta[2], limits))
-            elif self._busy(lane):
+            elif self._busy(lane, meta[2]):
                 turns.append((d, meta[2]))
             else:
                 lane.sent += 1
@@ -182,14 +210,15 @@ class Admission:
             if victims:
                 out += self._cancel(victims)
         if turns:
-            for d, _ in turns:
+            for d, tenant in turns:
                 self._lanes[d.lane].held = True
+                self._lanes[d.lane].waiting.add(tenant)
             out += self.store.fair.hold(turns)
         if any(state.held for state in list(self._lanes.values())):
             pending: dict[str, int] = {}
             for d in out:
                 pending[d.lane] = pending.get(d.lane, 0) + 1
-            out += self._release(pending, wait=False)
+            out += self._release(pending, wait=False, eager=bool(turns))
         return out
 
     def _cancel(self, victims: dict[str, str]) -> list[Dispatch]:
@@ -202,37 +231,58 @@ class Admission:
                 )
         return self.store.admission.fill()
 
-    def _release(self, pending: dict[str, int], *, wait: bool) -> list[Dispatch]:
-        """Release waiting nodes of busy lanes while their broker backlog is short.
+    def _release(
+        self, pending: dict[str, int], *, wait: bool, eager: bool = False
+    ) -> list[Dispatch]:
+        """Top the broker queues of busy lanes up to ``RELEASE_DEPTH`` with waiting nodes.
 
-        ``pending`` counts messages per lane about to be sent, not in the broker yet. At
-        most one thread of a process releases at a time, and not more often than
-        ``PUMP_INTERVAL`` unless ``wait`` (the sweep).
+        ``pending`` counts messages per lane about to be sent. One thread of a process
+        releases at a time, at most every ``PUMP_INTERVAL`` and once a quarter of the
+        queue is free, unless ``wait`` (the sweep) or ``eager`` (nodes just held).
         """
-        if time.monotonic() - self._pumped < PUMP_INTERVAL and not wait:
+        if time.monotonic() - self._pumped < PUMP_INTERVAL and not (wait or eager):
             return []
         if not self._pumping.acquire(blocking=wait):
             return []
         released: list[Dispatch] = []
         try:
             self._pumped = time.monotonic()
-            limit = self.settings.fair_queue_depth
+            limit = min(self.settings.fair_queue_depth, RELEASE_DEPTH)
+            least = 1 if wait or eager else max(1, limit // 4)
             for lane, state in list(self._lanes.items()):
                 if not state.held:
                     continue
                 queued = depth(self.broker, queue_name(self.settings, lane))
                 room = limit - queued - pending.get(lane, 0)
-                if room * 2 < limit:
-                    continue  # the lane still has enough queued: release when it runs low
-                out = self.store.fair.release(lane, room, self.weight)
-                if out is None:
+                if room < least:
+                    continue  # the lane has enough queued: release as it runs low
+                result = self.store.fair.release(lane, room, self.weight)
+                if result is None:
                     continue  # another worker is releasing this lane
-                if not out:
-                    state.held = False
+                out, state.waiting = result
+                state.held = bool(state.waiting)
                 released += out
         finally:
             self._pumping.release()
         return released
+
+    def watch(self) -> list[Dispatch]:
+        """Between sweeps, in a worker: release waiting nodes of the lanes whose queue
+        runs low. A lane's nodes held by another process (a client's flood) are found
+        here, by one small look-up, only while this process knows of none and some lane's
+        queue is short; a process that knows of some releases on every node it ends,
+        and here when its threads have nothing to end."""
+        if not any(state.held for state in list(self._lanes.values())):
+            limit = min(self.settings.fair_queue_depth, RELEASE_DEPTH)
+            now = time.monotonic()
+            if now < self._look_at or all(self._lane(x).depth >= limit for x in LANES):
+                return []
+            for lane in self.store.fair.held_lanes():
+                self._lanes.setdefault(lane, _Lane()).held = True
+            if not any(state.held for state in list(self._lanes.values())):
+                self._look_at = now + LOOK_INTERVAL
+                return []
+        return self._release({}, wait=False)
 
     def sweep(self, *, leader: bool) -> list[Dispatch]:
         """Periodic pass: release waiting nodes and, on the sweeper, hand slots freed by

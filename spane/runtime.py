@@ -98,7 +98,12 @@ class Runtime(Services):
             tracing=tracing,
             claim_check=ClaimCheck(payloads),
             dead_letters=DeadLetters(self._record_rejected),
-            sweeper=Sweeper(self._sweep, self._release_sweeper, interval=settings.sweep_interval),
+            sweeper=Sweeper(
+                self._sweep,
+                self._release_sweeper,
+                interval=settings.sweep_interval,
+                watch=self._watch_turns,
+            ),
             breakers=CircuitBreaker(shared, store.graph),
             rate_limits=RateLimits(shared, store.graph, settings.namespace),
             heartbeat=Heartbeat(settings, store, identity, __version__),
@@ -138,6 +143,9 @@ class Runtime(Services):
 
     def _sweep(self) -> int:
         return recovery.sweep(self)
+
+    def _watch_turns(self) -> None:
+        self.dispatch(self.admission.watch())
 
     def _release_sweeper(self) -> None:
         self.store.release_lease(recovery.SWEEPER, self.identity)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,3 +78,32 @@ def test_a_tenant_is_served_while_another_floods_the_lane(busy: Runtime) -> None
     for execution_id in flood:
         assert spane.wait(execution_id, timeout=120).status == "completed"
     assert faults.scalar(busy.engine, "SELECT count(*) FROM spane_admission") == 0
+
+
+def test_a_release_goes_in_turn_order(busy: Runtime) -> None:
+    """Released nodes alternate between tenants (the broker runs them in that order), and
+    the release says which tenants still have nodes waiting."""
+    gid = uuid.uuid4().hex
+    node = {"id": "s", "type": "tracked", "config": {"seconds": 0.01, "group": gid}}
+    spane.register_workflow({"id": "turns", "nodes": [node]})
+    spane.wait(spane.enqueue_workflow("turns", 0), timeout=60)  # the worker is up
+    worker = busy._worker
+    assert worker is not None
+    worker.pause()
+    try:
+        ids = {t: spane.enqueue_many("turns", list(range(20)), tenant=t) for t in ("a", "b")}
+        assert held(busy, "a") >= 12 and held(busy, "b") >= 12
+        result = busy.store.fair.release("default", 10, lambda _: 1.0)
+        assert result is not None
+        out, left = result
+        owner = {e: t for t, group in ids.items() for e in group}
+        order = [owner[d.execution_id] for d in out]
+        assert len(order) == 10 and sorted(set(order)) == ["a", "b"]
+        assert all(x != y for x, y in itertools.pairwise(order)), order
+        assert left == {"a", "b"}
+    finally:
+        worker.resume()
+    busy.dispatch(out)
+    for group in ids.values():
+        for execution_id in group:
+            assert spane.wait(execution_id, timeout=120).status == "completed"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -19,13 +20,16 @@ from sqlalchemy import (
     String,
     Table,
     delete,
+    func,
     insert,
     select,
     tuple_,
+    union_all,
     update,
 )
 
 from .. import fairness
+from ..registry import LANES
 from .admission import A, Admitted, L, ensure_locks
 from .base import CHUNK, chunks, retry_conflicts
 from .records import Dispatch
@@ -56,6 +60,18 @@ def _unlease(conn: Connection, keys: list[tuple[str, str, int]]) -> list[tuple[s
         .returning(N.c.execution_id, N.c.node_id, N.c.attempt)
     )
     return [(r[0], r[1], r[2]) for r in rows]
+
+
+def _tenants(conn: Connection, waiting: tuple[Any, ...]) -> list[str]:
+    """The tenants with nodes ``waiting``: one index probe per tenant, where a DISTINCT
+    would read every waiting node (tens of thousands, at every release)."""
+    found: list[str] = []
+    step = select(func.min(A.c.tenant)).where(*waiting)
+    tenant = conn.execute(step).scalar()
+    while tenant is not None:
+        found.append(tenant)
+        tenant = conn.execute(step.where(A.c.tenant > tenant)).scalar()
+    return found
 
 
 class Fair:
@@ -125,20 +141,27 @@ class Fair:
         return send
 
     def held_lanes(self) -> set[str]:
-        """Lanes where nodes wait for their tenant's turn."""
+        """Lanes where nodes wait for their tenant's turn (one index probe per lane,
+        however many wait)."""
+        probes = [
+            select(A.c.lane)
+            .where(A.c.lane == lane, A.c.kind == "fair", A.c.state == "held")
+            .limit(1)
+            .subquery()
+            for lane in LANES
+        ]
         with self.engine.connect() as conn:
-            found = conn.execute(
-                select(A.c.lane).where(A.c.kind == "fair", A.c.state == "held").distinct()
-            )
+            found = conn.execute(union_all(*(select(p.c.lane) for p in probes)))
             return set(found.scalars())
 
     @retry_conflicts
     def release(
         self, lane: str, count: int, weight: Callable[[str], float]
-    ) -> list[Dispatch] | None:
+    ) -> tuple[list[Dispatch], set[str]] | None:
         """Release up to ``count`` waiting nodes of ``lane`` in weighted turns per tenant.
 
-        Returns None when another worker is releasing this lane right now.
+        Returns the messages to send and the tenants that still have nodes waiting, or
+        None when another worker is releasing this lane right now.
         """
         now = time.time()
         name = f"lane:{lane}"
@@ -150,7 +173,7 @@ class Fair:
             if lock is None:
                 return None
             waiting = (A.c.lane == lane, A.c.kind == "fair", A.c.state == "held")
-            tenants = list(conn.execute(select(A.c.tenant).where(*waiting).distinct()).scalars())
+            tenants = _tenants(conn, waiting)
             candidates = {
                 tenant: conn.execute(
                     select(A.c.execution_id, A.c.node_id, A.c.attempt)
@@ -167,7 +190,17 @@ class Fair:
             }
             available = {t: len(rows) for t, rows in candidates.items()}
             picks, new_turns, vtime = fairness.plan(turns, lock.vtime, available, weight, count)
-            chosen = [tuple(r) for t, k in picks.items() for r in candidates[t][:k]]
+            # In turn order, not tenant by tenant: the broker runs them first come first
+            # served, so a tenant's nodes must not all queue behind another's.
+            first = {t: max(turns.get(t, lock.vtime), lock.vtime) for t in picks}
+            chosen = [
+                tuple(r)
+                for _, _, r in sorted(
+                    (first[t] + i / weight(t), t, r)
+                    for t, k in picks.items()
+                    for i, r in enumerate(candidates[t][:k])
+                )
+            ]
             out: list[Dispatch] = []
             for part in chunks(chosen):  # type: ignore[arg-type]
                 conn.execute(
@@ -192,6 +225,8 @@ class Fair:
                         )
                     )
                 ]
+            place = {key: i for i, key in enumerate(chosen)}
+            out.sort(key=lambda d: place[(d.execution_id, d.node_id, d.attempt)])
             for tenant in picks:
                 if tenant in turns:
                     conn.execute(
@@ -202,4 +237,5 @@ class Fair:
                 else:
                     conn.execute(insert(T).values(lane=lane, tenant=tenant, turn=new_turns[tenant]))
             conn.execute(update(L).where(L.c.name == name).values(vtime=vtime))
-        return out
+        left = {t for t, n in available.items() if picks.get(t, 0) < n or n >= count}
+        return out, left
