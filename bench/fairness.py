@@ -36,8 +36,8 @@ if str(ROOT) not in sys.path:
 import spane  # noqa: E402
 from bench.harness import BenchError, percentile  # noqa: E402
 from bench.neighbours import services  # noqa: E402
-from spane.admission import RELEASE_DEPTH, depth  # noqa: E402
-from spane.broker import queue_name  # noqa: E402
+from spane.admission import RELEASE_DEPTH  # noqa: E402
+from spane.broker import queue_name, ready_count  # noqa: E402
 from spane.runtime import Runtime  # noqa: E402
 from tests import faults  # noqa: E402
 from tests.admission_nodes import most_at_once  # noqa: E402
@@ -79,7 +79,7 @@ def settled(rt: Runtime) -> None:
     that went straight to the broker before the lane was busy (up to the fair depth)
     have been taken. (Until then a node of another tenant waits behind them.)"""
     queue, deadline = queue_name(rt.settings, "default"), time.monotonic() + 300
-    while depth(rt.broker, queue) > RELEASE_DEPTH:
+    while ready_count(rt.broker, queue) > RELEASE_DEPTH:
         if time.monotonic() > deadline:
             raise BenchError("the lane's queue stayed deep for 300 s")
         time.sleep(0.05)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .broker import queue_name
+from .broker import queue_name, ready_count
 from .registry import LANES
 from .store import Dispatch, Store
 from .store.admission import Admitted, Arrival
@@ -47,17 +47,6 @@ DIRECT_MAX = 32
 LOOK_INTERVAL = 0.5
 #: Executions remembered as created by this process.
 _KNOWN_MAX = 50_000
-
-
-def depth(broker: Broker, queue: str) -> int:
-    """Messages ready on ``queue`` (Redis, RabbitMQ, or the embedded StubBroker)."""
-    client: Any = getattr(broker, "client", None)
-    if client is not None:
-        return int(client.llen(f"{broker.namespace}:{queue}"))  # type: ignore[attr-defined]
-    if hasattr(broker, "get_queue_message_counts"):
-        return int(broker.get_queue_message_counts(queue)[0])
-    found = getattr(broker, "queues", {}).get(queue)
-    return 0 if found is None else int(found.qsize())
 
 
 class Known:
@@ -141,7 +130,7 @@ class Admission:
             state = self._lanes[lane] = _Lane()
         now = time.monotonic()
         if now - state.measured > DEPTH_TTL:
-            state.depth = depth(self.broker, queue_name(self.settings, lane))
+            state.depth = ready_count(self.broker, queue_name(self.settings, lane))
             state.measured, state.sent = now, 0
             state.direct.clear()
         return state
@@ -252,7 +241,7 @@ class Admission:
             for lane, state in list(self._lanes.items()):
                 if not state.held:
                     continue
-                queued = depth(self.broker, queue_name(self.settings, lane))
+                queued = ready_count(self.broker, queue_name(self.settings, lane))
                 room = limit - queued - pending.get(lane, 0)
                 if room < least:
                     continue  # the lane has enough queued: release as it runs low

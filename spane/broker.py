@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dramatiq import Broker, Middleware
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.errors import ConnectionFailed
@@ -89,6 +91,18 @@ def check_broker(broker: Broker) -> None:
             raise ConnectionFailed(str(exc) or type(exc).__name__) from None  # type: ignore[no-untyped-call]
 
 
+def ready_count(broker: Broker, queue: str) -> int:
+    """Messages ready on ``queue`` (Redis, RabbitMQ, or the embedded StubBroker), read
+    with a plain queue-length command, so asking never registers a consumer."""
+    client: Any = getattr(broker, "client", None)
+    if client is not None:  # Redis: a list of ready ids
+        return int(client.llen(f"{broker.namespace}:{queue}"))  # type: ignore[attr-defined]
+    if hasattr(broker, "get_queue_message_counts"):  # RabbitMQ
+        return int(broker.get_queue_message_counts(queue)[0])
+    found = getattr(broker, "queues", {}).get(queue)
+    return 0 if found is None else int(found.qsize())
+
+
 def queue_depths(broker: Broker, settings: Settings) -> dict[str, tuple[int, int]]:
     """Return ``{lane: (ready, delayed)}`` message counts of the lane queues.
 
@@ -103,10 +117,8 @@ def queue_depths(broker: Broker, settings: Settings) -> dict[str, tuple[int, int
         queue = queue_name(settings, lane)
         if client is not None:  # Redis: a list of ready ids, a hash of delayed messages
             prefix = f"{broker.namespace}:"  # type: ignore[attr-defined]
-            depths[lane] = (
-                int(client.llen(prefix + queue)),
-                int(client.hlen(f"{prefix}{dq_name(queue)}.msgs")),
-            )
+            delayed = int(client.hlen(f"{prefix}{dq_name(queue)}.msgs"))
+            depths[lane] = (ready_count(broker, queue), delayed)
         elif hasattr(broker, "get_queue_message_counts"):  # RabbitMQ
             ready, delayed, _dead = broker.get_queue_message_counts(queue)
             depths[lane] = (int(ready), int(delayed))

@@ -26,6 +26,7 @@ from dramatiq import Broker, Middleware
 
 from .. import backlog
 from ..errors import ConfigurationError
+from ..messages import queue_name
 from ..registry import LANES
 from ..settings import Settings
 
@@ -71,14 +72,13 @@ class Lanes(Middleware):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def _queue(self, lane: str) -> str:
-        return f"{self.settings.namespace}.{lane}"
-
     def before_worker_boot(self, broker: Broker, worker: Any) -> None:
         # The embedded worker is the only one its broker has: it must serve every lane.
         if not self.settings.lanes or self.settings.embedded:
             return
-        left_out = {self._queue(lane) for lane in LANES if lane not in self.settings.lanes}
+        left_out = {
+            queue_name(self.settings, lane) for lane in LANES if lane not in self.settings.lanes
+        }
         # Dramatiq consults this set (or, when it is empty, serves every queue) as it
         # starts a consumer per declared queue, its delay queue included.
         allowed = set(worker.consumer_whitelist or broker.get_declared_queues()) - left_out
@@ -90,7 +90,9 @@ class Lanes(Middleware):
         worker.consumer_whitelist = allowed
 
     def after_consumer_thread_boot(self, broker: Broker, thread: Any) -> None:
-        if backlog.kind(broker) == "redis" and thread.queue_name == self._queue("high"):
+        if backlog.kind(broker) == "redis" and thread.queue_name == queue_name(
+            self.settings, "high"
+        ):
             thread.worker_timeout = min(thread.worker_timeout, HIGH_POLL_MS)
 
     def after_worker_thread_boot(self, broker: Broker, thread: Any) -> None:

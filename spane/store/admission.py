@@ -35,6 +35,7 @@ from ..limits import Limit, Rules
 from ..payloads import Payloads
 from ..statuses import ExecutionStatus as X
 from .base import retry_conflicts
+from .claims import parent_outputs
 from .records import EXECUTION_ACTIVE, Dispatch
 from .schema import executions as E
 from .schema import metadata
@@ -186,15 +187,8 @@ class LimitRows:
             if not parents:
                 text = conn.execute(select(E.c.input).where(E.c.id == execution_id)).scalar_one()
                 return unpack(tenant, text, what=where)
-            rows = conn.execute(
-                select(N.c.node_id, N.c.output).where(
-                    N.c.execution_id == execution_id,
-                    N.c.node_id.in_(parents),
-                    N.c.status.in_(("completed", "failed")),
-                    N.c.output.is_not(None),
-                )
-            ).all()
-        values = {r.node_id: unpack(tenant, r.output, what=where) for r in rows}
+            outputs = parent_outputs(conn, execution_id, parents)
+        values = {parent: unpack(tenant, text, what=where) for parent, text in outputs.items()}
         return values.get(parents[0]) if len(parents) == 1 else values
 
     def meta(self, execution_id: str) -> tuple[str, int, str] | None:

@@ -88,7 +88,7 @@ class Claims:
             if known and all(p in known for p in parents):
                 packed = {p: known[p] for p in parents}
             elif parents:
-                packed = _parent_outputs(conn, execution_id, parents)
+                packed = parent_outputs(conn, execution_id, parents)
             else:
                 packed = conn.execute(hot.EXECUTION_INPUT, {"e": execution_id}).scalar_one()
         return Claim(
@@ -145,7 +145,8 @@ class Claims:
         return values.get(parents[0]) if len(parents) == 1 else values
 
 
-def _parent_outputs(conn: Connection, execution_id: str, parents: Sequence[str]) -> dict[str, str]:
+def parent_outputs(conn: Connection, execution_id: str, parents: Sequence[str]) -> dict[str, str]:
+    """The stored outputs of a node's finished parents: ``{parent_id: stored text}``."""
     return {
         r.node_id: r.output
         for ids in chunks(parents)
